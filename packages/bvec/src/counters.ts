@@ -56,6 +56,6 @@ export function diffCounters<K extends string>(
 /** Flattens several counter sets into one `{ "scope.name": value }` record. */
 export function collectCounters(sets: readonly CounterSet<string>[]): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const s of sets) for (const n of s.names) out[`${s.scope}.${n}`] = s.c[n];
+  for (const s of sets) for (const n of s.names) out[`${s.scope}.${n}`] = s.c[n] ?? 0;
   return out;
 }

@@ -1,0 +1,96 @@
+import { describe, expect, it } from "vitest";
+import { CounterSet, SimClock, collectCounters, diffCounters } from "../src/index.ts";
+
+describe("SimClock", () => {
+  it("fires callbacks in time order, ties in scheduling order", () => {
+    const clock = new SimClock();
+    const log: string[] = [];
+    clock.schedule(30, () => log.push("c"));
+    clock.schedule(10, () => log.push("a"));
+    clock.schedule(10, () => log.push("b"));
+    clock.schedule(100, () => log.push("late"));
+    clock.advance(50);
+    expect(log).toEqual(["a", "b", "c"]);
+    expect(clock.now).toBe(50);
+    expect(clock.pending).toBe(1);
+  });
+
+  it("does not move unless told to", () => {
+    const clock = new SimClock();
+    let fired = false;
+    clock.schedule(1, () => (fired = true));
+    expect(fired).toBe(false);
+    expect(clock.now).toBe(0);
+    expect(clock.nextAt()).toBe(1);
+  });
+
+  it("shows each callback its own time and runs callbacks scheduled by callbacks", () => {
+    const clock = new SimClock();
+    const seen: number[] = [];
+    clock.schedule(10, (t) => {
+      seen.push(t);
+      clock.schedule(5, (t2) => seen.push(t2));
+    });
+    clock.advanceTo(100);
+    expect(seen).toEqual([10, 15]);
+  });
+
+  it("cancels timers", () => {
+    const clock = new SimClock();
+    let n = 0;
+    const id = clock.schedule(10, () => n++);
+    expect(clock.cancel(id)).toBe(true);
+    expect(clock.cancel(id)).toBe(false);
+    clock.advance(20);
+    expect(n).toBe(0);
+    expect(clock.nextAt()).toBe(Infinity);
+  });
+
+  it("runs the next event on request", () => {
+    const clock = new SimClock();
+    clock.schedule(7, () => undefined);
+    expect(clock.runNext()).toBe(true);
+    expect(clock.now).toBe(7);
+    expect(clock.runNext()).toBe(false);
+  });
+
+  it("refuses to go back in time or schedule in the past", () => {
+    const clock = new SimClock();
+    clock.advance(10);
+    expect(() => clock.advanceTo(5)).toThrow(/cannot move the clock back from 10 to 5 ns/);
+    expect(() => clock.scheduleAt(3, () => undefined)).toThrow(/before now/);
+    expect(() => clock.schedule(-1, () => undefined)).toThrow(/below 0/);
+  });
+
+  it("keeps a large queue ordered", () => {
+    const clock = new SimClock();
+    const out: number[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const t = (i * 7919) % 1000;
+      clock.scheduleAt(t, () => out.push(t));
+    }
+    clock.advance(1000);
+    expect(out).toEqual([...out].sort((a, b) => a - b));
+    expect(out).toHaveLength(1000);
+  });
+});
+
+describe("CounterSet", () => {
+  it("counts, snapshots and diffs", () => {
+    const cs = new CounterSet("iova", ["allocs", "frees"] as const);
+    cs.c.allocs += 3;
+    const a = cs.snapshot();
+    cs.c.allocs++;
+    cs.c.frees += 2;
+    const d = diffCounters(a, cs.snapshot());
+    expect(d).toEqual({ allocs: 1, frees: 2 });
+    expect(a).toEqual({ allocs: 3, frees: 0 });
+    expect(collectCounters([cs])).toEqual({ "iova.allocs": 4, "iova.frees": 2 });
+    cs.reset();
+    expect(cs.snapshot()).toEqual({ allocs: 0, frees: 0 });
+  });
+
+  it("refuses duplicate names", () => {
+    expect(() => new CounterSet("x", ["a", "a"])).toThrow(/declared twice/);
+  });
+});

@@ -1,0 +1,43 @@
+/**
+ * Runs benchmark files (given on the command line) with tinybench and prints one JSON line per
+ * case: { name, file, nsPerOp, opsPerSec, baseline?, ratio?, targetNs?, samples }.
+ * Invoked by scripts/bench.mjs under tsx with the @dmasim/source condition.
+ */
+import { Bench } from "tinybench";
+import { pathToFileURL } from "node:url";
+import type { BenchCase } from "./bench-harness.ts";
+
+const args = process.argv.slice(2);
+const timeIdx = args.indexOf("--time");
+const timeMs = timeIdx >= 0 ? Number(args[timeIdx + 1]) : 400;
+const files = args.filter((a, i) => !a.startsWith("--") && (timeIdx < 0 || i !== timeIdx + 1));
+
+for (const file of files) {
+  const mod = (await import(pathToFileURL(file).href)) as { default: readonly BenchCase[] };
+  const cases = mod.default;
+  const bench = new Bench({ time: timeMs, warmupTime: Math.min(200, timeMs / 2) });
+  for (const c of cases) bench.add(c.name, c.fn);
+  await bench.run();
+  const ns = new Map<string, number>();
+  for (const c of cases) {
+    const task = bench.getTask(c.name);
+    const r = task?.result as { period?: number; latency?: { samplesCount?: number }; error?: unknown } | undefined;
+    if (r?.error !== undefined) throw r.error instanceof Error ? r.error : new Error(String(r.error));
+    if (r?.period === undefined) throw new Error(`benchmark ${c.name} produced no result`);
+    ns.set(c.name, (r.period * 1e6) / (c.ops ?? 1));
+  }
+  for (const c of cases) {
+    const v = ns.get(c.name) as number;
+    const base = c.baseline !== undefined ? ns.get(c.baseline) : undefined;
+    const line = {
+      name: c.name,
+      file,
+      nsPerOp: Number(v.toFixed(2)),
+      opsPerSec: Math.round(1e9 / v),
+      ...(c.baseline !== undefined && base !== undefined ? { baseline: c.baseline, ratio: Number((v / base).toFixed(3)) } : {}),
+      ...(c.targetNs !== undefined ? { targetNs: c.targetNs } : {}),
+      ...(c.note !== undefined ? { note: c.note } : {}),
+    };
+    process.stdout.write(`${JSON.stringify(line)}\n`);
+  }
+}
