@@ -3,7 +3,7 @@
  * iterator, chaining for split bios, the per-bio gap bit, and the request built from bios.
  */
 import { MAX_ADDR, checkInt, ffs, hex, or53 } from "./addr.ts";
-import { type BioVec, type BvecIter, bvec, bvecIterAdvance, bvecTryMergePhys, bvecPhys } from "./bvec.ts";
+import { type BioVec, type BvecIter, bvec, bvecIterAdvance, bvecTryMergePhys, bvecPhys, mpBvecIterBvec } from "./bvec.ts";
 import { BvecError } from "./errors.ts";
 import { type QueueLimits, SECTOR_SIZE, UINT_MAX, biovecPhysMergeable, bvecGapToPrev, getMaxSegmentSize } from "./limits.ts";
 
@@ -226,20 +226,28 @@ function bvecSplitSegs(lim: QueueLimits, bv: BioVec, state: { nsegs: number; byt
  * limits (max segments, `maxBytes`, the virt boundary, segment size and boundary), counts its
  * segments, and records the gap bit of the part that stays (`bio.gapBit`). Throws EINVAL for a
  * bvec that breaks the DMA alignment or `lenAlignMask`, or when no whole block fits.
+ *
+ * Deliberate difference: when the part that fits rounds down to zero whole logical blocks,
+ * Linux's `bio_submit_split` lets the bio through unsplit (a split of 0 sectors means "no
+ * split"), so it then breaks the limits further down; the model refuses such a bio instead.
  */
-export function bioSplitIoAt(bio: Bio, lim: QueueLimits, maxBytes = lim.maxHwSectors * SECTOR_SIZE, lenAlignMask = lim.logicalBlockSize - 1): SplitPoint {
+export function bioSplitIoAt(bio: Bio, lim: QueueLimits, maxBytes = lim.maxHwSectors * SECTOR_SIZE, lenAlignMask = lim.dmaAlignment): SplitPoint {
   const state = { nsegs: 0, bytes: 0 };
   let gaps = 0;
-  let prev: BioVec | undefined;
+  let havePrev = false;
   let split = false;
-  for (const bv of bioSegments(bio)) {
+  const prev: BioVec = { page: 0, offset: 0, len: 0, pageSize: 4096 };
+  const bv: BioVec = { page: 0, offset: 0, len: 0, pageSize: 4096 };
+  const it = { size: bio.iter.size, idx: bio.iter.idx, done: bio.iter.done };
+  while (it.size > 0) {
+    mpBvecIterBvec(bio.bvecs, it, bv);
     if (bv.offset % (lim.dmaAlignment + 1) !== 0 || bv.len % (lenAlignMask + 1) !== 0) {
       throw new BvecError(
         "EINVAL",
-        `bvec at ${hex(bvecPhys(bv))}+${hex(bv.len)} breaks the queue's DMA alignment ${hex(lim.dmaAlignment)} or length alignment ${hex(lenAlignMask)}`,
+        `bvec at ${hex(bvecPhys(bv))}+${hex(bv.len)} breaks the queue DMA alignment ${hex(lim.dmaAlignment)} (offset) or ${hex(lenAlignMask)} (length)`,
       );
     }
-    if (prev !== undefined) {
+    if (havePrev) {
       if (bvecGapToPrev(lim, prev, bv.offset)) {
         split = true;
         break;
@@ -253,7 +261,12 @@ export function bioSplitIoAt(bio: Bio, lim: QueueLimits, maxBytes = lim.maxHwSec
       split = true;
       break;
     }
-    prev = bv;
+    prev.page = bv.page;
+    prev.offset = bv.offset;
+    prev.len = bv.len;
+    (prev as { pageSize: number }).pageSize = bv.pageSize;
+    havePrev = true;
+    bvecIterAdvance(bio.bvecs, it, bv.len);
   }
   bio.gapBit = ffs(gaps);
   if (!split) return { sectors: 0, segs: state.nsegs };
@@ -317,14 +330,24 @@ export class Request {
   }
 }
 
+/** Linux `bio_get_last_bvec`: the last multi-page segment the bio covers. */
 function lastBvec(bio: Bio): BioVec {
-  const segs = bioSegments(bio);
-  return segs[segs.length - 1] as BioVec;
+  let idx = bio.iter.idx;
+  let left = bio.iter.size;
+  let start = bio.iter.done;
+  for (;;) {
+    const cur = bio.bvecs[idx] as BioVec;
+    const avail = cur.len - start;
+    if (left <= avail) return { page: cur.page, offset: cur.offset + start, len: left, pageSize: cur.pageSize };
+    left -= avail;
+    idx++;
+    start = 0;
+  }
 }
 
+/** Linux `bio_get_first_bvec`. */
 function firstBvec(bio: Bio): BioVec {
-  const segs = bioSegments(bio);
-  return segs[0] as BioVec;
+  return mpBvecIterBvec(bio.bvecs, bio.iter);
 }
 
 /** Linux `bio_seg_gap`: the gap bit after appending `next` behind `prev`. */
