@@ -105,20 +105,26 @@ export function standardLayout(ramBytes: number, pageSize: PageSize = 4096): Reg
 export type MemoryCounter =
   | "bytesRead"
   | "bytesWritten"
-  | "pagesMaterialized"
+  | "chunksMaterialized"
   | "pagesInUse"
   | "pagesAllocated"
   | "pagesFreed"
   | "allocCalls"
   | "allocFailures";
 
-const LEAF = 1024; // pages per directory leaf
+const LEAF = 1024; // chunks per directory leaf
+/**
+ * Bytes are stored in chunks of 64 KiB (or one page when pages are larger): large copies then
+ * take a few `set` calls instead of one per 4 KiB page, while untouched memory still costs
+ * nothing.
+ */
+const CHUNK_BYTES = 65536;
 
 interface RegionStore {
   readonly region: Region;
   readonly startPfn: number;
   readonly endPfn: number;
-  /** Two-level directory: dir[floor(i / LEAF)][i % LEAF] is the page's bytes, if touched. */
+  /** Two-level directory of chunks, indexed from the region start; a chunk exists once written. */
   readonly dir: (Array<Uint8Array | undefined> | undefined)[];
 }
 
@@ -136,11 +142,13 @@ interface FreeArea {
 export class PhysMemory {
   /** The CPU page size in bytes. */
   readonly pageSize: PageSize;
+  /** Bytes per storage chunk (64 KiB, or the page size when larger). */
+  readonly chunkBytes: number;
   /** Event counters: bytes moved, pages touched, allocations. */
   readonly counters = new CounterSet<MemoryCounter>("memory", [
     "bytesRead",
     "bytesWritten",
-    "pagesMaterialized",
+    "chunksMaterialized",
     "pagesInUse",
     "pagesAllocated",
     "pagesFreed",
@@ -167,6 +175,7 @@ export class PhysMemory {
       throw new BvecError("EINVAL", `page size ${hex(pageSize)} is not one of 4 KiB, 16 KiB, 64 KiB`);
     }
     this.pageSize = pageSize;
+    this.chunkBytes = Math.max(CHUNK_BYTES, pageSize);
     this.areas = {
       dma: newArea(),
       dma32: newArea(),
@@ -268,16 +277,17 @@ export class PhysMemory {
   read(phys: number, dst: Uint8Array, dstOff = 0, len = dst.length - dstOff): void {
     if (len === 0) return;
     let store = this.checkedStore(phys, len);
-    const ps = this.pageSize;
+    const cs = this.chunkBytes;
     let p = phys;
     let done = 0;
     while (done < len) {
       if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
-      const off = p % ps;
-      const n = Math.min(ps - off, len - done);
-      const page = this.lookup(store, (p - off) / ps);
-      if (page === undefined) dst.fill(0, dstOff + done, dstOff + done + n);
-      else dst.set(off === 0 && n === ps ? page : page.subarray(off, off + n), dstOff + done);
+      const rel = p - store.region.start;
+      const off = rel % cs;
+      const n = Math.min(cs - off, len - done, store.region.end - p);
+      const chunk = this.lookup(store, (rel - off) / cs);
+      if (chunk === undefined) dst.fill(0, dstOff + done, dstOff + done + n);
+      else dst.set(off === 0 && n === cs ? chunk : chunk.subarray(off, off + n), dstOff + done);
       done += n;
       p += n;
     }
@@ -288,38 +298,36 @@ export class PhysMemory {
   write(phys: number, src: Uint8Array, srcOff = 0, len = src.length - srcOff): void {
     if (len === 0) return;
     let store = this.checkedStore(phys, len);
-    const ps = this.pageSize;
+    const cs = this.chunkBytes;
     let p = phys;
     let done = 0;
     while (done < len) {
       if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
-      const off = p % ps;
-      const n = Math.min(ps - off, len - done);
-      const page = this.materialize(store, (p - off) / ps);
-      page.set(src.subarray(srcOff + done, srcOff + done + n), off);
+      const rel = p - store.region.start;
+      const off = rel % cs;
+      const n = Math.min(cs - off, len - done, store.region.end - p);
+      const chunk = this.materialize(store, (rel - off) / cs);
+      chunk.set(srcOff + done === 0 && n === src.length ? src : src.subarray(srcOff + done, srcOff + done + n), off);
       done += n;
       p += n;
     }
     this.counters.c.bytesWritten += len;
   }
 
-  /** Fills `len` bytes at `phys` with `value` (0 on untouched pages costs nothing). */
+  /** Fills `len` bytes at `phys` with `value` (0 on untouched memory costs nothing). */
   fill(phys: number, len: number, value = 0): void {
     if (len === 0) return;
     let store = this.checkedStore(phys, len);
-    const ps = this.pageSize;
+    const cs = this.chunkBytes;
     let p = phys;
     let done = 0;
     while (done < len) {
       if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
-      const off = p % ps;
-      const n = Math.min(ps - off, len - done);
-      const pfn = (p - off) / ps;
-      if (value === 0 && this.lookup(store, pfn) === undefined) {
-        // Untouched pages already read as zero.
-      } else {
-        this.materialize(store, pfn).fill(value, off, off + n);
-      }
+      const rel = p - store.region.start;
+      const off = rel % cs;
+      const n = Math.min(cs - off, len - done, store.region.end - p);
+      const ci = (rel - off) / cs;
+      if (value !== 0 || this.lookup(store, ci) !== undefined) this.materialize(store, ci).fill(value, off, off + n);
       done += n;
       p += n;
     }
@@ -343,14 +351,15 @@ export class PhysMemory {
 
   /** Reads a little-endian 32-bit value. */
   readU32(phys: number): number {
-    const ps = this.pageSize;
-    const off = phys % ps;
-    if (off <= ps - 4) {
-      const store = this.checkedStore(phys, 4);
-      const page = this.lookup(store, (phys - off) / ps);
+    const store = this.checkedStore(phys, 4);
+    const rel = phys - store.region.start;
+    const cs = this.chunkBytes;
+    const off = rel % cs;
+    if (off <= cs - 4 && phys + 4 <= store.region.end) {
+      const chunk = this.lookup(store, (rel - off) / cs);
       this.counters.c.bytesRead += 4;
-      if (page === undefined) return 0;
-      return (page[off] as number) + (page[off + 1] as number) * 0x100 + (page[off + 2] as number) * 0x10000 + (page[off + 3] as number) * 0x1000000;
+      if (chunk === undefined) return 0;
+      return (chunk[off] as number) + (chunk[off + 1] as number) * 0x100 + (chunk[off + 2] as number) * 0x10000 + (chunk[off + 3] as number) * 0x1000000;
     }
     const b = this.readBytes(phys, 4);
     return (b[0] as number) + (b[1] as number) * 0x100 + (b[2] as number) * 0x10000 + (b[3] as number) * 0x1000000;
@@ -382,20 +391,30 @@ export class PhysMemory {
   }
 
   /**
-   * The backing bytes of page `pfn`, created (zeroed) if it was never touched. Hardware models
-   * that keep structures in memory (page tables, queues) use this for fast typed access; the
-   * bytes are the same ones `read`/`write` see.
+   * The backing bytes of page `pfn`, created (zeroed) if never touched: a view of exactly one
+   * page. Hardware models that keep structures in memory (page tables, queues) use it for fast
+   * typed access; the bytes are the same ones `read`/`write` see.
    */
   pageBytes(pfn: number): Uint8Array {
     const phys = pfn * this.pageSize;
     const store = this.checkedStore(phys, this.pageSize);
-    return this.materialize(store, pfn);
+    const rel = phys - store.region.start;
+    const off = rel % this.chunkBytes;
+    return this.materialize(store, (rel - off) / this.chunkBytes).subarray(off, off + this.pageSize);
   }
 
-  /** True when page `pfn` has backing bytes (was written at least once). */
+  /** True when the memory of page `pfn` has backing bytes (its chunk was written). */
   isMaterialized(pfn: number): boolean {
-    const store = this.storeOf(pfn * this.pageSize);
-    return store !== undefined && this.lookup(store, pfn) !== undefined;
+    const phys = pfn * this.pageSize;
+    const store = this.storeOf(phys);
+    if (store === undefined) return false;
+    const rel = phys - store.region.start;
+    return this.lookup(store, Math.floor(rel / this.chunkBytes)) !== undefined;
+  }
+
+  /** Host bytes spent on simulated memory contents. */
+  get backedBytes(): number {
+    return this.counters.c.chunksMaterialized * this.chunkBytes;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -593,26 +612,25 @@ export class PhysMemory {
     return s;
   }
 
-  private lookup(store: RegionStore, pfn: number): Uint8Array | undefined {
-    const i = pfn - store.startPfn;
-    return store.dir[Math.floor(i / LEAF)]?.[i % LEAF];
+  private lookup(store: RegionStore, chunk: number): Uint8Array | undefined {
+    return store.dir[Math.floor(chunk / LEAF)]?.[chunk % LEAF];
   }
 
-  private materialize(store: RegionStore, pfn: number): Uint8Array {
-    const i = pfn - store.startPfn;
-    const li = Math.floor(i / LEAF);
+  private materialize(store: RegionStore, chunk: number): Uint8Array {
+    const li = Math.floor(chunk / LEAF);
     let leaf = store.dir[li];
     if (leaf === undefined) {
       leaf = new Array<Uint8Array | undefined>(LEAF);
       store.dir[li] = leaf;
     }
-    let page = leaf[i % LEAF];
-    if (page === undefined) {
-      page = new Uint8Array(this.pageSize);
-      leaf[i % LEAF] = page;
-      this.counters.c.pagesMaterialized++;
+    let bytes = leaf[chunk % LEAF];
+    if (bytes === undefined) {
+      const size = Math.min(this.chunkBytes, store.region.size - chunk * this.chunkBytes);
+      bytes = new Uint8Array(size);
+      leaf[chunk % LEAF] = bytes;
+      this.counters.c.chunksMaterialized++;
     }
-    return page;
+    return bytes;
   }
 
   private seedAllocator(startPfn: number, endPfn: number): void {

@@ -60,12 +60,19 @@ describe("PhysMemory bytes", () => {
   it("reads untouched memory as zeros without materialising pages", () => {
     const mem = new PhysMemory({ ramBytes: 64 * GiB });
     expect(mem.readBytes(40 * GiB, 8192)).toEqual(new Uint8Array(8192));
-    expect(mem.counters.c.pagesMaterialized).toBe(0);
+    expect(mem.counters.c.chunksMaterialized).toBe(0);
     mem.fill(40 * GiB, 1 << 20, 0);
-    expect(mem.counters.c.pagesMaterialized).toBe(0);
+    expect(mem.counters.c.chunksMaterialized).toBe(0);
     mem.write(40 * GiB + 4096, pattern(1));
-    expect(mem.counters.c.pagesMaterialized).toBe(1);
+    expect(mem.counters.c.chunksMaterialized).toBe(1);
+    expect(mem.backedBytes).toBe(65536);
     expect(mem.isMaterialized((40 * GiB + 4096) / 4096)).toBe(true);
+    expect(mem.isMaterialized((40 * GiB + 65536) / 4096)).toBe(false);
+    // pageBytes is a live one-page view of the same bytes.
+    const page = mem.pageBytes((40 * GiB + 4096) / 4096);
+    expect(page.length).toBe(4096);
+    page[5] = 0x77;
+    expect(mem.readBytes(40 * GiB + 4096 + 5, 1)[0]).toBe(0x77);
   });
 
   it("reads and writes 32- and 64-bit little-endian values above 2^48", () => {
