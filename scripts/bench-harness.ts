@@ -32,7 +32,9 @@ export function defineBenchmarks(cases: readonly BenchCase[]): readonly BenchCas
   }
   for (const c of cases) {
     if (c.baseline !== undefined && !seen.has(c.baseline)) {
-      throw new Error(`benchmark ${c.name} names baseline ${c.baseline}, which is not in the same file`);
+      throw new Error(
+        `benchmark ${c.name} names baseline ${c.baseline}, which is not in the same file`,
+      );
     }
   }
   return cases;

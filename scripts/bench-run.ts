@@ -21,8 +21,10 @@ for (const file of files) {
   const ns = new Map<string, number>();
   for (const c of cases) {
     const task = bench.getTask(c.name);
-    const r = task?.result as { period?: number; latency?: { samplesCount?: number }; error?: unknown } | undefined;
-    if (r?.error !== undefined) throw r.error instanceof Error ? r.error : new Error(String(r.error));
+    const r = task?.result as
+      { period?: number; latency?: { samplesCount?: number }; error?: unknown } | undefined;
+    if (r?.error !== undefined)
+      throw r.error instanceof Error ? r.error : new Error(String(r.error));
     if (r?.period === undefined) throw new Error(`benchmark ${c.name} produced no result`);
     ns.set(c.name, (r.period * 1e6) / (c.ops ?? 1));
   }
@@ -34,7 +36,9 @@ for (const file of files) {
       file,
       nsPerOp: Number(v.toFixed(2)),
       opsPerSec: Math.round(1e9 / v),
-      ...(c.baseline !== undefined && base !== undefined ? { baseline: c.baseline, ratio: Number((v / base).toFixed(3)) } : {}),
+      ...(c.baseline !== undefined && base !== undefined
+        ? { baseline: c.baseline, ratio: Number((v / base).toFixed(3)) }
+        : {}),
       ...(c.targetNs !== undefined ? { targetNs: c.targetNs } : {}),
       ...(c.note !== undefined ? { note: c.note } : {}),
     };

@@ -39,12 +39,16 @@ const tsx = join(root, "node_modules", ".bin", "tsx");
 const results = [];
 for (const file of selected) {
   process.stderr.write(`bench: ${relative(root, file)}\n`);
-  const out = execFileSync(tsx, ["--conditions=@dmasim/source", join(root, "scripts", "bench-run.ts"), "--time", time, file], {
-    cwd: root,
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-    maxBuffer: 64 * 1024 * 1024,
-  });
+  const out = execFileSync(
+    tsx,
+    ["--conditions=@dmasim/source", join(root, "scripts", "bench-run.ts"), "--time", time, file],
+    {
+      cwd: root,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "inherit"],
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
   for (const line of out.split("\n")) {
     if (!line.trim()) continue;
     const r = JSON.parse(line);
@@ -63,7 +67,11 @@ const rows = results.map((r) => [
 ]);
 const head = ["benchmark", "ns/op", "target", "", "vs baseline"];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-const line = (cells) => cells.map((c, i) => (i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
+const line = (cells) =>
+  cells
+    .map((c, i) => (i === 1 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+    .join("  ")
+    .trimEnd();
 console.log(line(head));
 for (const r of rows) console.log(line(r));
 
@@ -75,7 +83,10 @@ const machine = {
   date: new Date().toISOString().slice(0, 10),
 };
 mkdirSync(join(root, "bench-results"), { recursive: true });
-writeFileSync(join(root, "bench-results", "latest.json"), JSON.stringify({ machine, results }, null, 2) + "\n");
+writeFileSync(
+  join(root, "bench-results", "latest.json"),
+  JSON.stringify({ machine, results }, null, 2) + "\n",
+);
 
 // Update the generated section of BENCHMARKS.md (only for full runs).
 if (!only && !filter) {

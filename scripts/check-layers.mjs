@@ -41,11 +41,18 @@ export function checkLayers(root) {
     if (pkg.name !== layer.name) {
       violations.push(`${layer.dir}/package.json: expected name ${layer.name}, found ${pkg.name}`);
     }
-    for (const field of ["dependencies", "devDependencies", "peerDependencies", "optionalDependencies"]) {
+    for (const field of [
+      "dependencies",
+      "devDependencies",
+      "peerDependencies",
+      "optionalDependencies",
+    ]) {
       for (const dep of Object.keys(pkg[field] ?? {})) {
         const r = rank.get(dep);
         if (r !== undefined && r >= i) {
-          violations.push(`${layer.dir}/package.json: ${field} names ${dep}, which is not a lower layer than ${layer.name}`);
+          violations.push(
+            `${layer.dir}/package.json: ${field} names ${dep}, which is not a lower layer than ${layer.name}`,
+          );
         }
       }
     }
@@ -56,14 +63,19 @@ export function checkLayers(root) {
         const text = readFileSync(file, "utf8");
         for (const m of text.matchAll(IMPORT_RE)) {
           const spec = m[1];
-          const name = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0];
+          const name = spec.startsWith("@")
+            ? spec.split("/").slice(0, 2).join("/")
+            : spec.split("/")[0];
           const r = rank.get(name);
           if (r !== undefined && r >= i && name !== layer.name) {
-            violations.push(`${relative(root, file)}: imports ${spec}, which is not a lower layer than ${layer.name}`);
+            violations.push(
+              `${relative(root, file)}: imports ${spec}, which is not a lower layer than ${layer.name}`,
+            );
           }
           if (r !== undefined && r < i) {
             const declared = pkg.dependencies?.[name] ?? pkg.devDependencies?.[name];
-            if (!declared) violations.push(`${relative(root, file)}: imports ${spec} without declaring it`);
+            if (!declared)
+              violations.push(`${relative(root, file)}: imports ${spec} without declaring it`);
           }
         }
       }

@@ -29,7 +29,9 @@ for (const dir of dirs) {
   const p = r.numPassedTests ?? 0;
   const f = (r.numFailedTests ?? 0) + (r.numFailedTestSuites ?? 0);
   const s = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
-  console.log(`  ${dir.padEnd(20)} ${String(p).padStart(5)} passed ${String(f).padStart(3)} failed ${String(s).padStart(3)} skipped`);
+  console.log(
+    `  ${dir.padEnd(20)} ${String(p).padStart(5)} passed ${String(f).padStart(3)} failed ${String(s).padStart(3)} skipped`,
+  );
   passed += p;
   failed += f;
   skipped += s;

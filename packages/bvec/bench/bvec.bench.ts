@@ -18,12 +18,19 @@ const P32 = 2 ** 32;
 const mem = new PhysMemory({ ramBytes: 16 * 1024 ** 3 });
 
 // bvecPhys over a table of bvecs above 4 GiB.
-const table = Array.from({ length: 1024 }, (_, i) => bvec(P32 / 4096 + 3 * i, (i * 512) % 4096, 512));
+const table = Array.from({ length: 1024 }, (_, i) =>
+  bvec(P32 / 4096 + 3 * i, (i * 512) % 4096, 512),
+);
 let sink = 0;
 
 // A 256-bvec request of scattered pages (every other bvec contiguous with the previous one,
 // so both the merge and the no-merge branch run).
-const lim = queueLimits({ maxSegments: 256, maxHwSectors: 4096, maxSegmentSize: 0xffffffff, dmaAlignment: 3 });
+const lim = queueLimits({
+  maxSegments: 256,
+  maxHwSectors: 4096,
+  maxSegmentSize: 0xffffffff,
+  dmaAlignment: 3,
+});
 const bvs = [] as ReturnType<typeof bvec>[];
 for (let i = 0; i < 256; i++) bvs.push(bvec(P32 / 4096 + 4 * i + (i % 2 === 1 ? -3 : 0), 0, 4096));
 const req = blkRqFromBios(lim, [bioFromBvecs("read", 0, bvs)]);
@@ -68,8 +75,18 @@ export default defineBenchmarks([
   { name: "memory/write/4k", fn: c4k.write, baseline: "memcpy/plain-set/4k" },
   { name: "memory/read/4k", fn: c4k.read, baseline: "memcpy/plain-set/4k" },
   { name: "memcpy/plain-set/128k", fn: c128k.plain },
-  { name: "memory/write/128k", fn: c128k.write, baseline: "memcpy/plain-set/128k", note: "target: within 2x of the plain copy" },
-  { name: "memory/read/128k", fn: c128k.read, baseline: "memcpy/plain-set/128k", note: "target: within 2x of the plain copy" },
+  {
+    name: "memory/write/128k",
+    fn: c128k.write,
+    baseline: "memcpy/plain-set/128k",
+    note: "target: within 2x of the plain copy",
+  },
+  {
+    name: "memory/read/128k",
+    fn: c128k.read,
+    baseline: "memcpy/plain-set/128k",
+    note: "target: within 2x of the plain copy",
+  },
 ]);
 
 export { sink };

@@ -29,9 +29,20 @@ export function parseAddress(text: string): number {
   const m = /^(0x[0-9a-f]+|[0-9]+)([kmgt]?)$/i.exec(t);
   if (!m) throw new BvecError("EINVAL", `not an address or size: ${JSON.stringify(text)}`);
   const digits = m[1] ?? "";
-  const base = digits.toLowerCase().startsWith("0x") ? parseInt(digits.slice(2), 16) : parseInt(digits, 10);
+  const base = digits.toLowerCase().startsWith("0x")
+    ? parseInt(digits.slice(2), 16)
+    : parseInt(digits, 10);
   const suffix = (m[2] ?? "").toLowerCase();
-  const mult = suffix === "k" ? 1024 : suffix === "m" ? 1024 ** 2 : suffix === "g" ? 1024 ** 3 : suffix === "t" ? 1024 ** 4 : 1;
+  const mult =
+    suffix === "k"
+      ? 1024
+      : suffix === "m"
+        ? 1024 ** 2
+        : suffix === "g"
+          ? 1024 ** 3
+          : suffix === "t"
+            ? 1024 ** 4
+            : 1;
   const v = base * mult;
   if (!Number.isSafeInteger(v)) {
     throw new BvecError("ERANGE", `${JSON.stringify(text)} does not fit below 2^53`);
@@ -172,7 +183,10 @@ export function hi32(v: number): number {
 /** Joins two 32-bit halves into a number; throws if the value does not fit below 2^53. */
 export function join64(lo: number, hi: number): number {
   if (hi >= 0x200000) {
-    throw new BvecError("ERANGE", `64-bit value ${hex(hi)}_${lo.toString(16).padStart(8, "0")} does not fit below 2^53`);
+    throw new BvecError(
+      "ERANGE",
+      `64-bit value ${hex(hi)}_${lo.toString(16).padStart(8, "0")} does not fit below 2^53`,
+    );
   }
   return hi * TWO_POW_32 + lo;
 }
@@ -221,6 +235,7 @@ export function checkPow2(value: number, what: string): number {
 /** Checks that `value` is a mask of the form 2^k - 1 (k >= 0); throws otherwise. */
 export function checkMask(value: number, what: string): number {
   checkInt(value, what);
-  if (value !== MAX_ADDR && !isPow2(value + 1)) throw new BvecError("EINVAL", `${what} ${hex(value)} is not of the form 2^k - 1`);
+  if (value !== MAX_ADDR && !isPow2(value + 1))
+    throw new BvecError("EINVAL", `${what} ${hex(value)} is not of the form 2^k - 1`);
   return value;
 }

@@ -3,9 +3,24 @@
  * iterator, chaining for split bios, the per-bio gap bit, and the request built from bios.
  */
 import { MAX_ADDR, checkInt, ffs, hex, or53 } from "./addr.ts";
-import { type BioVec, type BvecIter, bvec, bvecIterAdvance, bvecTryMergePhys, bvecPhys, mpBvecIterBvec } from "./bvec.ts";
+import {
+  type BioVec,
+  type BvecIter,
+  bvec,
+  bvecIterAdvance,
+  bvecTryMergePhys,
+  bvecPhys,
+  mpBvecIterBvec,
+} from "./bvec.ts";
 import { BvecError } from "./errors.ts";
-import { type QueueLimits, SECTOR_SIZE, UINT_MAX, biovecPhysMergeable, bvecGapToPrev, getMaxSegmentSize } from "./limits.ts";
+import {
+  type QueueLimits,
+  SECTOR_SIZE,
+  UINT_MAX,
+  biovecPhysMergeable,
+  bvecGapToPrev,
+  getMaxSegmentSize,
+} from "./limits.ts";
 
 /** Request operations the model carries (Linux `enum req_op`, the data-path subset). */
 export const REQ_OP = { READ: "read", WRITE: "write", FLUSH: "flush" } as const;
@@ -62,7 +77,14 @@ export class Bio {
   /** Linux `bi_end_io`: called once when the bio and all its chained children completed. */
   endIo: ((bio: Bio) => void) | undefined = undefined;
 
-  constructor(op: ReqOp, sector: number, maxVecs = 256, table?: BioVec[], iter?: BvecIter, cloned = false) {
+  constructor(
+    op: ReqOp,
+    sector: number,
+    maxVecs = 256,
+    table?: BioVec[],
+    iter?: BvecIter,
+    cloned = false,
+  ) {
     checkInt(sector, "bio start sector");
     checkInt(maxVecs, "bio max vecs", 1);
     this.op = op;
@@ -129,11 +151,19 @@ export function bioAddPhys(bio: Bio, phys: number, len: number, pageSize = 4096)
 }
 
 /** Builds a bio from a list of bvecs, adding each with `bioAddPage` (so contiguous ones merge). */
-export function bioFromBvecs(op: ReqOp, sector: number, bvecs: readonly BioVec[], maxVecs = Math.max(1, bvecs.length)): Bio {
+export function bioFromBvecs(
+  op: ReqOp,
+  sector: number,
+  bvecs: readonly BioVec[],
+  maxVecs = Math.max(1, bvecs.length),
+): Bio {
   const bio = new Bio(op, sector, maxVecs);
   for (const b of bvecs) {
     if (bioAddPage(bio, b.page, b.len, b.offset, b.pageSize) !== b.len) {
-      throw new BvecError("EINVAL", `bvec ${hex(bvecPhys(b))}+${hex(b.len)} does not fit in a bio of ${maxVecs} vecs`);
+      throw new BvecError(
+        "EINVAL",
+        `bvec ${hex(bvecPhys(b))}+${hex(b.len)} does not fit in a bio of ${maxVecs} vecs`,
+      );
     }
   }
   return bio;
@@ -148,7 +178,8 @@ export function bioChain(bio: Bio, parent: Bio): void {
 
 /** Linux `bio_endio`: one completion of `bio`; when none remain, runs `endIo` and completes the parent. */
 export function bioEndio(bio: Bio, status: BlkStatus = BLK_STS.OK): void {
-  if (bio.remaining <= 0) throw new BvecError("EINVAL", "bio completed more times than it was submitted");
+  if (bio.remaining <= 0)
+    throw new BvecError("EINVAL", "bio completed more times than it was submitted");
   if (status !== BLK_STS.OK && bio.status === BLK_STS.OK) bio.status = status;
   if (--bio.remaining > 0) return;
   bio.endIo?.(bio);
@@ -169,7 +200,14 @@ export function bioSplit(bio: Bio, sectors: number): Bio {
   if (bytes >= bio.iter.size) {
     throw new BvecError("EINVAL", `cannot split a bio of ${bio.iter.size} bytes at ${bytes} bytes`);
   }
-  const split = new Bio(bio.op, bio.iter.sector, bio.maxVecs, bio.bvecs, { size: bytes, idx: bio.iter.idx, done: bio.iter.done }, true);
+  const split = new Bio(
+    bio.op,
+    bio.iter.sector,
+    bio.maxVecs,
+    bio.bvecs,
+    { size: bytes, idx: bio.iter.idx, done: bio.iter.done },
+    true,
+  );
   bvecIterAdvance(bio.bvecs, bio.iter, bytes);
   bio.iter.sector += sectors;
   return split;
@@ -205,7 +243,13 @@ export interface SplitPoint {
  * Linux `bvec_split_segs`: counts the segments one bvec needs under the limits, stopping at
  * `maxSegs` and `maxBytes`; returns whether the bvec must be split.
  */
-function bvecSplitSegs(lim: QueueLimits, bv: BioVec, state: { nsegs: number; bytes: number }, maxSegs: number, maxBytes: number): boolean {
+function bvecSplitSegs(
+  lim: QueueLimits,
+  bv: BioVec,
+  state: { nsegs: number; bytes: number },
+  maxSegs: number,
+  maxBytes: number,
+): boolean {
   const maxLen = Math.min(maxBytes, UINT_MAX) - state.bytes;
   let len = Math.min(bv.len, maxLen);
   let total = 0;
@@ -231,7 +275,12 @@ function bvecSplitSegs(lim: QueueLimits, bv: BioVec, state: { nsegs: number; byt
  * Linux's `bio_submit_split` lets the bio through unsplit (a split of 0 sectors means "no
  * split"), so it then breaks the limits further down; the model refuses such a bio instead.
  */
-export function bioSplitIoAt(bio: Bio, lim: QueueLimits, maxBytes = lim.maxHwSectors * SECTOR_SIZE, lenAlignMask = lim.dmaAlignment): SplitPoint {
+export function bioSplitIoAt(
+  bio: Bio,
+  lim: QueueLimits,
+  maxBytes = lim.maxHwSectors * SECTOR_SIZE,
+  lenAlignMask = lim.dmaAlignment,
+): SplitPoint {
   const state = { nsegs: 0, bytes: 0 };
   let gaps = 0;
   let havePrev = false;
@@ -254,7 +303,11 @@ export function bioSplitIoAt(bio: Bio, lim: QueueLimits, maxBytes = lim.maxHwSec
       }
       gaps = or53(gaps, bvecSegGap(prev, bv));
     }
-    if (state.nsegs < lim.maxSegments && state.bytes + bv.len <= maxBytes && bv.offset + bv.len <= bv.pageSize) {
+    if (
+      state.nsegs < lim.maxSegments &&
+      state.bytes + bv.len <= maxBytes &&
+      bv.offset + bv.len <= bv.pageSize
+    ) {
       state.nsegs++;
       state.bytes += bv.len;
     } else if (bvecSplitSegs(lim, bv, state, lim.maxSegments, maxBytes)) {
@@ -273,7 +326,10 @@ export function bioSplitIoAt(bio: Bio, lim: QueueLimits, maxBytes = lim.maxHwSec
   // Split on a logical block boundary (Linux `bio_split_alignment`).
   const bytes = state.bytes - (state.bytes % lim.logicalBlockSize);
   if (bytes === 0) {
-    throw new BvecError("EINVAL", `no whole ${lim.logicalBlockSize}-byte block of the bio fits the queue limits`);
+    throw new BvecError(
+      "EINVAL",
+      `no whole ${lim.logicalBlockSize}-byte block of the bio fits the queue limits`,
+    );
   }
   return { sectors: bytes / SECTOR_SIZE, segs: state.nsegs };
 }
@@ -338,7 +394,8 @@ function lastBvec(bio: Bio): BioVec {
   for (;;) {
     const cur = bio.bvecs[idx] as BioVec;
     const avail = cur.len - start;
-    if (left <= avail) return { page: cur.page, offset: cur.offset + start, len: left, pageSize: cur.pageSize };
+    if (left <= avail)
+      return { page: cur.page, offset: cur.offset + start, len: left, pageSize: cur.pageSize };
     left -= avail;
     idx++;
     start = 0;
@@ -368,11 +425,15 @@ export function bioSegGap(lim: QueueLimits, prev: Bio, next: Bio, gapBit: number
  */
 export function blkRqAppendBio(req: Request, bio: Bio): void {
   const lim = req.limits;
-  if (bio.op !== req.op) throw new BvecError("EINVAL", `cannot append a ${bio.op} bio to a ${req.op} request`);
+  if (bio.op !== req.op)
+    throw new BvecError("EINVAL", `cannot append a ${bio.op} bio to a ${req.op} request`);
   if (bio.size === 0) throw new BvecError("EINVAL", "cannot append an empty bio");
   const { sectors, segs } = bioSplitIoAt(bio, lim);
   if (sectors !== 0) {
-    throw new BvecError("EINVAL", `bio of ${bio.size} bytes exceeds the queue limits; split it with bioSplitToLimits first`);
+    throw new BvecError(
+      "EINVAL",
+      `bio of ${bio.size} bytes exceeds the queue limits; split it with bioSplitToLimits first`,
+    );
   }
   const tail = req.biotail;
   if (tail === null) {
@@ -387,10 +448,16 @@ export function blkRqAppendBio(req: Request, bio: Bio): void {
     throw new BvecError("EINVAL", "appending the bio would leave a gap at the virt boundary");
   }
   if ((req.dataLen + bio.size) / SECTOR_SIZE > lim.maxHwSectors) {
-    throw new BvecError("EINVAL", `request would grow to ${req.dataLen + bio.size} bytes, above max_hw_sectors ${lim.maxHwSectors}`);
+    throw new BvecError(
+      "EINVAL",
+      `request would grow to ${req.dataLen + bio.size} bytes, above max_hw_sectors ${lim.maxHwSectors}`,
+    );
   }
   if (req.nrPhysSegments + segs > lim.maxSegments) {
-    throw new BvecError("EINVAL", `request would need ${req.nrPhysSegments + segs} segments, above max_segments ${lim.maxSegments}`);
+    throw new BvecError(
+      "EINVAL",
+      `request would need ${req.nrPhysSegments + segs} segments, above max_segments ${lim.maxSegments}`,
+    );
   }
   req.physGapBit = bioSegGap(lim, tail, bio, req.physGapBit);
   tail.next = bio;

@@ -23,7 +23,8 @@ export function bvec(page: number, offset: number, len: number, pageSize = 4096)
   checkInt(page, "bvec page frame");
   checkInt(offset, "bvec offset");
   checkInt(len, "bvec length", 1);
-  if (len > 0xffffffff) throw new BvecError("ERANGE", `bvec length ${hex(len)} does not fit bv_len (32 bits)`);
+  if (len > 0xffffffff)
+    throw new BvecError("ERANGE", `bvec length ${hex(len)} does not fit bv_len (32 bits)`);
   checkAddr(page * pageSize + offset + len, "bvec end");
   return { page, offset, len, pageSize };
 }
@@ -61,9 +62,11 @@ export function bvecIter(size: number): BvecIter {
  */
 export function mpBvecIterBvec(bvecs: readonly BioVec[], iter: BvecIter, out?: BioVec): BioVec {
   const cur = bvecs[iter.idx];
-  if (cur === undefined) throw new BvecError("EINVAL", `bvec iterator index ${iter.idx} is past ${bvecs.length} bvecs`);
+  if (cur === undefined)
+    throw new BvecError("EINVAL", `bvec iterator index ${iter.idx} is past ${bvecs.length} bvecs`);
   const len = Math.min(iter.size, cur.len - iter.done);
-  if (out === undefined) return { page: cur.page, offset: cur.offset + iter.done, len, pageSize: cur.pageSize };
+  if (out === undefined)
+    return { page: cur.page, offset: cur.offset + iter.done, len, pageSize: cur.pageSize };
   out.page = cur.page;
   out.offset = cur.offset + iter.done;
   out.len = len;
@@ -88,7 +91,10 @@ export function bvecIterBvec(bvecs: readonly BioVec[], iter: BvecIter, out?: Bio
 /** Linux `bvec_iter_advance`: moves `bytes` forward across bvecs. Throws if past the end. */
 export function bvecIterAdvance(bvecs: readonly BioVec[], iter: BvecIter, bytes: number): void {
   if (bytes > iter.size) {
-    throw new BvecError("EINVAL", `advancing a bvec iterator by ${bytes} bytes with only ${iter.size} left`);
+    throw new BvecError(
+      "EINVAL",
+      `advancing a bvec iterator by ${bytes} bytes with only ${iter.size} left`,
+    );
   }
   iter.size -= bytes;
   let rest = bytes + iter.done;
@@ -104,7 +110,11 @@ export function bvecIterAdvance(bvecs: readonly BioVec[], iter: BvecIter, bytes:
 }
 
 /** Linux `bvec_iter_advance_single`: advances within the current bvec (`bytes` <= what is left in it). */
-export function bvecIterAdvanceSingle(bvecs: readonly BioVec[], iter: BvecIter, bytes: number): void {
+export function bvecIterAdvanceSingle(
+  bvecs: readonly BioVec[],
+  iter: BvecIter,
+  bytes: number,
+): void {
   const done = iter.done + bytes;
   const cur = bvecs[iter.idx] as BioVec;
   iter.size -= bytes;

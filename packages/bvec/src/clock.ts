@@ -74,7 +74,11 @@ export class SimClock {
    */
   advanceTo(t: number): void {
     checkInt(t, "time (ns)");
-    if (t < this.nowNs) throw new BvecError("EINVAL", `cannot move the clock back from ${this.nowNs} to ${t} ns (${hex(t)})`);
+    if (t < this.nowNs)
+      throw new BvecError(
+        "EINVAL",
+        `cannot move the clock back from ${this.nowNs} to ${t} ns (${hex(t)})`,
+      );
     for (;;) {
       this.dropCancelled();
       const top = this.heap[0];

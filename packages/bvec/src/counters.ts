@@ -20,7 +20,8 @@ export class CounterSet<K extends string> {
   constructor(scope: string, names: readonly K[]) {
     const seen = new Set<string>();
     for (const n of names) {
-      if (seen.has(n)) throw new BvecError("EINVAL", `counter ${JSON.stringify(n)} declared twice in ${scope}`);
+      if (seen.has(n))
+        throw new BvecError("EINVAL", `counter ${JSON.stringify(n)} declared twice in ${scope}`);
       seen.add(n);
     }
     this.scope = scope;
@@ -49,7 +50,8 @@ export function diffCounters<K extends string>(
   after: CounterSnapshot<K>,
 ): CounterSnapshot<K> {
   const out = {} as Record<K, number>;
-  for (const k of Object.keys(after) as K[]) out[k] = after[k] - ((before[k] as number | undefined) ?? 0);
+  for (const k of Object.keys(after) as K[])
+    out[k] = after[k] - ((before[k] as number | undefined) ?? 0);
   return out;
 }
 

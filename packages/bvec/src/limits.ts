@@ -55,7 +55,8 @@ export const DEFAULT_QUEUE_LIMITS: QueueLimits = {
 export function queueLimits(partial: Partial<QueueLimits> = {}): QueueLimits {
   const virtBoundaryMask = partial.virtBoundaryMask ?? 0;
   checkMask(virtBoundaryMask, "virt_boundary_mask");
-  let maxSegmentSize = partial.maxSegmentSize ?? (virtBoundaryMask ? UINT_MAX : BLK_MAX_SEGMENT_SIZE);
+  let maxSegmentSize =
+    partial.maxSegmentSize ?? (virtBoundaryMask ? UINT_MAX : BLK_MAX_SEGMENT_SIZE);
   if (virtBoundaryMask !== 0) {
     if (partial.maxSegmentSize !== undefined && partial.maxSegmentSize !== UINT_MAX) {
       throw new BvecError(
@@ -76,24 +77,37 @@ export function queueLimits(partial: Partial<QueueLimits> = {}): QueueLimits {
   };
   checkInt(lim.logicalBlockSize, "logical_block_size", 512);
   if (!isPow2(lim.logicalBlockSize) || lim.logicalBlockSize > 65536) {
-    throw new BvecError("EINVAL", `logical_block_size ${lim.logicalBlockSize} is not a power of two in 512..65536`);
+    throw new BvecError(
+      "EINVAL",
+      `logical_block_size ${lim.logicalBlockSize} is not a power of two in 512..65536`,
+    );
   }
   checkInt(lim.maxSegmentSize, "max_segment_size", 1);
   if (lim.maxSegmentSize < BLK_MIN_SEGMENT_SIZE) {
-    throw new BvecError("EINVAL", `max_segment_size ${hex(lim.maxSegmentSize)} is below ${hex(BLK_MIN_SEGMENT_SIZE)}`);
+    throw new BvecError(
+      "EINVAL",
+      `max_segment_size ${hex(lim.maxSegmentSize)} is below ${hex(BLK_MIN_SEGMENT_SIZE)}`,
+    );
   }
   if (lim.maxSegmentSize > UINT_MAX) {
     throw new BvecError("ERANGE", `max_segment_size ${hex(lim.maxSegmentSize)} exceeds UINT_MAX`);
   }
   checkMask(lim.segBoundaryMask, "seg_boundary_mask");
   if (lim.segBoundaryMask < BLK_MIN_SEGMENT_SIZE - 1) {
-    throw new BvecError("EINVAL", `seg_boundary_mask ${hex(lim.segBoundaryMask)} is below ${hex(BLK_MIN_SEGMENT_SIZE - 1)}`);
+    throw new BvecError(
+      "EINVAL",
+      `seg_boundary_mask ${hex(lim.segBoundaryMask)} is below ${hex(BLK_MIN_SEGMENT_SIZE - 1)}`,
+    );
   }
   checkInt(lim.maxSegments, "max_segments", 1);
-  if (lim.maxSegments > 0xffff) throw new BvecError("ERANGE", `max_segments ${lim.maxSegments} exceeds USHRT_MAX`);
+  if (lim.maxSegments > 0xffff)
+    throw new BvecError("ERANGE", `max_segments ${lim.maxSegments} exceeds USHRT_MAX`);
   checkInt(lim.maxHwSectors, "max_hw_sectors", 1);
   if (lim.maxHwSectors * SECTOR_SIZE < lim.logicalBlockSize) {
-    throw new BvecError("EINVAL", `max_hw_sectors ${lim.maxHwSectors} is smaller than one logical block`);
+    throw new BvecError(
+      "EINVAL",
+      `max_hw_sectors ${lim.maxHwSectors} is smaller than one logical block`,
+    );
   }
   checkMask(lim.dmaAlignment, "dma_alignment");
   return lim;

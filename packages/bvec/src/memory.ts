@@ -95,9 +95,12 @@ export function standardLayout(ramBytes: number, pageSize: PageSize = 4096): Reg
   const lowStart = 0x100000;
   const lowEnd = 0x80000000;
   const low = Math.min(alignDown(ramBytes, pageSize), lowEnd - lowStart);
-  const out: RegionSpec[] = [{ start: lowStart, size: low, kind: REGION_KIND.RAM, owner: "ram-low" }];
+  const out: RegionSpec[] = [
+    { start: lowStart, size: low, kind: REGION_KIND.RAM, owner: "ram-low" },
+  ];
   const rest = alignDown(ramBytes - low, pageSize);
-  if (rest > 0) out.push({ start: TWO_POW_32, size: rest, kind: REGION_KIND.RAM, owner: "ram-high" });
+  if (rest > 0)
+    out.push({ start: TWO_POW_32, size: rest, kind: REGION_KIND.RAM, owner: "ram-high" });
   return out;
 }
 
@@ -172,7 +175,10 @@ export class PhysMemory {
   constructor(options: PhysMemoryOptions = {}) {
     const pageSize = options.pageSize ?? 4096;
     if (!(PAGE_SIZES as readonly number[]).includes(pageSize)) {
-      throw new BvecError("EINVAL", `page size ${hex(pageSize)} is not one of 4 KiB, 16 KiB, 64 KiB`);
+      throw new BvecError(
+        "EINVAL",
+        `page size ${hex(pageSize)} is not one of 4 KiB, 16 KiB, 64 KiB`,
+      );
     }
     this.pageSize = pageSize;
     this.chunkBytes = Math.max(CHUNK_BYTES, pageSize);
@@ -224,7 +230,10 @@ export class PhysMemory {
       );
     }
     if (!Object.values(REGION_KIND).includes(spec.kind)) {
-      throw new BvecError("EINVAL", `region kind ${JSON.stringify(spec.kind)} is not ram, p2p or mmio`);
+      throw new BvecError(
+        "EINVAL",
+        `region kind ${JSON.stringify(spec.kind)} is not ram, p2p or mmio`,
+      );
     }
     const end = spec.start + spec.size;
     for (const s of this.stores) {
@@ -307,7 +316,12 @@ export class PhysMemory {
       const off = rel % cs;
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const chunk = this.materialize(store, (rel - off) / cs);
-      chunk.set(srcOff + done === 0 && n === src.length ? src : src.subarray(srcOff + done, srcOff + done + n), off);
+      chunk.set(
+        srcOff + done === 0 && n === src.length
+          ? src
+          : src.subarray(srcOff + done, srcOff + done + n),
+        off,
+      );
       done += n;
       p += n;
     }
@@ -327,7 +341,8 @@ export class PhysMemory {
       const off = rel % cs;
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const ci = (rel - off) / cs;
-      if (value !== 0 || this.lookup(store, ci) !== undefined) this.materialize(store, ci).fill(value, off, off + n);
+      if (value !== 0 || this.lookup(store, ci) !== undefined)
+        this.materialize(store, ci).fill(value, off, off + n);
       done += n;
       p += n;
     }
@@ -359,10 +374,20 @@ export class PhysMemory {
       const chunk = this.lookup(store, (rel - off) / cs);
       this.counters.c.bytesRead += 4;
       if (chunk === undefined) return 0;
-      return (chunk[off] as number) + (chunk[off + 1] as number) * 0x100 + (chunk[off + 2] as number) * 0x10000 + (chunk[off + 3] as number) * 0x1000000;
+      return (
+        (chunk[off] as number) +
+        (chunk[off + 1] as number) * 0x100 +
+        (chunk[off + 2] as number) * 0x10000 +
+        (chunk[off + 3] as number) * 0x1000000
+      );
     }
     const b = this.readBytes(phys, 4);
-    return (b[0] as number) + (b[1] as number) * 0x100 + (b[2] as number) * 0x10000 + (b[3] as number) * 0x1000000;
+    return (
+      (b[0] as number) +
+      (b[1] as number) * 0x100 +
+      (b[2] as number) * 0x10000 +
+      (b[3] as number) * 0x1000000
+    );
   }
 
   /** Writes a little-endian 32-bit value (0 <= value < 2^32). */
@@ -400,7 +425,10 @@ export class PhysMemory {
     const store = this.checkedStore(phys, this.pageSize);
     const rel = phys - store.region.start;
     const off = rel % this.chunkBytes;
-    return this.materialize(store, (rel - off) / this.chunkBytes).subarray(off, off + this.pageSize);
+    return this.materialize(store, (rel - off) / this.chunkBytes).subarray(
+      off,
+      off + this.pageSize,
+    );
   }
 
   /** True when the memory of page `pfn` has backing bytes (its chunk was written). */
@@ -442,7 +470,8 @@ export class PhysMemory {
     }
     const zone = options.zone ?? ZONE.NORMAL;
     const fallback = ZONE_FALLBACK[zone];
-    if (fallback === undefined) throw new BvecError("EINVAL", `unknown zone ${JSON.stringify(zone)}`);
+    if (fallback === undefined)
+      throw new BvecError("EINVAL", `unknown zone ${JSON.stringify(zone)}`);
     const c = this.counters.c;
     c.allocCalls++;
     if (this.allocFaultHook?.(order, zone)) {
@@ -474,10 +503,16 @@ export class PhysMemory {
   freePages(pfn: number, order = 0): void {
     const got = this.allocated.get(pfn);
     if (got === undefined) {
-      throw new BvecError("EBUSY", `freeing pfn ${hex(pfn)} (phys ${hex(pfn * this.pageSize)}), which is not allocated`);
+      throw new BvecError(
+        "EBUSY",
+        `freeing pfn ${hex(pfn)} (phys ${hex(pfn * this.pageSize)}), which is not allocated`,
+      );
     }
     if (got !== order) {
-      throw new BvecError("EINVAL", `freeing pfn ${hex(pfn)} with order ${order}, but it was allocated with order ${got}`);
+      throw new BvecError(
+        "EINVAL",
+        `freeing pfn ${hex(pfn)} with order ${order}, but it was allocated with order ${got}`,
+      );
     }
     this.allocated.delete(pfn);
     const c = this.counters.c;
@@ -489,7 +524,11 @@ export class PhysMemory {
     while (o < MAX_PAGE_ORDER) {
       const size = 2 ** o;
       const buddy = Math.floor(head / size) % 2 === 0 ? head + size : head - size;
-      if (this.freeHeads.get(buddy) !== o || this.zoneOf(buddy * this.pageSize) !== this.zoneOf(head * this.pageSize)) break;
+      if (
+        this.freeHeads.get(buddy) !== o ||
+        this.zoneOf(buddy * this.pageSize) !== this.zoneOf(head * this.pageSize)
+      )
+        break;
       this.removeFree(area, buddy, o);
       head = Math.min(head, buddy);
       o++;
@@ -548,7 +587,10 @@ export class PhysMemory {
     while (out.length < count) {
       if (attempts++ > maxAttempts) {
         for (const p of out) this.freePages(p, 0);
-        throw new BvecError("ENOMEM", `could not find ${count} scattered free pages (found ${out.length})`);
+        throw new BvecError(
+          "ENOMEM",
+          `could not find ${count} scattered free pages (found ${out.length})`,
+        );
       }
       let k = rng.below(total);
       let pfn = -1;
@@ -594,7 +636,10 @@ export class PhysMemory {
     if (!Number.isSafeInteger(phys) || phys < 0) checkAddr(phys, "physical address", 53);
     const s = this.storeOf(phys);
     if (s === undefined) {
-      throw new BvecError("EFAULT", `access of ${hex(len)} bytes at ${hex(phys)} falls in a hole of the physical map`);
+      throw new BvecError(
+        "EFAULT",
+        `access of ${hex(len)} bytes at ${hex(phys)} falls in a hole of the physical map`,
+      );
     }
     if (phys + len <= s.region.end) return s;
     // The access spans regions: every byte must be covered by adjacent regions.
@@ -637,7 +682,8 @@ export class PhysMemory {
     const ps = this.pageSize;
     // Split at zone boundaries, then carve the largest naturally aligned blocks.
     const cuts = [startPfn, endPfn];
-    for (const b of [ZONE_DMA_END / ps, ZONE_DMA32_END / ps]) if (b > startPfn && b < endPfn) cuts.push(b);
+    for (const b of [ZONE_DMA_END / ps, ZONE_DMA32_END / ps])
+      if (b > startPfn && b < endPfn) cuts.push(b);
     cuts.sort((a, b) => a - b);
     for (let i = 0; i + 1 < cuts.length; i++) {
       let p = cuts[i] as number;
@@ -674,7 +720,11 @@ export class PhysMemory {
 
   /** Pages of RAM per zone (for reports). */
   zoneSizes(): Record<Zone, number> {
-    return { dma: this.areas.dma.totalPages, dma32: this.areas.dma32.totalPages, normal: this.areas.normal.totalPages };
+    return {
+      dma: this.areas.dma.totalPages,
+      dma32: this.areas.dma32.totalPages,
+      normal: this.areas.normal.totalPages,
+    };
   }
 
   /** Rounds `bytes` up to whole pages. */

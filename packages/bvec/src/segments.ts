@@ -77,7 +77,8 @@ export function blkMapIterNext(req: Request, it: BlkMapIter, vec: PhysVec): bool
     if (len + nextLen > maxSize) break;
     // Linux `biovec_phys_mergeable`: contiguous, and not crossing a segment boundary.
     if (paddr + len !== nextPhys) break;
-    if (unit !== 0 && Math.floor(paddr / unit) !== Math.floor((nextPhys + nextLen - 1) / unit)) break;
+    if (unit !== 0 && Math.floor(paddr / unit) !== Math.floor((nextPhys + nextLen - 1) / unit))
+      break;
     len += nextLen;
     bvecIterAdvanceSingle(it.bvecs, it.iter, nextLen);
   }

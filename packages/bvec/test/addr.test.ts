@@ -113,7 +113,9 @@ describe("addr", () => {
     expect(checkAddr(P48)).toBe(P48);
     expect(() => checkAddr(1.5, "iova")).toThrow("iova 1.5 is not an integer");
     expect(() => checkAddr(-4096, "iova")).toThrow("iova -0x1000 is negative");
-    expect(() => checkAddr(2 ** 52, "phys")).toThrow("phys 0x10000000000000 is beyond the 52-bit address width");
+    expect(() => checkAddr(2 ** 52, "phys")).toThrow(
+      "phys 0x10000000000000 is beyond the 52-bit address width",
+    );
     expect(() => checkAddr(2 ** 53, "phys", 53)).toThrow(/not below 2\^53/);
     try {
       checkAddr(-1);

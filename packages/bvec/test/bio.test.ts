@@ -92,7 +92,12 @@ describe("bio chaining and splitting", () => {
 });
 
 describe("bioSplitIoAt", () => {
-  const nvmePrp = queueLimits({ virtBoundaryMask: 4095, maxSegments: 127, maxHwSectors: 1024, dmaAlignment: 3 });
+  const nvmePrp = queueLimits({
+    virtBoundaryMask: 4095,
+    maxSegments: 127,
+    maxHwSectors: 1024,
+    dmaAlignment: 3,
+  });
 
   it("keeps a bio that fits and counts one segment per bvec", () => {
     const bio = bioFromBvecs("read", 0, [bvec(10, 0, 4096), bvec(20, 0, 4096), bvec(30, 0, 4096)]);
@@ -118,7 +123,12 @@ describe("bioSplitIoAt", () => {
   });
 
   it("splits pieces on logical block boundaries", () => {
-    const lim = queueLimits({ logicalBlockSize: 4096, maxSegments: 2, maxHwSectors: 2048, dmaAlignment: 511 });
+    const lim = queueLimits({
+      logicalBlockSize: 4096,
+      maxSegments: 2,
+      maxHwSectors: 2048,
+      dmaAlignment: 511,
+    });
     const bio = bioFromBvecs("read", 0, [bvec(10, 0, 4096), bvec(20, 0, 2048), bvec(30, 0, 2048)]);
     // Two segments fit (6 KiB) but only one whole 4 KiB block of them.
     expect(bioSplitIoAt(bio, lim).sectors).toBe(8);
@@ -127,7 +137,9 @@ describe("bioSplitIoAt", () => {
   it("refuses bvecs that break the DMA alignment", () => {
     const lim = queueLimits({ dmaAlignment: 511 });
     const bio = bioFromBvecs("read", 0, [bvec(10, 4, 512)]);
-    expect(() => bioSplitIoAt(bio, lim)).toThrow("bvec at 0xa004+0x200 breaks the queue DMA alignment 0x1ff (offset) or 0x1ff (length)");
+    expect(() => bioSplitIoAt(bio, lim)).toThrow(
+      "bvec at 0xa004+0x200 breaks the queue DMA alignment 0x1ff (offset) or 0x1ff (length)",
+    );
   });
 
   it("records the lowest gap bit from bvec offsets, as bio_split_io_at does", () => {
@@ -148,7 +160,9 @@ describe("bioSplitIoAt", () => {
     const bio = bioFromBvecs("read", 0, bvs);
     const pieces = bioSplitToLimits(bio, nvmePrp);
     expect(pieces.map((p) => p.size)).toEqual([127 * 4096, 127 * 4096, 46 * 4096]);
-    expect(pieces.flatMap((p) => bioSegments(p).map((b) => bvecPhys(b)))).toEqual(bvs.map((b) => bvecPhys(b)));
+    expect(pieces.flatMap((p) => bioSegments(p).map((b) => bvecPhys(b)))).toEqual(
+      bvs.map((b) => bvecPhys(b)),
+    );
     expect(pieces[2]).toBe(bio);
     expect(bio.remaining).toBe(3);
     expect(pieces[0]!.iter.sector).toBe(0);
@@ -195,13 +209,21 @@ describe("Request", () => {
     const big = bioFromBvecs("read", 0, [bvec(10, 0, 256 * 1024)]);
     expect(() => blkRqFromBios(lim, [big])).toThrow(/split it with bioSplitToLimits first/);
     const r = blkRqFromBios(lim, [bioFromBvecs("read", 0, [bvec(10, 0, 4096)])]);
-    expect(() => blkRqAppendBio(r, bioFromBvecs("write", 8, [bvec(11, 0, 4096)]))).toThrow(/cannot append a write bio to a read request/);
-    const nine = Array.from({ length: 8 }, (_, i) => bioFromBvecs("read", 8 * i, [bvec(100 + 2 * i, 0, 4096)]));
+    expect(() => blkRqAppendBio(r, bioFromBvecs("write", 8, [bvec(11, 0, 4096)]))).toThrow(
+      /cannot append a write bio to a read request/,
+    );
+    const nine = Array.from({ length: 8 }, (_, i) =>
+      bioFromBvecs("read", 8 * i, [bvec(100 + 2 * i, 0, 4096)]),
+    );
     const r2 = blkRqFromBios(lim, nine);
-    expect(() => blkRqAppendBio(r2, bioFromBvecs("read", 64, [bvec(500, 0, 4096)]))).toThrow(/above max_segments 8/);
+    expect(() => blkRqAppendBio(r2, bioFromBvecs("read", 64, [bvec(500, 0, 4096)]))).toThrow(
+      /above max_segments 8/,
+    );
     const vb = queueLimits({ virtBoundaryMask: 4095, dmaAlignment: 3 });
     const r3 = blkRqFromBios(vb, [bioFromBvecs("read", 0, [bvec(10, 0, 2048)])]);
-    expect(() => blkRqAppendBio(r3, bioFromBvecs("read", 4, [bvec(20, 0, 2048)]))).toThrow(/gap at the virt boundary/);
+    expect(() => blkRqAppendBio(r3, bioFromBvecs("read", 4, [bvec(20, 0, 2048)]))).toThrow(
+      /gap at the virt boundary/,
+    );
     expect(() => blkRqFromBios(lim, [])).toThrow(/at least one bio/);
   });
 });
@@ -209,12 +231,20 @@ describe("Request", () => {
 describe("queueLimits", () => {
   it("fills Linux defaults", () => {
     const l = queueLimits();
-    expect(l).toMatchObject({ maxSegmentSize: 65536, segBoundaryMask: 0xffffffff, virtBoundaryMask: 0, maxSegments: 128, logicalBlockSize: 512 });
+    expect(l).toMatchObject({
+      maxSegmentSize: 65536,
+      segBoundaryMask: 0xffffffff,
+      virtBoundaryMask: 0,
+      maxSegments: 128,
+      logicalBlockSize: 512,
+    });
   });
 
   it("forces UINT_MAX segments with a virt boundary and refuses a conflicting size", () => {
     expect(queueLimits({ virtBoundaryMask: 4095 }).maxSegmentSize).toBe(0xffffffff);
-    expect(() => queueLimits({ virtBoundaryMask: 4095, maxSegmentSize: 65536 })).toThrow(/cannot be combined with virt_boundary_mask 0xfff/);
+    expect(() => queueLimits({ virtBoundaryMask: 4095, maxSegmentSize: 65536 })).toThrow(
+      /cannot be combined with virt_boundary_mask 0xfff/,
+    );
   });
 
   it.each([

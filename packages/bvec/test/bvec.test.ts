@@ -32,11 +32,26 @@ describe("bvec", () => {
     // One bvec of 3 pages starting 0x100 into page 10, then one of 512 bytes.
     const bvs = [bvec(10, 0x100, 3 * 4096), bvec(100, 0, 512)];
     const it = bvecIter(3 * 4096 + 512);
-    expect(mpBvecIterBvec(bvs, it)).toEqual({ page: 10, offset: 0x100, len: 3 * 4096, pageSize: 4096 });
-    expect(bvecIterBvec(bvs, it)).toEqual({ page: 10, offset: 0x100, len: 4096 - 0x100, pageSize: 4096 });
+    expect(mpBvecIterBvec(bvs, it)).toEqual({
+      page: 10,
+      offset: 0x100,
+      len: 3 * 4096,
+      pageSize: 4096,
+    });
+    expect(bvecIterBvec(bvs, it)).toEqual({
+      page: 10,
+      offset: 0x100,
+      len: 4096 - 0x100,
+      pageSize: 4096,
+    });
     bvecIterAdvance(bvs, it, 4096);
     expect(it).toEqual({ size: 2 * 4096 + 512, idx: 0, done: 4096 });
-    expect(bvecIterBvec(bvs, it)).toEqual({ page: 11, offset: 0x100, len: 4096 - 0x100, pageSize: 4096 });
+    expect(bvecIterBvec(bvs, it)).toEqual({
+      page: 11,
+      offset: 0x100,
+      len: 4096 - 0x100,
+      pageSize: 4096,
+    });
     expect(mpBvecIterBvec(bvs, it).offset).toBe(0x1100);
     bvecIterAdvance(bvs, it, 2 * 4096);
     expect(it).toEqual({ size: 512, idx: 1, done: 0 });

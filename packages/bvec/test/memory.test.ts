@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { BvecError, MAX_PAGE_ORDER, PhysMemory, REGION_KIND, standardLayout } from "../src/index.ts";
+import {
+  BvecError,
+  MAX_PAGE_ORDER,
+  PhysMemory,
+  REGION_KIND,
+  standardLayout,
+} from "../src/index.ts";
 
 const GiB = 1024 ** 3;
 const P32 = 2 ** 32;
@@ -32,10 +38,19 @@ describe("PhysMemory regions", () => {
 
   it("adds P2P BARs and refuses overlaps and misalignment", () => {
     const mem = new PhysMemory({ ramBytes: 8 * GiB });
-    const bar = mem.addRegion({ start: 0x9000_0000, size: 0x10_0000, kind: REGION_KIND.P2P, owner: "nvme1-cmb" });
+    const bar = mem.addRegion({
+      start: 0x9000_0000,
+      size: 0x10_0000,
+      kind: REGION_KIND.P2P,
+      owner: "nvme1-cmb",
+    });
     expect(mem.regionOf(0x9000_1000)).toBe(bar);
-    expect(() => mem.addRegion({ start: 0x9008_0000, size: 0x1000, kind: "mmio" })).toThrow(/overlaps nvme1-cmb/);
-    expect(() => mem.addRegion({ start: 0xa000_0100, size: 0x1000, kind: "mmio" })).toThrow(/not aligned/);
+    expect(() => mem.addRegion({ start: 0x9008_0000, size: 0x1000, kind: "mmio" })).toThrow(
+      /overlaps nvme1-cmb/,
+    );
+    expect(() => mem.addRegion({ start: 0xa000_0100, size: 0x1000, kind: "mmio" })).toThrow(
+      /not aligned/,
+    );
     // Device memory holds bytes too (P2P transfers move real data).
     mem.write(0x9000_0010, pattern(32));
     expect(mem.readBytes(0x9000_0010, 32)).toEqual(pattern(32));
@@ -47,21 +62,24 @@ describe("PhysMemory regions", () => {
 });
 
 describe("PhysMemory bytes", () => {
-  it.each([4096, 16384, 65536] as const)("reads back writes across page boundaries with %i-byte pages", (pageSize) => {
-    const mem = new PhysMemory({ ramBytes: 8 * GiB, pageSize });
-    const at = P32 + 3 * pageSize - 100;
-    const data = pattern(3 * pageSize + 300);
-    mem.write(at, data);
-    expect(mem.readBytes(at, data.length)).toEqual(data);
-    // Partial reads at odd offsets.
-    expect(mem.readBytes(at + 1, 10)).toEqual(data.subarray(1, 11));
-  });
+  it.each([4096, 16384, 65536] as const)(
+    "reads back writes across page boundaries with %i-byte pages",
+    (pageSize) => {
+      const mem = new PhysMemory({ ramBytes: 8 * GiB, pageSize });
+      const at = P32 + 3 * pageSize - 100;
+      const data = pattern(3 * pageSize + 300);
+      mem.write(at, data);
+      expect(mem.readBytes(at, data.length)).toEqual(data);
+      // Partial reads at odd offsets.
+      expect(mem.readBytes(at + 1, 10)).toEqual(data.subarray(1, 11));
+    },
+  );
 
   it("reads untouched memory as zeros without materialising pages", () => {
     const mem = new PhysMemory({ ramBytes: 64 * GiB });
     expect(mem.readBytes(40 * GiB, 8192)).toEqual(new Uint8Array(8192));
     expect(mem.counters.c.chunksMaterialized).toBe(0);
-    mem.fill(40 * GiB, 1 << 20, 0);
+    mem.fill(40 * GiB, 2 ** 20, 0);
     expect(mem.counters.c.chunksMaterialized).toBe(0);
     mem.write(40 * GiB + 4096, pattern(1));
     expect(mem.counters.c.chunksMaterialized).toBe(1);
@@ -76,7 +94,7 @@ describe("PhysMemory bytes", () => {
   });
 
   it("reads and writes 32- and 64-bit little-endian values above 2^48", () => {
-    const mem = new PhysMemory({ regions: [{ start: 2 ** 48, size: 1 << 20, kind: "ram" }] });
+    const mem = new PhysMemory({ regions: [{ start: 2 ** 48, size: 2 ** 20, kind: "ram" }] });
     const a = 2 ** 48 + 4094; // straddles a page boundary
     mem.writeU32(a, 0xdeadbeef);
     expect(mem.readU32(a)).toBe(0xdeadbeef);
@@ -95,7 +113,9 @@ describe("PhysMemory bytes", () => {
   it("fills and copies inside memory", () => {
     const mem = new PhysMemory({ ramBytes: 8 * GiB });
     mem.fill(P32, 10000, 0xab);
-    expect(mem.readBytes(P32 + 9990, 12)).toEqual(new Uint8Array([...Array(10).fill(0xab), 0, 0]));
+    expect(mem.readBytes(P32 + 9990, 12)).toEqual(
+      new Uint8Array([...new Array<number>(10).fill(0xab), 0, 0]),
+    );
     mem.write(P32 + 0x10000, pattern(5000, 3));
     mem.copy(P32 + 0x20003, P32 + 0x10000, 5000);
     expect(mem.readBytes(P32 + 0x20003, 5000)).toEqual(pattern(5000, 3));
@@ -103,7 +123,9 @@ describe("PhysMemory bytes", () => {
 
   it("throws EFAULT for holes and for accesses running off RAM, naming the address", () => {
     const mem = new PhysMemory({ ramBytes: 8 * GiB });
-    expect(() => mem.readBytes(0x9000_0000, 4)).toThrow("access of 0x4 bytes at 0x90000000 falls in a hole of the physical map");
+    expect(() => mem.readBytes(0x9000_0000, 4)).toThrow(
+      "access of 0x4 bytes at 0x90000000 falls in a hole of the physical map",
+    );
     expect(() => mem.readBytes(0x7fff_f000, 0x2000)).toThrow(/reaches a hole at 0x80000000/);
     expect(() => mem.write(0, new Uint8Array(1))).toThrow(BvecError);
     try {
@@ -190,7 +212,8 @@ describe("PhysMemory page allocator", () => {
     const mem = new PhysMemory({ ramBytes: 64 * GiB });
     const a = mem.allocScattered(256, 42);
     expect(new Set(a).size).toBe(256);
-    for (let i = 1; i < a.length; i++) expect(Math.abs((a[i] as number) - (a[i - 1] as number))).toBeGreaterThan(1);
+    for (let i = 1; i < a.length; i++)
+      expect(Math.abs((a[i] as number) - (a[i - 1] as number))).toBeGreaterThan(1);
     expect(a.some((p) => p * 4096 >= P32)).toBe(true);
     const mem2 = new PhysMemory({ ramBytes: 64 * GiB });
     expect(mem2.allocScattered(256, 42)).toEqual(a);

@@ -4,6 +4,7 @@ import {
   type BioVec,
   PhysMemory,
   type QueueLimits,
+  Rng,
   bioFromBvecs,
   bioSegments,
   bioSplitIoAt,
@@ -35,9 +36,16 @@ function edgeMemory(): PhysMemory {
 const bvecArb = fc
   .record({
     base: fc.constantFrom(...BASES),
-    page: fc.oneof(fc.integer({ min: 0, max: 15 }), fc.integer({ min: 8180, max: 8200 }), fc.integer({ min: 0, max: 16000 })),
+    page: fc.oneof(
+      fc.integer({ min: 0, max: 15 }),
+      fc.integer({ min: 8180, max: 8200 }),
+      fc.integer({ min: 0, max: 16000 }),
+    ),
     // Block I/O moves whole sectors: offsets and lengths in 512-byte units, around page edges.
-    offset: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 7 }).map((x) => x * 512)),
+    offset: fc.oneof(
+      fc.constant(0),
+      fc.integer({ min: 0, max: 7 }).map((x) => x * 512),
+    ),
     len: fc.oneof(
       fc.constantFrom(512, 3584, 4096, 4608, 8192, 65536, 66048, 131072),
       fc.integer({ min: 1, max: 100 }).map((x) => x * 512),
@@ -46,20 +54,22 @@ const bvecArb = fc
   .map(({ base, page, offset, len }) => bvec(base / 4096 + page, offset, len));
 
 /** Several bvecs, often contiguous with the previous one so merging is exercised. */
-const bvecListArb = fc.array(fc.tuple(bvecArb, fc.boolean()), { minLength: 1, maxLength: 16 }).map((list) => {
-  const out: BioVec[] = [];
-  for (const [b, contiguous] of list) {
-    const prev = out[out.length - 1];
-    if (contiguous && prev !== undefined) {
-      const end = bvecPhys(prev) + prev.len;
-      const off = end % 4096;
-      out.push(bvec((end - off) / 4096, off, b.len));
-    } else {
-      out.push(b);
+const bvecListArb = fc
+  .array(fc.tuple(bvecArb, fc.boolean()), { minLength: 1, maxLength: 16 })
+  .map((list) => {
+    const out: BioVec[] = [];
+    for (const [b, contiguous] of list) {
+      const prev = out[out.length - 1];
+      if (contiguous && prev !== undefined) {
+        const end = bvecPhys(prev) + prev.len;
+        const off = end % 4096;
+        out.push(bvec((end - off) / 4096, off, b.len));
+      } else {
+        out.push(b);
+      }
     }
-  }
-  return out;
-});
+    return out;
+  });
 
 const limitsArb: fc.Arbitrary<QueueLimits> = fc
   .record({
@@ -68,16 +78,21 @@ const limitsArb: fc.Arbitrary<QueueLimits> = fc
     maxSegments: fc.constantFrom(1, 2, 8, 128, 256),
     maxHwSectors: fc.constantFrom(8, 255, 1024, 16384),
   })
-  .map((p) => queueLimits({ maxSegmentSize: p.seg, segBoundaryMask: p.boundary, maxSegments: p.maxSegments, maxHwSectors: p.maxHwSectors, dmaAlignment: 3 }));
+  .map((p) =>
+    queueLimits({
+      maxSegmentSize: p.seg,
+      segBoundaryMask: p.boundary,
+      maxSegments: p.maxSegments,
+      maxHwSectors: p.maxHwSectors,
+      dmaAlignment: 3,
+    }),
+  );
 
 function fillRandom(mem: PhysMemory, bvs: readonly BioVec[], seed: number): void {
-  let x = seed >>> 0 || 1;
+  const rng = new Rng(Math.abs(seed));
   for (const b of bvs) {
     const buf = new Uint8Array(b.len);
-    for (let i = 0; i < buf.length; i++) {
-      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-      buf[i] = x >>> 24;
-    }
+    for (let i = 0; i < buf.length; i++) buf[i] = rng.nextU32() % 256;
     mem.write(bvecPhys(b), buf);
   }
 }
@@ -101,7 +116,10 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 const asRuns = (bvs: readonly BioVec[]) => bvs.map((b) => ({ paddr: bvecPhys(b), len: b.len }));
 
 /** Physical address of every byte offset k at run boundaries, to compare two run lists. */
-function sameMapping(a: readonly { paddr: number; len: number }[], b: readonly { paddr: number; len: number }[]): boolean {
+function sameMapping(
+  a: readonly { paddr: number; len: number }[],
+  b: readonly { paddr: number; len: number }[],
+): boolean {
   let i = 0;
   let j = 0;
   let ai = 0;
@@ -162,7 +180,10 @@ describe("segment and split laws (fast-check)", () => {
         fillRandom(mem, bvs, seed);
         const whole = readVia(mem, asRuns(bvs));
         const pieces = bioSplitToLimits(bioFromBvecs("write", 0, bvs), lim);
-        const joined = readVia(mem, pieces.flatMap((p) => asRuns(bioSegments(p))));
+        const joined = readVia(
+          mem,
+          pieces.flatMap((p) => asRuns(bioSegments(p))),
+        );
         expect(sameBytes(joined, whole)).toBe(true);
         let sector = 0;
         for (const p of pieces) {

@@ -26,7 +26,9 @@ describe("physical segments (blk_map_iter_next)", () => {
   });
 
   it("keeps non-contiguous bvecs apart", () => {
-    const req = blkRqFromBios(lim, [bioFromBvecs("read", 0, [bvec(hi, 0, 4096), bvec(hi + 2, 0, 4096)])]);
+    const req = blkRqFromBios(lim, [
+      bioFromBvecs("read", 0, [bvec(hi, 0, 4096), bvec(hi + 2, 0, 4096)]),
+    ]);
     expect(blkRqPhysSegments(req)).toEqual([
       { paddr: P32, len: 4096 },
       { paddr: P32 + 8192, len: 4096 },
@@ -94,7 +96,9 @@ describe("physical segments (blk_map_iter_next)", () => {
   });
 
   it("is allocation-free to iterate with a reused vec", () => {
-    const req = blkRqFromBios(lim, [bioFromBvecs("read", 0, [bvec(hi, 0, 4096), bvec(hi + 9, 0, 4096)])]);
+    const req = blkRqFromBios(lim, [
+      bioFromBvecs("read", 0, [bvec(hi, 0, 4096), bvec(hi + 9, 0, 4096)]),
+    ]);
     const it = blkRqMapIterInit(req);
     const v = { paddr: 0, len: 0 };
     expect(blkMapIterNext(req, it, v)).toBe(true);

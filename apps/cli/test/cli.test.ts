@@ -1,0 +1,63 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { EXIT, runCli } from "../src/cli.ts";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const pkg = JSON.parse(readFileSync(join(here, "..", "package.json"), "utf8")) as {
+  version: string;
+};
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return {
+    io: { stdout: (s: string) => out.push(s), stderr: (s: string) => err.push(s) },
+    out: () => out.join(""),
+    err: () => err.join(""),
+  };
+}
+
+describe("dmasim CLI", () => {
+  it("prints help with no arguments", async () => {
+    const c = capture();
+    expect(await runCli([], c.io)).toBe(EXIT.OK);
+    expect(c.out()).toContain("Usage: dmasim");
+    expect(c.out()).toContain("executable model of the Linux DMA mapping stack");
+  });
+
+  it("prints help for --help and the version for --version", async () => {
+    const h = capture();
+    expect(await runCli(["--help"], h.io)).toBe(EXIT.OK);
+    expect(h.out()).toContain("--version");
+    const v = capture();
+    expect(await runCli(["--version"], v.io)).toBe(EXIT.OK);
+    expect(v.out().trim()).toBe(pkg.version);
+  });
+
+  it("rejects an unknown option with one line and exit code 2", async () => {
+    const c = capture();
+    expect(await runCli(["--frobnicate"], c.io)).toBe(EXIT.USAGE);
+    expect(c.err().trim()).toBe("error: unknown option '--frobnicate'");
+  });
+});
+
+describe("dmasim binary (smoke)", () => {
+  const bin = join(here, "..", "dist", "main.js");
+
+  it("is built", () => {
+    expect(existsSync(bin), `${bin} is missing: run pnpm build first`).toBe(true);
+  });
+
+  it("runs --help and --version as a real process", () => {
+    const help = execFileSync(process.execPath, [bin, "--help"], { encoding: "utf8" });
+    expect(help).toContain("Usage: dmasim");
+    const version = execFileSync(process.execPath, [bin, "--version"], { encoding: "utf8" });
+    expect(version.trim()).toBe(pkg.version);
+    const bad = spawnSync(process.execPath, [bin, "--nope"], { encoding: "utf8" });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("unknown option '--nope'");
+  });
+});
