@@ -88,24 +88,29 @@ writeFileSync(
   JSON.stringify({ machine, results }, null, 2) + "\n",
 );
 
-// Update the generated section of BENCHMARKS.md (only for full runs).
-if (!only && !filter) {
-  const mdPath = join(root, "BENCHMARKS.md");
-  if (existsSync(mdPath)) {
-    const md = readFileSync(mdPath, "utf8");
-    const start = "<!-- bench:start -->";
-    const end = "<!-- bench:end -->";
-    const i = md.indexOf(start);
-    const j = md.indexOf(end);
-    if (i >= 0 && j > i) {
-      const table = [
-        `Taken ${machine.date} on ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}.`,
-        "",
-        "| benchmark | ns/op | target | | vs baseline |",
-        "|---|---:|---|---|---|",
-        ...rows.map((r) => `| \`${r[0]}\` | ${r[1]} | ${r[2]} | ${r[3]} | ${r[4]} |`),
-      ].join("\n");
-      writeFileSync(mdPath, md.slice(0, i + start.length) + "\n" + table + "\n" + md.slice(j));
+// Update the generated table of BENCHMARKS.md: rows are keyed by benchmark name, so a run of
+// one package replaces its own rows and keeps the others.
+const mdPath = join(root, "BENCHMARKS.md");
+if (existsSync(mdPath) && !args.includes("--no-write")) {
+  const md = readFileSync(mdPath, "utf8");
+  const start = "<!-- bench:start -->";
+  const end = "<!-- bench:end -->";
+  const i = md.indexOf(start);
+  const j = md.indexOf(end);
+  if (i >= 0 && j > i) {
+    const old = new Map();
+    for (const line of md.slice(i + start.length, j).split("\n")) {
+      const m = /^\| `([^`]+)` \|/.exec(line);
+      if (m) old.set(m[1], line);
     }
+    for (const r of rows) old.set(r[0], `| \`${r[0]}\` | ${r[1]} | ${r[2]} | ${r[3]} | ${r[4]} |`);
+    const table = [
+      `Last run ${machine.date} on ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}.`,
+      "",
+      "| benchmark | ns/op | target | | vs baseline |",
+      "|---|---:|---|---|---|",
+      ...[...old.keys()].sort().map((k) => old.get(k)),
+    ].join("\n");
+    writeFileSync(mdPath, md.slice(0, i + start.length) + "\n" + table + "\n" + md.slice(j));
   }
 }
