@@ -1,0 +1,78 @@
+/**
+ * A log-linear histogram of non-negative integers (nanoseconds), for the lazy-mode exposure
+ * window: exact below 64, then 64 sub-buckets per power of two (under 1.6 % relative error).
+ * Max and count are exact.
+ */
+
+const SUB = 64;
+
+/** Summary of a histogram. */
+export interface HistogramSummary {
+  readonly count: number;
+  readonly maxNs: number;
+  readonly meanNs: number;
+  readonly p50Ns: number;
+  readonly p99Ns: number;
+}
+
+function bucketOf(v: number): number {
+  if (v < SUB) return v;
+  const e = Math.floor(Math.log2(v));
+  let sub = Math.floor(v / 2 ** (e - 6)) - SUB;
+  if (sub >= SUB) sub = SUB - 1;
+  if (sub < 0) sub = 0;
+  return SUB + (e - 6) * SUB + sub;
+}
+
+function bucketHigh(b: number): number {
+  if (b < SUB) return b;
+  const e = Math.floor((b - SUB) / SUB) + 6;
+  const sub = (b - SUB) % SUB;
+  return (SUB + sub + 1) * 2 ** (e - 6) - 1;
+}
+
+/** A histogram of nanosecond values. */
+export class NsHistogram {
+  private readonly counts = new Float64Array(SUB + 48 * SUB);
+  private n = 0;
+  private sum = 0;
+  private maxV = 0;
+
+  /** Adds one value. */
+  record(ns: number): void {
+    const v = ns < 0 ? 0 : Math.floor(ns);
+    const b = bucketOf(v);
+    this.counts[b] = (this.counts[b] as number) + 1;
+    this.n++;
+    this.sum += v;
+    if (v > this.maxV) this.maxV = v;
+  }
+
+  /** Values recorded. */
+  get count(): number {
+    return this.n;
+  }
+
+  /** The value at quantile `q` (0..1), as its bucket's upper bound (never above the max). */
+  quantile(q: number): number {
+    if (this.n === 0) return 0;
+    const rank = Math.max(1, Math.ceil(q * this.n));
+    let seen = 0;
+    for (let b = 0; b < this.counts.length; b++) {
+      seen += this.counts[b] as number;
+      if (seen >= rank) return Math.min(bucketHigh(b), this.maxV);
+    }
+    return this.maxV;
+  }
+
+  /** Count, max, mean, p50 and p99. */
+  summary(): HistogramSummary {
+    return {
+      count: this.n,
+      maxNs: this.maxV,
+      meanNs: this.n === 0 ? 0 : this.sum / this.n,
+      p50Ns: this.quantile(0.5),
+      p99Ns: this.quantile(0.99),
+    };
+  }
+}

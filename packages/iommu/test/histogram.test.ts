@@ -1,0 +1,27 @@
+import { describe, expect, it } from "vitest";
+import { NsHistogram } from "../src/index.ts";
+
+describe("NsHistogram", () => {
+  it("gives exact small values and percentiles within 1.6 % for large ones", () => {
+    const h = new NsHistogram();
+    for (let i = 1; i <= 1000; i++) h.record(i * 1000);
+    const s = h.summary();
+    expect(s.count).toBe(1000);
+    expect(s.maxNs).toBe(1_000_000);
+    expect(s.meanNs).toBe(500_500);
+    expect(Math.abs(s.p99Ns - 990_000) / 990_000).toBeLessThan(0.016);
+    expect(Math.abs(s.p50Ns - 500_000) / 500_000).toBeLessThan(0.016);
+    const small = new NsHistogram();
+    small.record(0);
+    small.record(7);
+    expect(small.quantile(1)).toBe(7);
+    expect(small.quantile(0.5)).toBe(0);
+    expect(new NsHistogram().summary().p99Ns).toBe(0);
+  });
+
+  it("handles values near 2^53", () => {
+    const h = new NsHistogram();
+    h.record(2 ** 52);
+    expect(h.quantile(0.99)).toBe(2 ** 52);
+  });
+});
