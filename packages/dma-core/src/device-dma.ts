@@ -1,0 +1,114 @@
+/**
+ * How a simulated device reads and writes memory by DMA address: through its IOMMU domain
+ * (IOTLB, then a page-table walk; faults are data) or, on the direct path, through the bus
+ * offset; then physical memory. Device models (the NVMe controller) use only this.
+ */
+import { CounterSet, REGION_KIND, hex } from "@dmasim/bvec";
+import { DMA_ACCESS, type IommuFault, TranslationBuffer, translateInto } from "@dmasim/iommu";
+import type { Device } from "./device.ts";
+import { dmaToPhys } from "./direct.ts";
+
+/** The outcome of one device access: ok, or the IOMMU fault / bus error that stopped it. */
+export interface DmaAccessResult {
+  ok: boolean;
+  /** The IOMMU fault, when translation failed. */
+  fault: IommuFault | undefined;
+  /** A bus error (no IOMMU: the address reaches no memory), when not ok without a fault. */
+  busError: string | undefined;
+}
+
+/** Counter names of `DeviceDma`. */
+export type DeviceDmaCounter = "reads" | "writes" | "bytesRead" | "bytesWritten" | "faults" | "busErrors";
+
+/** A device's DMA engine. */
+export class DeviceDma {
+  readonly dev: Device;
+  readonly counters = new CounterSet<DeviceDmaCounter>("devdma", ["reads", "writes", "bytesRead", "bytesWritten", "faults", "busErrors"]);
+  private readonly tb = new TranslationBuffer();
+  private readonly result: DmaAccessResult = { ok: true, fault: undefined, busError: undefined };
+
+  constructor(dev: Device) {
+    this.dev = dev;
+  }
+
+  /** Reads `len` bytes at DMA address `addr` into `dst[off..]`. The result object is reused. */
+  read(addr: number, dst: Uint8Array, off = 0, len = dst.length - off): DmaAccessResult {
+    this.counters.c.reads++;
+    return this.access(addr, dst, off, len, false);
+  }
+
+  /** Writes `len` bytes from `src[off..]` at DMA address `addr`. The result object is reused. */
+  write(addr: number, src: Uint8Array, off = 0, len = src.length - off): DmaAccessResult {
+    this.counters.c.writes++;
+    return this.access(addr, src, off, len, true);
+  }
+
+  /** Reads a little-endian 32-bit value; returns -1 on a fault (see `lastResult`). */
+  readU32(addr: number): number {
+    const b = scratch;
+    const r = this.read(addr, b, 0, 4);
+    if (!r.ok) return -1;
+    return (b[0] as number) + (b[1] as number) * 0x100 + (b[2] as number) * 0x10000 + (b[3] as number) * 0x1000000;
+  }
+
+  /** The result of the last access. */
+  get lastResult(): DmaAccessResult {
+    return this.result;
+  }
+
+  private access(addr: number, buf: Uint8Array, off: number, len: number, write: boolean): DmaAccessResult {
+    const r = this.result;
+    r.ok = true;
+    r.fault = undefined;
+    r.busError = undefined;
+    const dev = this.dev;
+    dev.debug?.deviceAccess(dev, addr, len, write);
+    const domain = dev.domain;
+    if (domain !== null) {
+      const tb = this.tb;
+      translateInto(domain, addr, len, write ? DMA_ACCESS.WRITE : DMA_ACCESS.READ, tb);
+      if (tb.fault !== undefined) {
+        r.ok = false;
+        r.fault = tb.fault;
+        this.counters.c.faults++;
+        return r;
+      }
+      let at = off;
+      for (let i = 0; i < tb.count; i++) {
+        const p = tb.phys[i] as number;
+        const n = tb.len[i] as number;
+        if (!this.touch(p, buf, at, n, write)) return r;
+        at += n;
+      }
+    } else {
+      const phys = dmaToPhys(dev, addr);
+      if (phys < 0) return this.busError(`DMA address ${hex(addr)} is outside every bus range of ${dev.name}`);
+      if (!this.touch(phys, buf, off, len, write)) return r;
+    }
+    if (write) this.counters.c.bytesWritten += len;
+    else this.counters.c.bytesRead += len;
+    return r;
+  }
+
+  private touch(phys: number, buf: Uint8Array, off: number, len: number, write: boolean): boolean {
+    const mem = this.dev.memory;
+    const region = mem.regionOf(phys);
+    if (region === undefined || phys + len > region.end || region.kind === REGION_KIND.MMIO) {
+      this.busError(`DMA to ${hex(phys)}+${hex(len)} reaches no memory`);
+      return false;
+    }
+    if (write) mem.write(phys, buf, off, len);
+    else mem.read(phys, buf, off, len);
+    return true;
+  }
+
+  private busError(msg: string): DmaAccessResult {
+    const r = this.result;
+    r.ok = false;
+    r.busError = msg;
+    this.counters.c.busErrors++;
+    return r;
+  }
+}
+
+const scratch = new Uint8Array(4);

@@ -1,0 +1,236 @@
+/**
+ * The device model (Linux `struct device` as the DMA layer sees it): masks, bus offsets,
+ * coherency, trust, segment limits, the attached IOMMU domain, SWIOTLB, P2P reachability.
+ */
+import { CounterSet, MAX_ADDR, type PhysMemory, REGION_KIND, type SimClock, checkAddr, checkMask, hex } from "@dmasim/bvec";
+import type { IommuDomain } from "@dmasim/iommu";
+import { dmaBitMask } from "./constants.ts";
+import type { DmaDebug } from "./debug.ts";
+import { DmaError } from "./errors.ts";
+import { type IommuDmaCookie, type IommuDmaOptions, iommuDmaInitDomain } from "./iommu-dma.ts";
+import type { Swiotlb } from "./swiotlb.ts";
+
+/** Linux `struct bus_dma_region`: CPU physical [cpuStart, cpuStart+size) appears at dmaStart on the bus. */
+export interface BusDmaRegion {
+  readonly cpuStart: number;
+  readonly dmaStart: number;
+  readonly size: number;
+}
+
+/** How a device reaches a P2P provider's memory (Linux `enum pci_p2pdma_map_type`). */
+export const P2P_MAP = {
+  /** Not P2P memory (normal RAM). */
+  NONE: "none",
+  /** The device cannot reach it. */
+  NOT_SUPPORTED: "not-supported",
+  /** Through a PCI switch, by bus address: no DMA mapping at all. */
+  BUS_ADDR: "bus-addr",
+  /** Through the host bridge: mapped like RAM, with DMA_ATTR_MMIO. */
+  THRU_HOST_BRIDGE: "thru-host-bridge",
+} as const;
+/** A P2P map type. */
+export type P2pMap = (typeof P2P_MAP)[keyof typeof P2P_MAP];
+
+/** How one P2P provider (a region owner) is reached. */
+export interface P2pRoute {
+  readonly map: "bus-addr" | "thru-host-bridge";
+  /** Bus address = phys - busOffset, for `bus-addr` (Linux `pci_p2pdma_bus_addr_map`). */
+  readonly busOffset?: number;
+}
+
+/** Options of a `Device`. */
+export interface DeviceOptions {
+  readonly name: string;
+  readonly memory: PhysMemory;
+  /** Streaming DMA mask, bits (default 64). */
+  readonly dmaMaskBits?: number;
+  /** Coherent DMA mask, bits (default: the streaming mask). */
+  readonly coherentMaskBits?: number;
+  /** Linux `bus_dma_limit` (0: none). */
+  readonly busDmaLimit?: number;
+  /** Linux `dma_range_map` (bus offsets); empty: DMA address = physical address. */
+  readonly dmaRangeMap?: readonly BusDmaRegion[];
+  /** Cache-coherent DMA (default true). */
+  readonly coherent?: boolean;
+  /** An untrusted (external-facing) PCI device: sub-granule buffers are bounced under an IOMMU. */
+  readonly untrusted?: boolean;
+  /** A PCI device (default true): gets the 32-bit-first IOVA policy. */
+  readonly pci?: boolean;
+  /** Linux `dma_set_max_seg_size` (default 64 KiB). */
+  readonly maxSegmentSize?: number;
+  /** Linux `dma_set_seg_boundary` (default: none). */
+  readonly segmentBoundaryMask?: number;
+  /** Linux `dma_set_min_align_mask` (default 0). */
+  readonly minAlignMask?: number;
+  /** The attached domain (default: none, i.e. no IOMMU). */
+  readonly iommu?: IommuDomain | null;
+  /** Options for the domain's DMA cookie if this device is the first to attach. */
+  readonly iommuDma?: Partial<IommuDmaOptions>;
+  /** The SWIOTLB pool the device may bounce through (default: none). */
+  readonly swiotlb?: Swiotlb | null;
+  /** Linux `swiotlb=force` / confidential guest: every direct mapping bounces. */
+  readonly forceBounce?: boolean;
+  /** P2P providers (region owners) the device can reach, and how. */
+  readonly p2p?: Readonly<Record<string, P2pRoute>>;
+  /** The simulated clock (needed for lazy IOMMU mode). */
+  readonly clock?: SimClock;
+  /** dma-debug for this device. */
+  readonly debug?: DmaDebug | null;
+}
+
+/** Counter names of a `Device`. */
+export type DeviceCounter =
+  | "maps"
+  | "unmaps"
+  | "mapFailures"
+  | "syncsForCpu"
+  | "syncsForDevice"
+  | "cacheCleanBytes"
+  | "cacheInvalidateBytes"
+  | "iommuMaps"
+  | "directMaps"
+  | "bounceMaps"
+  | "iovaLinks"
+  | "iovaUnlinks"
+  | "iovaSyncs"
+  | "iovaTryAllocs"
+  | "iovaTryAllocFailures"
+  | "sgMaps"
+  | "sgUnmaps"
+  | "coherentAllocs"
+  | "coherentFrees"
+  | "coherentBytes";
+
+/** A device as the DMA layer sees it. */
+export class Device {
+  readonly name: string;
+  readonly memory: PhysMemory;
+  /** Streaming mask as a limit (`*dev->dma_mask`). */
+  dmaMask: number;
+  dmaMaskBits: number;
+  /** Coherent mask as a limit. */
+  coherentDmaMask: number;
+  busDmaLimit: number;
+  readonly dmaRangeMap: readonly BusDmaRegion[];
+  readonly coherent: boolean;
+  readonly untrusted: boolean;
+  readonly pci: boolean;
+  maxSegmentSize: number;
+  segmentBoundaryMask: number;
+  minAlignMask: number;
+  /** The attached domain, if any. */
+  readonly domain: IommuDomain | null;
+  /** Linux `dev->dma_iommu`: true when the domain is a DMA-API (strict or lazy) domain. */
+  readonly dmaIommu: boolean;
+  /** The DMA cookie of the domain (IOVA allocator, flush queue), when `dmaIommu`. */
+  readonly cookie: IommuDmaCookie | null;
+  /** Linux `dev->iommu->pci_32bit_workaround`: try 32-bit IOVAs first; cleared on the first failure. */
+  pci32bitWorkaround: boolean;
+  readonly swiotlb: Swiotlb | null;
+  readonly forceBounce: boolean;
+  readonly p2p: Readonly<Record<string, P2pRoute>>;
+  /** Linux `dev->dma_skip_sync`: set for coherent devices, cleared on the first bounce. */
+  dmaSkipSync: boolean;
+  readonly debug: DmaDebug | null;
+  readonly clock: SimClock | undefined;
+  /** The simulated CPU the caller runs on (Linux `smp_processor_id()`), for per-CPU caches. */
+  cpu = 0;
+  readonly counters = new CounterSet<DeviceCounter>("dma", [
+    "maps",
+    "unmaps",
+    "mapFailures",
+    "syncsForCpu",
+    "syncsForDevice",
+    "cacheCleanBytes",
+    "cacheInvalidateBytes",
+    "iommuMaps",
+    "directMaps",
+    "bounceMaps",
+    "iovaLinks",
+    "iovaUnlinks",
+    "iovaSyncs",
+    "iovaTryAllocs",
+    "iovaTryAllocFailures",
+    "sgMaps",
+    "sgUnmaps",
+    "coherentAllocs",
+    "coherentFrees",
+    "coherentBytes",
+  ]);
+
+  constructor(o: DeviceOptions) {
+    if (!o.name) throw new DmaError("EINVAL", "a device needs a name");
+    this.name = o.name;
+    this.memory = o.memory;
+    this.dmaMaskBits = o.dmaMaskBits ?? 64;
+    this.dmaMask = dmaBitMask(this.dmaMaskBits);
+    this.coherentDmaMask = dmaBitMask(o.coherentMaskBits ?? this.dmaMaskBits);
+    this.busDmaLimit = checkAddr(o.busDmaLimit ?? 0, "bus_dma_limit", 53);
+    for (const r of o.dmaRangeMap ?? []) {
+      checkAddr(r.cpuStart, "dma_range_map cpu_start", 53);
+      checkAddr(r.dmaStart, "dma_range_map dma_start", 53);
+      checkAddr(r.size, "dma_range_map size", 53);
+    }
+    this.dmaRangeMap = o.dmaRangeMap ?? [];
+    this.coherent = o.coherent ?? true;
+    this.untrusted = o.untrusted ?? false;
+    this.pci = o.pci ?? true;
+    this.maxSegmentSize = o.maxSegmentSize ?? 65536;
+    this.segmentBoundaryMask = checkMask(o.segmentBoundaryMask ?? MAX_ADDR, "segment boundary mask");
+    this.minAlignMask = checkMask(o.minAlignMask ?? 0, "min_align_mask");
+    this.domain = o.iommu ?? null;
+    this.dmaIommu = this.domain !== null && this.domain.isDma;
+    this.clock = o.clock ?? this.domain?.clock;
+    this.cookie = null;
+    if (this.dmaIommu && this.domain) {
+      this.cookie = iommuDmaInitDomain(this.domain, this, o.iommuDma ?? {});
+    }
+    this.pci32bitWorkaround = this.pci && !(this.cookie?.options.forcedac ?? false);
+    this.swiotlb = o.swiotlb ?? null;
+    this.forceBounce = o.forceBounce ?? false;
+    if (this.forceBounce && this.swiotlb === null) {
+      throw new DmaError("EINVAL", `device ${this.name}: forced bouncing needs a SWIOTLB pool`);
+    }
+    this.p2p = o.p2p ?? {};
+    this.dmaSkipSync = this.coherent;
+    this.debug = o.debug ?? null;
+  }
+
+  /** Linux `dma_get_mask`. */
+  getMask(): number {
+    return this.dmaMask;
+  }
+
+  /** Linux `dma_set_mask`: sets the streaming mask (bits). */
+  setMaskBits(bits: number): void {
+    this.dmaMaskBits = bits;
+    this.dmaMask = dmaBitMask(bits);
+  }
+
+  /** Linux `dma_get_seg_boundary`. */
+  getSegBoundary(): number {
+    return this.segmentBoundaryMask;
+  }
+
+  /**
+   * Linux `pci_p2pdma_state`: how this device reaches the memory at `phys`: NONE for RAM, the
+   * configured route for a P2P BAR, NOT_SUPPORTED otherwise.
+   */
+  p2pState(phys: number): P2pMap {
+    const region = this.memory.regionOf(phys);
+    if (region === undefined || region.kind === REGION_KIND.RAM) return P2P_MAP.NONE;
+    if (region.kind !== REGION_KIND.P2P) return P2P_MAP.NOT_SUPPORTED;
+    const route = this.p2p[region.owner];
+    return route === undefined ? P2P_MAP.NOT_SUPPORTED : route.map;
+  }
+
+  /** Linux `pci_p2pdma_bus_addr_map`: the bus address of P2P memory reached through a switch. */
+  p2pBusAddr(phys: number): number {
+    const region = this.memory.regionOf(phys);
+    const route = region ? this.p2p[region.owner] : undefined;
+    if (route?.map !== "bus-addr") {
+      throw new DmaError("EREMOTEIO", `device ${this.name} has no bus-address route to ${hex(phys)}`);
+    }
+    return phys - (route.busOffset ?? 0);
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * The DMA-to-IOMMU glue (drivers/iommu/dma-iommu.c): the per-domain DMA cookie (IOVA allocator
+ * and flush queue), IOVA allocation with the 32-bit-first policy, single mappings, SWIOTLB
+ * bouncing of sub-granule buffers for untrusted devices, and strict or lazy unmapping.
+ */
+import { REGION_KIND, SimError, alignDown, alignUp, hex, lowestSetBit } from "@dmasim/bvec";
+import {
+  FlushQueue,
+  IOMMU_PROT,
+  type IommuDomain,
+  type IommuProt,
+  IotlbGather,
+  IovaDomain,
+} from "@dmasim/iommu";
+import { DMA_ATTR, DMA_DIRECTION, type DmaDirection, hasAttr } from "./constants.ts";
+import type { Device } from "./device.ts";
+import { DmaError, type DmaErrorCode } from "./errors.ts";
+
+/** Options of a domain's DMA cookie. */
+export interface IommuDmaOptions {
+  /** Linux `iommu.forcedac=1`: no 32-bit-first IOVA policy for PCI devices. */
+  readonly forcedac: boolean;
+  /** One shared flush queue (Linux `shadow_on_flush` IOMMUs) instead of one per CPU. */
+  readonly singleQueue: boolean;
+  /** Simulated CPUs (per-CPU IOVA caches and flush queues). */
+  readonly numCpus: number;
+}
+
+/** Linux `struct iommu_dma_cookie`: the IOVA allocator and, in lazy mode, the flush queue. */
+export class IommuDmaCookie {
+  readonly domain: IommuDomain;
+  readonly iovad: IovaDomain;
+  /** The flush queue; non-null exactly when the domain is lazy (Linux `fq_domain`). */
+  readonly fq: FlushQueue | null;
+  readonly granule: number;
+  readonly options: IommuDmaOptions;
+
+  constructor(domain: IommuDomain, iovad: IovaDomain, fq: FlushQueue | null, options: IommuDmaOptions) {
+    this.domain = domain;
+    this.iovad = iovad;
+    this.fq = fq;
+    this.granule = iovad.granule;
+    this.options = options;
+  }
+}
+
+const cookies = new WeakMap<IommuDomain, IommuDmaCookie>();
+
+/** The MSI doorbell window x86 IOMMUs reserve in every DMA domain (IOMMU_RESV_MSI). */
+const MSI_WINDOW = { start: 0xfee00000, end: 0xfeefffff } as const;
+
+/**
+ * Linux `iommu_dma_init_domain`: creates (once) the cookie of a DMA domain: the granule is the
+ * smallest page size, IOVA page 0 is never handed out, the MSI window and the host bridge
+ * windows (MMIO and P2P regions of the physical map) are reserved. A lazy domain gets a flush
+ * queue; without a clock it is downgraded to strict, as Linux does when the queue cannot be set up.
+ */
+export function iommuDmaInitDomain(domain: IommuDomain, dev: Device, opts: Partial<IommuDmaOptions>): IommuDmaCookie {
+  const existing = cookies.get(domain);
+  if (existing) return existing;
+  const granule = lowestSetBit(domain.pgsizeBitmap);
+  const options: IommuDmaOptions = {
+    forcedac: opts.forcedac ?? false,
+    singleQueue: opts.singleQueue ?? false,
+    numCpus: opts.numCpus ?? 1,
+  };
+  const clock = dev.clock ?? domain.clock;
+  const startPfn = Math.max(1, Math.floor(domain.geometry.apertureStart / granule));
+  const iovad = new IovaDomain({ granule, startPfn, numCpus: options.numCpus, ...(clock ? { clock } : {}) });
+  const top = domain.geometry.apertureEnd;
+  const reserve = (start: number, end: number) => {
+    const lo = Math.max(Math.floor(start / granule), startPfn);
+    const hi = Math.min(Math.floor(end / granule), Math.floor(top / granule));
+    if (lo <= hi) iovad.reserveIova(lo, hi);
+  };
+  if (dev.pci) {
+    reserve(MSI_WINDOW.start, MSI_WINDOW.end);
+    for (const r of dev.memory.regions) if (r.kind !== REGION_KIND.RAM) reserve(r.start, r.end - 1);
+  }
+  let fq: FlushQueue | null = null;
+  if (domain.isLazy) {
+    if (clock === undefined) domain.downgradeToStrict();
+    else fq = new FlushQueue({ domain, iovad, clock, single: options.singleQueue });
+  }
+  const cookie = new IommuDmaCookie(domain, iovad, fq, options);
+  cookies.set(domain, cookie);
+  return cookie;
+}
+
+/** The cookie of a DMA domain, if one was set up. */
+export function iommuDmaCookie(domain: IommuDomain): IommuDmaCookie | undefined {
+  return cookies.get(domain);
+}
+
+/** Turns an error from the IOMMU layer into a `DmaError` with the same errno. */
+export function asDmaError(e: unknown): DmaError {
+  if (e instanceof DmaError) return e;
+  if (e instanceof SimError) {
+    const code = (["EINVAL", "ENOMEM", "EIO", "EPERM", "EEXIST", "ENODEV", "EFAULT"] as const).includes(e.code as never)
+      ? (e.code as DmaErrorCode)
+      : "EINVAL";
+    return new DmaError(code, e.message, { cause: e });
+  }
+  throw e;
+}
+
+/** Linux `dma_info_to_prot`. */
+export function dmaInfoToProt(dir: DmaDirection, coherent: boolean, attrs: number): IommuProt {
+  let prot = hasAttr(attrs, DMA_ATTR.MMIO) ? IOMMU_PROT.MMIO : coherent ? IOMMU_PROT.CACHE : 0;
+  if (hasAttr(attrs, DMA_ATTR.PRIVILEGED)) prot += IOMMU_PROT.PRIV;
+  switch (dir) {
+    case DMA_DIRECTION.BIDIRECTIONAL:
+      return prot + IOMMU_PROT.READ + IOMMU_PROT.WRITE;
+    case DMA_DIRECTION.TO_DEVICE:
+      return prot + IOMMU_PROT.READ;
+    case DMA_DIRECTION.FROM_DEVICE:
+      return prot + IOMMU_PROT.WRITE;
+    default:
+      return 0;
+  }
+}
+
+function cookieOf(dev: Device): IommuDmaCookie {
+  const c = dev.cookie;
+  if (c === null) throw new DmaError("EINVAL", `device ${dev.name} is not behind an IOMMU DMA domain`);
+  return c;
+}
+
+/**
+ * Linux `iommu_dma_alloc_iova`: allocates `size` bytes (granule-aligned) of IOVA below
+ * `dmaLimit`; PCI devices try below 4 GiB first until that fails once. Returns 0 on exhaustion.
+ */
+export function iommuDmaAllocIova(dev: Device, size: number, dmaLimit: number): number {
+  const cookie = cookieOf(dev);
+  const g = cookie.granule;
+  const pages = size / g;
+  let limit = dev.busDmaLimit !== 0 ? Math.min(dmaLimit, dev.busDmaLimit) : dmaLimit;
+  const geo = cookie.domain.geometry;
+  if (geo.forceAperture) limit = Math.min(limit, geo.apertureEnd);
+  if (dev.pci32bitWorkaround && limit > 0xffffffff) {
+    const pfn = cookie.iovad.allocIovaFast(pages, Math.floor(0xffffffff / g), false, dev.cpu);
+    if (pfn !== 0) return pfn * g;
+    // Linux logs "Using %d-bit DMA addresses" and stops trying 32-bit first for this device.
+    dev.pci32bitWorkaround = false;
+  }
+  const pfn = cookie.iovad.allocIovaFast(pages, Math.floor(limit / g), true, dev.cpu);
+  return pfn * g;
+}
+
+/** Linux `iommu_dma_free_iova`: through the flush queue when the gather is queued, else at once. */
+export function iommuDmaFreeIova(dev: Device, iova: number, size: number, gather: IotlbGather | null): void {
+  const cookie = cookieOf(dev);
+  const g = cookie.granule;
+  if (gather?.queued && cookie.fq) {
+    cookie.fq.queueIova(iova / g, size / g, gather.freelist, dev.cpu);
+    gather.freelist = [];
+  } else {
+    cookie.iovad.freeIovaFast(iova / g, size / g, dev.cpu);
+  }
+}
+
+/**
+ * Linux `__iommu_dma_map`: allocates IOVA for the granule-rounded range, maps it with
+ * `iommu_map` (map + sync), returns the IOVA plus the sub-granule offset. Throws on failure
+ * (ENOMEM for IOVA exhaustion) and leaves nothing behind.
+ */
+export function iommuDmaMapRaw(dev: Device, phys: number, size: number, prot: IommuProt, dmaMask: number): number {
+  const cookie = cookieOf(dev);
+  const g = cookie.granule;
+  if (dev.minAlignMask > g - 1) {
+    throw new DmaError("EINVAL", `device ${dev.name}: min_align_mask ${hex(dev.minAlignMask)} exceeds the IOMMU granule ${hex(g)} (unsupported alignment constraint)`);
+  }
+  const off = phys % g;
+  const len = alignUp(size + off, g);
+  const iova = iommuDmaAllocIova(dev, len, dmaMask);
+  if (iova === 0) throw new DmaError("ENOMEM", `device ${dev.name}: IOVA space exhausted for ${hex(len)} bytes below ${hex(dmaMask)}`);
+  try {
+    cookie.domain.map(iova, phys - off, len, prot);
+  } catch (e) {
+    cookie.iovad.freeIovaFast(iova / g, len / g, dev.cpu);
+    throw asDmaError(e);
+  }
+  return iova + off;
+}
+
+/**
+ * Linux `__iommu_dma_unmap`: unmaps the granule-rounded range; strict mode invalidates before
+ * the IOVA is freed, lazy mode queues the IOVA and the freed table pages. Returns the bytes the
+ * page table removed (Linux WARNs when it differs from the length).
+ */
+export function iommuDmaUnmapRaw(dev: Device, dmaAddr: number, size: number): number {
+  const cookie = cookieOf(dev);
+  const g = cookie.granule;
+  const off = dmaAddr % g;
+  const start = dmaAddr - off;
+  const len = alignUp(size + off, g);
+  const gather = new IotlbGather();
+  gather.queued = cookie.fq !== null;
+  const unmapped = cookie.domain.unmapFast(start, len, gather);
+  if (!gather.queued) cookie.domain.iotlbSync(gather);
+  iommuDmaFreeIova(dev, start, len, gather);
+  return unmapped;
+}
+
+/** Linux `dev_use_swiotlb`: untrusted devices bounce sub-granule buffers (kmalloc bouncing is not modelled). */
+export function devUseSwiotlb(dev: Device): boolean {
+  return dev.untrusted;
+}
+
+/** Linux `iova_unaligned`: the buffer shares an IOMMU granule with other data. */
+export function iovaUnaligned(phys: number, size: number, granule: number): boolean {
+  return phys % granule !== 0 || size % granule !== 0;
+}
+
+/**
+ * Linux `iommu_dma_map_swiotlb`: bounces a sub-granule buffer into slots aligned to the
+ * granule, keeping the min_align_mask bits, and zeroes the rest of the bounce granules for
+ * untrusted devices so no stale data is exposed. Returns the bounce address.
+ */
+export function iommuDmaMapSwiotlb(dev: Device, phys: number, size: number, minAlignMask = dev.minAlignMask): number {
+  const pool = dev.swiotlb;
+  if (pool === null) {
+    throw new DmaError("ENOMEM", `device ${dev.name}: DMA bounce buffers are inactive, unable to map an unaligned transaction at ${hex(phys)}`);
+  }
+  const g = cookieOf(dev).granule;
+  const tlb = pool.mapSingle(phys, size, g - 1, minAlignMask, g);
+  dev.counters.c.bounceMaps++;
+  if (dev.untrusted) {
+    const lo = alignDown(tlb, g);
+    const hi = alignUp(tlb + size, g);
+    dev.memory.fill(lo, tlb - lo, 0);
+    dev.memory.fill(tlb + size, hi - (tlb + size), 0);
+  }
+  return tlb;
+}
+
+/** Cache maintenance before the device owns memory (Linux `arch_sync_dma_for_device`): counted. */
+export function archSyncDmaForDevice(dev: Device, size: number): void {
+  dev.counters.c.cacheCleanBytes += size;
+}
+
+/** Cache maintenance before the CPU owns memory again (Linux `arch_sync_dma_for_cpu`): counted; nothing for TO_DEVICE. */
+export function archSyncDmaForCpu(dev: Device, size: number, dir: DmaDirection): void {
+  if (dir !== DMA_DIRECTION.TO_DEVICE) dev.counters.c.cacheInvalidateBytes += size;
+}
+
+/** Linux `iommu_dma_map_phys`. */
+export function iommuDmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDirection, attrs: number): number {
+  const cookie = cookieOf(dev);
+  const mmio = hasAttr(attrs, DMA_ATTR.MMIO);
+  const prot = dmaInfoToProt(dir, dev.coherent, attrs);
+  let p = phys;
+  let bounced = false;
+  if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, cookie.granule)) {
+    if (mmio) throw new DmaError("EPERM", `device ${dev.name}: MMIO at ${hex(phys)} would need bouncing`);
+    p = iommuDmaMapSwiotlb(dev, phys, size);
+    bounced = true;
+  }
+  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !mmio) archSyncDmaForDevice(dev, size);
+  try {
+    const addr = iommuDmaMapRaw(dev, p, size, prot, dev.getMask());
+    dev.counters.c.iommuMaps++;
+    return addr;
+  } catch (e) {
+    if (bounced) dev.swiotlb?.unmapSingle(p, size, dir, true);
+    throw e;
+  }
+}
+
+/** Linux `iommu_dma_unmap_phys`. A DMA address that is not mapped leaks with a warning, as in Linux. */
+export function iommuDmaUnmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDirection, attrs: number): void {
+  const cookie = cookieOf(dev);
+  if (hasAttr(attrs, DMA_ATTR.MMIO)) {
+    iommuDmaUnmapRaw(dev, dmaAddr, size);
+    return;
+  }
+  const phys = cookie.domain.iovaToPhys(dmaAddr);
+  if (phys === 0) {
+    dev.debug?.warn(dev, "unmap-unmapped-iova", `unmap of ${hex(dmaAddr)}+${hex(size)}: the IOVA is not mapped (the mapping leaks)`, dmaAddr, size);
+    return;
+  }
+  if (!hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !dev.coherent) archSyncDmaForCpu(dev, size, dir);
+  iommuDmaUnmapRaw(dev, dmaAddr, size);
+  if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.unmapSingle(phys, size, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));
+}
+
+/** Linux `iommu_dma_sync_single_for_cpu`. */
+export function iommuDmaSyncSingleForCpu(dev: Device, dmaAddr: number, size: number, dir: DmaDirection): void {
+  if (dev.coherent && !devUseSwiotlb(dev)) return;
+  const phys = cookieOf(dev).domain.iovaToPhys(dmaAddr);
+  if (!dev.coherent) archSyncDmaForCpu(dev, size, dir);
+  if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.syncForCpu(phys, size, dir);
+}
+
+/** Linux `iommu_dma_sync_single_for_device`. */
+export function iommuDmaSyncSingleForDevice(dev: Device, dmaAddr: number, size: number, dir: DmaDirection): void {
+  if (dev.coherent && !devUseSwiotlb(dev)) return;
+  const phys = cookieOf(dev).domain.iovaToPhys(dmaAddr);
+  if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.syncForDevice(phys, size, dir);
+  if (!dev.coherent) archSyncDmaForDevice(dev, size);
+}
+
+/** Linux `iommu_dma_get_merge_boundary`: granule - 1. */
+export function iommuDmaGetMergeBoundary(dev: Device): number {
+  return cookieOf(dev).granule - 1;
+}
+
+/** IOMMU prot check helper for tests and traces. */
+export function protName(prot: IommuProt): string {
+  const parts: string[] = [];
+  const names: [number, string][] = [
+    [IOMMU_PROT.PRIV, "PRIV"],
+    [IOMMU_PROT.MMIO, "MMIO"],
+    [IOMMU_PROT.NOEXEC, "NOEXEC"],
+    [IOMMU_PROT.CACHE, "CACHE"],
+    [IOMMU_PROT.WRITE, "WRITE"],
+    [IOMMU_PROT.READ, "READ"],
+  ];
+  let rest = prot;
+  for (const [bit, name] of names) {
+    if (rest >= bit) {
+      rest -= bit;
+      parts.unshift(name);
+    }
+  }
+  return parts.join("|") || "NONE";
+}

@@ -1,0 +1,339 @@
+/**
+ * The two-step IOVA API (drivers/iommu/dma-iommu.c, Linux 6.16+): allocate IOVA space once
+ * with `dmaIovaTryAlloc`, link physical ranges into it with `dmaIovaLink`, make the page tables
+ * visible with one `dmaIovaSync`, and tear down with `dmaIovaDestroy` (or `dmaIovaUnlink` +
+ * `dmaIovaFree`). Without an IOMMU DMA domain `dmaIovaTryAlloc` returns false and the caller
+ * uses the streaming API: the same code path works everywhere (review points R3, R11).
+ */
+import { alignUp, checkAddr, checkInt, hex } from "@dmasim/bvec";
+import { IotlbGather } from "@dmasim/iommu";
+import { DMA_ATTR, type DmaDirection, checkAttrs, checkDirection, hasAttr } from "./constants.ts";
+import type { IovaTrack } from "./debug.ts";
+import type { Device } from "./device.ts";
+import { DmaError } from "./errors.ts";
+import {
+  archSyncDmaForCpu,
+  archSyncDmaForDevice,
+  asDmaError,
+  devUseSwiotlb,
+  dmaInfoToProt,
+  iommuDmaAllocIova,
+  iommuDmaFreeIova,
+  iommuDmaMapSwiotlb,
+  iovaUnaligned,
+} from "./iommu-dma.ts";
+
+/**
+ * Linux `struct dma_iova_state`: the one object holding a transaction's mapping state (R1).
+ * Its IOVA base and size are readable; the backend (which domain, whether bouncing happened,
+ * what dma-debug knows) is private. It stores no attrs: those are passed per call (R2).
+ */
+export class DmaIovaState {
+  #addr = 0;
+  #size = 0;
+  #useSwiotlb = false;
+  #freed = false;
+  #track: IovaTrack | undefined = undefined;
+
+  /** Linux `state->addr`: the IOVA base plus the sub-granule offset of the phys given to try-alloc. */
+  get addr(): number {
+    return this.#addr;
+  }
+
+  /** Linux `dma_iova_size`. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Zeroes the state (Linux's `memset` at the start of `dma_iova_try_alloc`). */
+  static reset(s: DmaIovaState): void {
+    s.#addr = 0;
+    s.#size = 0;
+    s.#useSwiotlb = false;
+    s.#freed = false;
+    s.#track = undefined;
+  }
+
+  static set(s: DmaIovaState, addr: number, size: number, track: IovaTrack | undefined): void {
+    s.#addr = addr;
+    s.#size = size;
+    s.#track = track;
+  }
+
+  static markSwiotlb(s: DmaIovaState): void {
+    s.#useSwiotlb = true;
+  }
+
+  static usesSwiotlb(s: DmaIovaState): boolean {
+    return s.#useSwiotlb;
+  }
+
+  static track(s: DmaIovaState): IovaTrack | undefined {
+    return s.#track;
+  }
+
+  static markFreed(s: DmaIovaState): void {
+    s.#freed = true;
+  }
+
+  static isFreed(s: DmaIovaState): boolean {
+    return s.#freed;
+  }
+}
+
+/** Linux `dma_use_iova`: true once a try-alloc succeeded (the "use IOVA" bit lives in the state, R3). */
+export function dmaUseIova(state: DmaIovaState): boolean {
+  return state.size !== 0;
+}
+
+/** Linux `dma_iova_size`. */
+export function dmaIovaSize(state: DmaIovaState): number {
+  return state.size;
+}
+
+function granuleOf(dev: Device): number {
+  const c = dev.cookie;
+  if (c === null) throw new DmaError("EOPNOTSUPP", `device ${dev.name} has no IOMMU DMA domain`);
+  return c.granule;
+}
+
+/**
+ * Linux `dma_iova_try_alloc`: reserves IOVA for `size` bytes whose first byte is at `phys`
+ * (phys only sets the sub-granule alignment). Returns false without an IOMMU DMA domain, for
+ * size 0, and on IOVA exhaustion, always leaving the state zeroed (R11).
+ */
+export function dmaIovaTryAlloc(dev: Device, state: DmaIovaState, phys: number, size: number): boolean {
+  DmaIovaState.reset(state);
+  checkAddr(phys, "physical address");
+  checkInt(size, "IOVA size");
+  if (!dev.dmaIommu) return false;
+  dev.counters.c.iovaTryAllocs++;
+  if (size === 0) {
+    dev.debug?.warn(dev, "dma_iova_try_alloc", "dma_iova_try_alloc with size 0", phys, 0);
+    dev.counters.c.iovaTryAllocFailures++;
+    return false;
+  }
+  const g = granuleOf(dev);
+  const off = phys % g;
+  const base = iommuDmaAllocIova(dev, alignUp(size + off, g), dev.getMask());
+  if (base === 0) {
+    dev.counters.c.iovaTryAllocFailures++;
+    return false;
+  }
+  const track = dev.debug?.iovaAlloc(dev, base + off, size);
+  DmaIovaState.set(state, base + off, size, track);
+  return true;
+}
+
+function checkState(dev: Device, state: DmaIovaState, call: string): void {
+  if (DmaIovaState.isFreed(state)) {
+    dev.debug?.iovaLink(dev, DmaIovaState.track(state), 0, 0);
+    throw new DmaError("EINVAL", `${call} on an IOVA state that was already freed or destroyed`);
+  }
+}
+
+/** Linux `__dma_iova_link`: cache maintenance on the granule-rounded range, then map without sync. */
+function iovaLinkRaw(dev: Device, iova: number, phys: number, len: number, dir: DmaDirection, attrs: number): void {
+  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO)) archSyncDmaForDevice(dev, len);
+  try {
+    (dev.cookie?.domain ?? undefined)?.mapNosync(iova, phys, len, dmaInfoToProt(dir, dev.coherent, attrs));
+  } catch (e) {
+    throw asDmaError(e);
+  }
+}
+
+/**
+ * Linux `iommu_dma_iova_link_swiotlb`: bounces the sub-granule head and tail of the range and
+ * links the aligned middle directly; sets the sticky "used SWIOTLB" flag. The bounce slot keeps
+ * the data's offset inside its granule (the link arithmetic needs it whatever the device's
+ * min_align_mask says). On failure it undoes
+ * what it linked (with the upstream quirk that the unwind unlinks from offset 0, which is only
+ * exact for a first link at offset 0).
+ */
+function iovaLinkSwiotlb(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDirection, attrs: number): void {
+  const g = granuleOf(dev);
+  const startPad = phys % g;
+  const endPad = (phys + size) % g;
+  const addr = state.addr + offset;
+  let mapped = 0;
+  let left = size;
+  try {
+    if (startPad !== 0) {
+      const bounceLen = Math.min(left, g - startPad);
+      const tlb = iommuDmaMapSwiotlb(dev, phys, bounceLen, g - 1);
+      try {
+        iovaLinkRaw(dev, addr - startPad, tlb - (tlb % g), g, dir, attrs);
+      } catch (e) {
+        dev.swiotlb?.unmapSingle(tlb, bounceLen, dir, true);
+        throw e;
+      }
+      DmaIovaState.markSwiotlb(state);
+      mapped += bounceLen;
+      left -= bounceLen;
+      if (left === 0) return;
+    }
+    const tail = endPad;
+    const middle = left - tail;
+    if (middle > 0) {
+      iovaLinkRaw(dev, addr + mapped, phys + mapped, middle, dir, attrs);
+      mapped += middle;
+    }
+    if (tail !== 0) {
+      const tlb = iommuDmaMapSwiotlb(dev, phys + mapped, tail, g - 1);
+      try {
+        iovaLinkRaw(dev, addr + mapped, tlb - (tlb % g), g, dir, attrs);
+      } catch (e) {
+        dev.swiotlb?.unmapSingle(tlb, tail, dir, true);
+        throw e;
+      }
+      DmaIovaState.markSwiotlb(state);
+      mapped += tail;
+    }
+  } catch (e) {
+    if (mapped > 0) iovaUnlinkRaw(dev, state, 0, mapped, dir, attrs, false);
+    throw e;
+  }
+}
+
+/**
+ * Linux `dma_iova_link`: maps `size` bytes at `phys` at `offset` into the state's IOVA range,
+ * without syncing, and returns the DMA address of the linked range (R7). Errors throw:
+ * EIO for an unaligned phys after the first link, EINVAL for an unaligned IOVA (from the IOMMU
+ * core), EPERM for MMIO that would need bouncing, ENOMEM for page-table or bounce exhaustion,
+ * EOPNOTSUPP without an IOMMU DMA domain.
+ */
+export function dmaIovaLink(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDirection, attrs = 0): number {
+  checkAddr(phys, "physical address");
+  checkInt(offset, "link offset");
+  checkInt(size, "link size", 1);
+  checkAttrs(attrs);
+  const d = checkDirection(dir);
+  if (!dev.dmaIommu || !dmaUseIova(state)) {
+    throw new DmaError("EOPNOTSUPP", `dma_iova_link on device ${dev.name} without an allocated IOVA state`);
+  }
+  checkState(dev, state, "dma_iova_link");
+  const g = granuleOf(dev);
+  const pad = phys % g;
+  if (pad !== 0 && offset > 0) {
+    throw new DmaError("EIO", `dma_iova_link: phys ${hex(phys)} is not granule-aligned at offset ${hex(offset)} (only the first link may be)`);
+  }
+  if (hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT) && (DmaIovaState.usesSwiotlb(state) || !dev.coherent)) {
+    throw new DmaError("EOPNOTSUPP", `dma_iova_link with DMA_ATTR_REQUIRE_COHERENT cannot be met on ${dev.name}`);
+  }
+  if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, g)) {
+    if (hasAttr(attrs, DMA_ATTR.MMIO)) {
+      throw new DmaError("EPERM", `dma_iova_link: MMIO at ${hex(phys)}+${hex(size)} would need bouncing`);
+    }
+    iovaLinkSwiotlb(dev, state, phys, offset, size, d, attrs);
+  } else {
+    iovaLinkRaw(dev, state.addr + offset - pad, phys - pad, alignUp(size + pad, g), d, attrs);
+  }
+  dev.counters.c.iovaLinks++;
+  dev.debug?.iovaLink(dev, DmaIovaState.track(state), offset, size);
+  return state.addr + offset;
+}
+
+/** Linux `dma_iova_sync`: one "sync after map" over the granule-rounded range. */
+export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, size: number): void {
+  checkInt(offset, "sync offset");
+  checkInt(size, "sync size");
+  if (!dev.dmaIommu || !dmaUseIova(state)) {
+    throw new DmaError("EOPNOTSUPP", `dma_iova_sync on device ${dev.name} without an allocated IOVA state`);
+  }
+  checkState(dev, state, "dma_iova_sync");
+  const g = granuleOf(dev);
+  const addr = state.addr + offset;
+  const pad = addr % g;
+  dev.counters.c.iovaSyncs++;
+  dev.debug?.iovaSync(dev, DmaIovaState.track(state), offset, size);
+  try {
+    dev.cookie?.domain.syncMap(addr - pad, alignUp(size + pad, g));
+  } catch (e) {
+    throw asDmaError(e);
+  }
+}
+
+/**
+ * Linux `__iommu_dma_iova_unlink`: the slow per-granule walk when bouncing happened or cache
+ * maintenance is due, then the unmap; a synchronous invalidation unless the IOVA is also freed
+ * in lazy mode (then the IOVA and the freed page-table pages wait in the flush queue).
+ */
+function iovaUnlinkRaw(dev: Device, state: DmaIovaState, offset: number, size: number, dir: DmaDirection, attrs: number, freeIova: boolean): void {
+  const cookie = dev.cookie;
+  if (cookie === null) return;
+  const g = cookie.granule;
+  const addr = state.addr + offset;
+  const pad = addr % g;
+  const syncCpu = !dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO);
+  if (DmaIovaState.usesSwiotlb(state) || syncCpu) {
+    let at = addr;
+    let left = size;
+    let chunk = Math.min(left, g - pad);
+    while (left > 0) {
+      const phys = cookie.domain.iovaToPhys(at);
+      if (phys === 0) {
+        dev.debug?.warn(dev, "dma_iova_unlink", `unlink walk found no mapping at ${hex(at)}`, at, chunk);
+        break;
+      }
+      if (syncCpu) archSyncDmaForCpu(dev, chunk, dir);
+      if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.unmapSingle(phys, chunk, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));
+      at += chunk;
+      left -= chunk;
+      chunk = Math.min(left, g);
+    }
+  }
+  const gather = new IotlbGather();
+  gather.queued = freeIova && cookie.fq !== null;
+  const len = alignUp(size + pad, g);
+  const start = addr - pad;
+  const unmapped = cookie.domain.unmapFast(start, len, gather);
+  if (unmapped !== len) {
+    dev.debug?.warn(dev, "dma_iova_unlink", `unmapped ${hex(unmapped)} of ${hex(len)} bytes at ${hex(start)}`, start, len);
+  }
+  if (!gather.queued) cookie.domain.iotlbSync(gather);
+  if (freeIova) iommuDmaFreeIova(dev, start, len, gather);
+}
+
+/** Linux `dma_iova_unlink`: unmaps a linked range with a synchronous invalidation; never frees IOVA. */
+export function dmaIovaUnlink(dev: Device, state: DmaIovaState, offset: number, size: number, dir: DmaDirection, attrs = 0): void {
+  checkInt(offset, "unlink offset");
+  checkInt(size, "unlink size", 1);
+  checkAttrs(attrs);
+  const d = checkDirection(dir);
+  if (!dev.dmaIommu || !dmaUseIova(state)) return;
+  checkState(dev, state, "dma_iova_unlink");
+  dev.debug?.iovaUnlink(dev, DmaIovaState.track(state), offset, size);
+  dev.counters.c.iovaUnlinks++;
+  iovaUnlinkRaw(dev, state, offset, size, d, attrs, false);
+}
+
+/**
+ * Linux `dma_iova_destroy`: unmaps [0, mappedLen) and frees the granule-rounded mapped length
+ * (not the whole allocation, as upstream); lazy mode defers the invalidation to the flush
+ * queue. mappedLen 0 behaves like `dmaIovaFree`. A no-op without an IOMMU.
+ */
+export function dmaIovaDestroy(dev: Device, state: DmaIovaState, mappedLen: number, dir: DmaDirection, attrs = 0): void {
+  checkInt(mappedLen, "mapped length");
+  checkAttrs(attrs);
+  const d = checkDirection(dir);
+  if (!dev.dmaIommu || !dmaUseIova(state)) return;
+  checkState(dev, state, "dma_iova_destroy");
+  if (mappedLen === 0) {
+    dmaIovaFree(dev, state);
+    return;
+  }
+  dev.debug?.iovaDestroy(dev, DmaIovaState.track(state), mappedLen);
+  iovaUnlinkRaw(dev, state, 0, mappedLen, d, attrs, true);
+  DmaIovaState.markFreed(state);
+}
+
+/** Linux `dma_iova_free`: frees the whole IOVA range at once, never through the flush queue. */
+export function dmaIovaFree(dev: Device, state: DmaIovaState): void {
+  if (!dev.dmaIommu || !dmaUseIova(state)) return;
+  checkState(dev, state, "dma_iova_free");
+  const g = granuleOf(dev);
+  const pad = state.addr % g;
+  dev.debug?.iovaFree(dev, DmaIovaState.track(state));
+  iommuDmaFreeIova(dev, state.addr - pad, alignUp(state.size + pad, g), null);
+  DmaIovaState.markFreed(state);
+}

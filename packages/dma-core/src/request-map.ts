@@ -1,0 +1,182 @@
+/**
+ * The block layer's DMA mapping of a request (block/blk-mq-dma.c, include/linux/blk-mq-dma.h):
+ * `blkRqDmaMapIterStart` classifies the first segment for P2P, then either links every
+ * segment into one IOVA range with the two-step API (one sync, one segment out) or maps
+ * segment by segment with `dmaMapPhys`. Failures come back as block status values.
+ */
+import {
+  BLK_STS,
+  type BlkMapIter,
+  type BlkStatus,
+  type PhysVec,
+  REQ_OP,
+  type Request,
+  and53,
+  blkMapIterNext,
+  blkRqMapIterInit,
+  blkRqPayloadBytes,
+  reqPhysGapMask,
+} from "@dmasim/bvec";
+import { DMA_ATTR, DMA_DIRECTION, type DmaDirection } from "./constants.ts";
+import { P2P_MAP, type Device, type P2pMap } from "./device.ts";
+import { DmaError, type DmaErrorCode } from "./errors.ts";
+import { type DmaIovaState, dmaIovaDestroy, dmaIovaLink, dmaIovaSize, dmaIovaSync, dmaIovaTryAlloc, dmaUseIova } from "./iova-api.ts";
+import { dmaGetMergeBoundary, dmaMapPhys, dmaNeedUnmap } from "./mapping.ts";
+
+/** Linux `struct blk_dma_iter`. */
+export interface BlkDmaIter {
+  /** The DMA address of the segment just mapped. */
+  addr: number;
+  /** Its length. */
+  len: number;
+  /** Valid when a map call returned false. */
+  status: BlkStatus;
+  /** The P2P map type of the request (Linux `iter->p2pdma.map`). */
+  p2p: P2pMap;
+  /** The segment iterator (internal). */
+  readonly iter: BlkMapIter;
+  /** Scratch segment (internal). */
+  readonly vec: PhysVec;
+}
+
+/** A fresh iterator (allocate once per request slot and reuse). */
+export function blkDmaIter(): BlkDmaIter {
+  return {
+    addr: 0,
+    len: 0,
+    status: BLK_STS.OK,
+    p2p: P2P_MAP.NONE,
+    iter: { bio: null, bvecs: [], iter: { size: 0, idx: 0, done: 0 } },
+    vec: { paddr: 0, len: 0 },
+  };
+}
+
+/** Linux `rq_dma_dir`. */
+export function rqDmaDir(req: Request): DmaDirection {
+  return req.op === REQ_OP.WRITE ? DMA_DIRECTION.TO_DEVICE : DMA_DIRECTION.FROM_DEVICE;
+}
+
+/** Linux `errno_to_blk_status`. */
+export function errnoToBlkStatus(code: DmaErrorCode): BlkStatus {
+  switch (code) {
+    case "ENOMEM":
+      return BLK_STS.RESOURCE;
+    case "EOPNOTSUPP":
+      return BLK_STS.NOTSUPP;
+    case "EREMOTEIO":
+      return BLK_STS.TARGET;
+    case "EINVAL":
+      return BLK_STS.INVAL;
+    default:
+      return BLK_STS.IOERR;
+  }
+}
+
+/** Linux `blk_can_dma_map_iova`: no joint of the request is finer than the IOMMU merge boundary. */
+export function blkCanDmaMapIova(req: Request, dev: Device): boolean {
+  return and53(reqPhysGapMask(req), dmaGetMergeBoundary(dev)) === 0;
+}
+
+function mmioAttrs(iter: BlkDmaIter): number {
+  return iter.p2p === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0;
+}
+
+function mapBus(dev: Device, iter: BlkDmaIter): boolean {
+  iter.addr = dev.p2pBusAddr(iter.vec.paddr);
+  iter.len = iter.vec.len;
+  return true;
+}
+
+function mapDirect(req: Request, dev: Device, iter: BlkDmaIter): boolean {
+  try {
+    iter.addr = dmaMapPhys(dev, iter.vec.paddr, iter.vec.len, rqDmaDir(req), mmioAttrs(iter));
+  } catch (e) {
+    if (!(e instanceof DmaError)) throw e;
+    iter.status = BLK_STS.RESOURCE;
+    return false;
+  }
+  iter.len = iter.vec.len;
+  return true;
+}
+
+/**
+ * Linux `blk_rq_dma_map_iova` (with the upstream fix that a failed link unwinds): links every
+ * segment, then one sync; on failure destroys what was linked and reports the status.
+ */
+function mapIova(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
+  const dir = rqDmaDir(req);
+  const attrs = mmioAttrs(iter);
+  iter.addr = state.addr;
+  iter.len = dmaIovaSize(state);
+  let mapped = 0;
+  try {
+    do {
+      dmaIovaLink(dev, state, iter.vec.paddr, mapped, iter.vec.len, dir, attrs);
+      mapped += iter.vec.len;
+    } while (blkMapIterNext(req, iter.iter, iter.vec));
+    dmaIovaSync(dev, state, 0, mapped);
+  } catch (e) {
+    if (!(e instanceof DmaError)) throw e;
+    dmaIovaDestroy(dev, state, mapped, dir, attrs);
+    iter.status = errnoToBlkStatus(e.code);
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Linux `blk_rq_dma_map_iter_start`: maps the first DMA segment of `req` (or, on the IOVA path,
+ * the whole request as one segment). Returns false with `iter.status` set when nothing was
+ * mapped. `state` is reset and, if the IOVA path was taken, must be kept for unmapping.
+ */
+export function blkRqDmaMapIterStart(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
+  blkRqMapIterInit(req, iter.iter);
+  iter.status = BLK_STS.OK;
+  iter.p2p = P2P_MAP.NONE;
+  if (!blkMapIterNext(req, iter.iter, iter.vec)) return false;
+  const p2p = dev.p2pState(iter.vec.paddr);
+  switch (p2p) {
+    case P2P_MAP.BUS_ADDR:
+      iter.p2p = p2p;
+      return mapBus(dev, iter);
+    case P2P_MAP.THRU_HOST_BRIDGE:
+      iter.p2p = p2p;
+      break;
+    case P2P_MAP.NONE:
+      break;
+    default:
+      iter.status = BLK_STS.INVAL;
+      return false;
+  }
+  if (blkCanDmaMapIova(req, dev) && dmaIovaTryAlloc(dev, state, iter.vec.paddr, blkRqPayloadBytes(req))) {
+    return mapIova(req, dev, state, iter);
+  }
+  return mapDirect(req, dev, iter);
+}
+
+/** Linux `blk_rq_dma_map_iter_next`: maps the next segment (per-segment path only). */
+export function blkRqDmaMapIterNext(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
+  if (dmaUseIova(state)) return false;
+  if (!blkMapIterNext(req, iter.iter, iter.vec)) return false;
+  if (iter.p2p === P2P_MAP.BUS_ADDR) return mapBus(dev, iter);
+  return mapDirect(req, dev, iter);
+}
+
+/** Linux `blk_rq_dma_map_coalesce`: the whole request went into one IOVA range. */
+export function blkRqDmaMapCoalesce(state: DmaIovaState): boolean {
+  return dmaUseIova(state);
+}
+
+/**
+ * Linux `blk_rq_dma_unmap`: returns true when nothing is left for the caller to unmap (P2P bus
+ * addresses, an IOVA range it destroyed, or a device that needs no unmap); false when the
+ * caller must unmap each segment itself.
+ */
+export function blkRqDmaUnmap(req: Request, dev: Device, state: DmaIovaState, mappedLen: number, map: P2pMap): boolean {
+  if (map === P2P_MAP.BUS_ADDR) return true;
+  if (dmaUseIova(state)) {
+    dmaIovaDestroy(dev, state, mappedLen, rqDmaDir(req), map === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0);
+    return true;
+  }
+  return !dmaNeedUnmap(dev);
+}
