@@ -36,7 +36,11 @@ export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer {
   const bytes = 2 ** order * mem.pageSize;
   const zone = dev.dmaIommu ? ZONE.NORMAL : zoneFor(dev.coherentDmaMask);
   const pfn = mem.tryAllocPages(order, { zone });
-  if (pfn < 0) throw new DmaError("ENOMEM", `device ${dev.name}: no memory for a ${hex(size)}-byte coherent allocation`);
+  if (pfn < 0)
+    throw new DmaError(
+      "ENOMEM",
+      `device ${dev.name}: no memory for a ${hex(size)}-byte coherent allocation`,
+    );
   const phys = pfn * mem.pageSize;
   mem.fill(phys, bytes, 0);
   let dmaAddr: number;
@@ -46,7 +50,10 @@ export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer {
     const iova = iommuDmaAllocIova(dev, len, dev.coherentDmaMask);
     if (iova === 0) {
       mem.freePages(pfn, order);
-      throw new DmaError("ENOMEM", `device ${dev.name}: IOVA space exhausted for a ${hex(size)}-byte coherent allocation`);
+      throw new DmaError(
+        "ENOMEM",
+        `device ${dev.name}: IOVA space exhausted for a ${hex(size)}-byte coherent allocation`,
+      );
     }
     const prot = IOMMU_PROT.READ + IOMMU_PROT.WRITE + (dev.coherent ? IOMMU_PROT.CACHE : 0);
     try {
@@ -61,7 +68,10 @@ export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer {
     dmaAddr = physToDma(dev, phys);
     if (!dmaCapable(dev, dmaAddr, bytes) || dmaAddr + bytes - 1 > dev.coherentDmaMask) {
       mem.freePages(pfn, order);
-      throw new DmaError("ENOMEM", `device ${dev.name}: coherent memory at ${hex(phys)} is out of reach of the coherent mask ${hex(dev.coherentDmaMask)}`);
+      throw new DmaError(
+        "ENOMEM",
+        `device ${dev.name}: coherent memory at ${hex(phys)} is out of reach of the coherent mask ${hex(dev.coherentDmaMask)}`,
+      );
     }
   }
   dev.counters.c.coherentAllocs++;
@@ -78,7 +88,10 @@ export function dmaFreeCoherent(dev: Device, size: number, cpuAddr: number, dmaA
   const bytes = 2 ** order * mem.pageSize;
   const pfn = cpuAddr / mem.pageSize;
   if (!Number.isInteger(pfn) || mem.allocatedOrder(pfn) !== order) {
-    throw new DmaError("EINVAL", `dma_free_coherent of ${hex(cpuAddr)} (${hex(size)} bytes), which is not a coherent allocation of that size`);
+    throw new DmaError(
+      "EINVAL",
+      `dma_free_coherent of ${hex(cpuAddr)} (${hex(size)} bytes), which is not a coherent allocation of that size`,
+    );
   }
   dev.debug?.unmap(dev, dmaAddr, size, 0, "coherent", "dma_free_coherent", 0, cpuAddr);
   if (dev.dmaIommu && dev.cookie) {

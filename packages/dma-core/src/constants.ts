@@ -70,14 +70,19 @@ function attrsHasUnknown(attrs: number): boolean {
 /** Linux `valid_dma_direction` (the kernel BUG()s; the model throws). */
 export function checkDirection(dir: number): DmaDirection {
   if (dir !== 0 && dir !== 1 && dir !== 2) {
-    throw new DmaError("EINVAL", `DMA direction ${String(dir)} is not BIDIRECTIONAL (0), TO_DEVICE (1) or FROM_DEVICE (2)`);
+    throw new DmaError(
+      "EINVAL",
+      `DMA direction ${String(dir)} is not BIDIRECTIONAL (0), TO_DEVICE (1) or FROM_DEVICE (2)`,
+    );
   }
   return dir;
 }
 
 /** The name of a direction, as Linux prints it. */
 export function directionName(dir: number): string {
-  return ["DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE", "DMA_NONE"][dir] ?? `invalid(${dir})`;
+  return (
+    ["DMA_BIDIRECTIONAL", "DMA_TO_DEVICE", "DMA_FROM_DEVICE", "DMA_NONE"][dir] ?? `invalid(${dir})`
+  );
 }
 
 /** Linux `DMA_BIT_MASK(n)` as a limit: the highest address an n-bit mask reaches (n <= 64; clamped to 2^53-1). */

@@ -105,13 +105,28 @@ export class DmaDebug {
   outstanding(dev?: Device): number {
     let n = 0;
     for (const [d, list] of this.entries) if (dev === undefined || d === dev) n += list.length;
-    for (const [d, set] of this.iovas) if (dev === undefined || d === dev) for (const t of set) if (!t.freed) n++;
+    for (const [d, set] of this.iovas)
+      if (dev === undefined || d === dev) for (const t of set) if (!t.freed) n++;
     return n;
   }
 
   /** Records a report (and throws when configured to). */
-  report(dev: Device, cls: DmaDebugClass, call: string, addr: number, size: number, message: string): void {
-    const r: DmaDebugReport = { class: cls, device: dev.name, call, addr, size, message: `DMA-API: ${dev.name}: ${message}` };
+  report(
+    dev: Device,
+    cls: DmaDebugClass,
+    call: string,
+    addr: number,
+    size: number,
+    message: string,
+  ): void {
+    const r: DmaDebugReport = {
+      class: cls,
+      device: dev.name,
+      call,
+      addr,
+      size,
+      message: `DMA-API: ${dev.name}: ${message}`,
+    };
     this.reports.push(r);
     if (this.throwOnError && cls !== DMA_DEBUG_CLASS.WARN) throw new DmaError("EINVAL", r.message);
   }
@@ -155,48 +170,136 @@ export class DmaDebug {
   }
 
   /** Hook of `dma_map_phys` / `dma_map_resource` (Linux `debug_dma_map_phys`). */
-  mapPhys(dev: Device, addr: number, phys: number, size: number, dir: DmaDirection, _attrs: number, type: DmaDebugType): void {
+  mapPhys(
+    dev: Device,
+    addr: number,
+    phys: number,
+    size: number,
+    dir: DmaDirection,
+    _attrs: number,
+    type: DmaDebugType,
+  ): void {
     this.add(dev, { addr, size, phys, dir, type, sgNents: 0, cpuAddr: 0 });
   }
 
   /** Hook of `dma_map_sg` (one entry per mapped segment). */
-  mapSg(dev: Device, segs: readonly { addr: number; len: number; phys: number }[], nents: number, dir: DmaDirection): void {
-    for (const s of segs) this.add(dev, { addr: s.addr, size: s.len, phys: s.phys, dir, type: "sg", sgNents: nents, cpuAddr: 0 });
+  mapSg(
+    dev: Device,
+    segs: readonly { addr: number; len: number; phys: number }[],
+    nents: number,
+    dir: DmaDirection,
+  ): void {
+    for (const s of segs)
+      this.add(dev, {
+        addr: s.addr,
+        size: s.len,
+        phys: s.phys,
+        dir,
+        type: "sg",
+        sgNents: nents,
+        cpuAddr: 0,
+      });
   }
 
   /** Hook of `dma_alloc_coherent`. */
   allocCoherent(dev: Device, addr: number, cpuAddr: number, size: number): void {
-    this.add(dev, { addr, size, phys: cpuAddr, dir: DMA_DIRECTION.BIDIRECTIONAL, type: "coherent", sgNents: 0, cpuAddr });
+    this.add(dev, {
+      addr,
+      size,
+      phys: cpuAddr,
+      dir: DMA_DIRECTION.BIDIRECTIONAL,
+      type: "coherent",
+      sgNents: 0,
+      cpuAddr,
+    });
   }
 
   /** Linux `check_unmap`: best-fit lookup of (dev, addr), then the mismatch checks. */
-  unmap(dev: Device, addr: number, size: number, dir: DmaDirection, type: DmaDebugType, call: string, sgNents = 0, cpuAddr = -1): void {
+  unmap(
+    dev: Device,
+    addr: number,
+    size: number,
+    dir: DmaDirection,
+    type: DmaDebugType,
+    call: string,
+    sgNents = 0,
+    cpuAddr = -1,
+  ): void {
     const l = this.list(dev);
     const same = l.filter((e) => e.addr === addr);
     if (same.length === 0) {
-      this.report(dev, DMA_DEBUG_CLASS.UNMAP_NOT_MAPPED, call, addr, size, `device driver tries to free DMA memory it has not allocated [device address=${hex(addr)}] [size=${size} bytes]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.UNMAP_NOT_MAPPED,
+        call,
+        addr,
+        size,
+        `device driver tries to free DMA memory it has not allocated [device address=${hex(addr)}] [size=${size} bytes]`,
+      );
       return;
     }
     const exact = same.find((e) => e.size === size && e.type === type && e.dir === dir);
     const e = exact ?? (same.length === 1 ? same[0] : undefined);
     if (e === undefined) {
-      this.report(dev, DMA_DEBUG_CLASS.UNMAP_NOT_MAPPED, call, addr, size, `device driver tries to free DMA memory it has not allocated [device address=${hex(addr)}] [size=${size} bytes] (no best fit among ${same.length} mappings)`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.UNMAP_NOT_MAPPED,
+        call,
+        addr,
+        size,
+        `device driver tries to free DMA memory it has not allocated [device address=${hex(addr)}] [size=${size} bytes] (no best fit among ${same.length} mappings)`,
+      );
       return;
     }
     if (e.size !== size) {
-      this.report(dev, DMA_DEBUG_CLASS.UNMAP_SIZE, call, addr, size, `device driver frees DMA memory with different size [device address=${hex(addr)}] [map size=${e.size} bytes] [unmap size=${size} bytes]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.UNMAP_SIZE,
+        call,
+        addr,
+        size,
+        `device driver frees DMA memory with different size [device address=${hex(addr)}] [map size=${e.size} bytes] [unmap size=${size} bytes]`,
+      );
     }
     if (e.type !== type) {
-      this.report(dev, DMA_DEBUG_CLASS.UNMAP_TYPE, call, addr, size, `device driver frees DMA memory with wrong function [device address=${hex(addr)}] [size=${size} bytes] [mapped as ${e.type}] [unmapped as ${type}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.UNMAP_TYPE,
+        call,
+        addr,
+        size,
+        `device driver frees DMA memory with wrong function [device address=${hex(addr)}] [size=${size} bytes] [mapped as ${e.type}] [unmapped as ${type}]`,
+      );
     }
     if (type === "coherent" && cpuAddr >= 0 && e.cpuAddr !== cpuAddr) {
-      this.report(dev, DMA_DEBUG_CLASS.FREE_CPU_ADDR, call, addr, size, `device driver frees DMA memory with different CPU address [device address=${hex(addr)}] [size=${size} bytes] [cpu alloc address=${hex(e.cpuAddr)}] [cpu free address=${hex(cpuAddr)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.FREE_CPU_ADDR,
+        call,
+        addr,
+        size,
+        `device driver frees DMA memory with different CPU address [device address=${hex(addr)}] [size=${size} bytes] [cpu alloc address=${hex(e.cpuAddr)}] [cpu free address=${hex(cpuAddr)}]`,
+      );
     }
     if (type === "sg" && e.sgNents !== sgNents) {
-      this.report(dev, DMA_DEBUG_CLASS.UNMAP_SG_NENTS, call, addr, size, `device driver frees DMA sg list with different entry count [map count=${e.sgNents}] [unmap count=${sgNents}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.UNMAP_SG_NENTS,
+        call,
+        addr,
+        size,
+        `device driver frees DMA sg list with different entry count [map count=${e.sgNents}] [unmap count=${sgNents}]`,
+      );
     }
     if (e.dir !== dir) {
-      this.report(dev, DMA_DEBUG_CLASS.UNMAP_DIRECTION, call, addr, size, `device driver frees DMA memory with different direction [device address=${hex(addr)}] [size=${size} bytes] [mapped with ${directionName(e.dir)}] [unmapped with ${directionName(dir)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.UNMAP_DIRECTION,
+        call,
+        addr,
+        size,
+        `device driver frees DMA memory with different direction [device address=${hex(addr)}] [size=${size} bytes] [mapped with ${directionName(e.dir)}] [unmapped with ${directionName(dir)}]`,
+      );
     }
     l.splice(l.indexOf(e), 1);
     this.rememberUnmapped(dev, e.addr, e.size);
@@ -208,20 +311,55 @@ export class DmaDebug {
     const l = this.list(dev);
     const e = l.find((x) => addr >= x.addr && addr < x.addr + x.size);
     if (e === undefined) {
-      this.report(dev, DMA_DEBUG_CLASS.SYNC_NOT_MAPPED, call, addr, size, `device driver tries to sync DMA memory it has not allocated [device address=${hex(addr)}] [size=${size} bytes]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.SYNC_NOT_MAPPED,
+        call,
+        addr,
+        size,
+        `device driver tries to sync DMA memory it has not allocated [device address=${hex(addr)}] [size=${size} bytes]`,
+      );
       return;
     }
     if (addr + size > e.addr + e.size) {
-      this.report(dev, DMA_DEBUG_CLASS.SYNC_OUTSIDE, call, addr, size, `device driver syncs DMA memory outside allocated range [device address=${hex(e.addr)}] [allocation size=${e.size} bytes] [sync offset+size=${addr - e.addr + size}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.SYNC_OUTSIDE,
+        call,
+        addr,
+        size,
+        `device driver syncs DMA memory outside allocated range [device address=${hex(e.addr)}] [allocation size=${e.size} bytes] [sync offset+size=${addr - e.addr + size}]`,
+      );
     }
     if (e.dir !== DMA_DIRECTION.BIDIRECTIONAL && e.dir !== dir) {
-      this.report(dev, DMA_DEBUG_CLASS.SYNC_DIRECTION, call, addr, size, `device driver syncs DMA memory with different direction [device address=${hex(addr)}] [size=${size} bytes] [mapped with ${directionName(e.dir)}] [synced with ${directionName(dir)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.SYNC_DIRECTION,
+        call,
+        addr,
+        size,
+        `device driver syncs DMA memory with different direction [device address=${hex(addr)}] [size=${size} bytes] [mapped with ${directionName(e.dir)}] [synced with ${directionName(dir)}]`,
+      );
     }
     if (forCpu && e.dir === DMA_DIRECTION.TO_DEVICE) {
-      this.report(dev, DMA_DEBUG_CLASS.SYNC_RO_FOR_CPU, call, addr, size, `device driver syncs device read-only DMA memory for cpu [device address=${hex(addr)}] [size=${size} bytes]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.SYNC_RO_FOR_CPU,
+        call,
+        addr,
+        size,
+        `device driver syncs device read-only DMA memory for cpu [device address=${hex(addr)}] [size=${size} bytes]`,
+      );
     }
     if (!forCpu && e.dir === DMA_DIRECTION.FROM_DEVICE && dir !== DMA_DIRECTION.FROM_DEVICE) {
-      this.report(dev, DMA_DEBUG_CLASS.SYNC_WO_FOR_DEVICE, call, addr, size, `device driver syncs device write-only DMA memory to device [device address=${hex(addr)}] [size=${size} bytes]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.SYNC_WO_FOR_DEVICE,
+        call,
+        addr,
+        size,
+        `device driver syncs device write-only DMA memory to device [device address=${hex(addr)}] [size=${size} bytes]`,
+      );
     }
   }
 
@@ -248,7 +386,14 @@ export class DmaDebug {
   private live(dev: Device, t: IovaTrack | undefined, call: string): t is IovaTrack {
     if (t === undefined) return false;
     if (t.freed) {
-      this.report(dev, DMA_DEBUG_CLASS.IOVA_USE_AFTER_FREE, call, t.base, t.size, `${call} on an IOVA state that was already freed or destroyed [iova=${hex(t.base)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.IOVA_USE_AFTER_FREE,
+        call,
+        t.base,
+        t.size,
+        `${call} on an IOVA state that was already freed or destroyed [iova=${hex(t.base)}]`,
+      );
       return false;
     }
     return true;
@@ -258,11 +403,25 @@ export class DmaDebug {
   iovaLink(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
     if (!this.live(dev, t, "dma_iova_link")) return;
     if (offset + size > t.size) {
-      this.report(dev, DMA_DEBUG_CLASS.IOVA_LINK_OUTSIDE, "dma_iova_link", t.base + offset, size, `dma_iova_link beyond the allocated IOVA [offset=${hex(offset)}] [size=${hex(size)}] [allocated=${hex(t.size)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.IOVA_LINK_OUTSIDE,
+        "dma_iova_link",
+        t.base + offset,
+        size,
+        `dma_iova_link beyond the allocated IOVA [offset=${hex(offset)}] [size=${hex(size)}] [allocated=${hex(t.size)}]`,
+      );
     }
     for (const r of t.links) {
       if (offset < r.offset + r.size && r.offset < offset + size) {
-        this.report(dev, DMA_DEBUG_CLASS.IOVA_LINK_OVERLAP, "dma_iova_link", t.base + offset, size, `dma_iova_link overlaps a linked range [offset=${hex(offset)}+${hex(size)}] [linked=${hex(r.offset)}+${hex(r.size)}]`);
+        this.report(
+          dev,
+          DMA_DEBUG_CLASS.IOVA_LINK_OVERLAP,
+          "dma_iova_link",
+          t.base + offset,
+          size,
+          `dma_iova_link overlaps a linked range [offset=${hex(offset)}+${hex(size)}] [linked=${hex(r.offset)}+${hex(r.size)}]`,
+        );
         return;
       }
     }
@@ -283,7 +442,14 @@ export class DmaDebug {
       }
     }
     if (covered < size) {
-      this.report(dev, DMA_DEBUG_CLASS.IOVA_SYNC_UNLINKED, "dma_iova_sync", t.base + offset, size, `dma_iova_sync of a range that is not (entirely) linked [offset=${hex(offset)}] [size=${hex(size)}] [linked bytes=${hex(covered)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.IOVA_SYNC_UNLINKED,
+        "dma_iova_sync",
+        t.base + offset,
+        size,
+        `dma_iova_sync of a range that is not (entirely) linked [offset=${hex(offset)}] [size=${hex(size)}] [linked bytes=${hex(covered)}]`,
+      );
     }
   }
 
@@ -301,7 +467,14 @@ export class DmaDebug {
       else keep.push(r);
     }
     if (removed !== size) {
-      this.report(dev, DMA_DEBUG_CLASS.IOVA_UNLINK_NOT_LINKED, call, t.base + offset, size, `${call} of a range that was not linked as such [offset=${hex(offset)}] [size=${hex(size)}] [linked bytes in it=${hex(removed)}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.IOVA_UNLINK_NOT_LINKED,
+        call,
+        t.base + offset,
+        size,
+        `${call} of a range that was not linked as such [offset=${hex(offset)}] [size=${hex(size)}] [linked bytes in it=${hex(removed)}]`,
+      );
     }
     t.links = keep;
     this.rememberUnmapped(dev, t.base + offset, size);
@@ -311,9 +484,22 @@ export class DmaDebug {
   iovaDestroy(dev: Device, t: IovaTrack | undefined, mappedLen: number): void {
     if (!this.live(dev, t, "dma_iova_destroy")) return;
     const linked = t.links.reduce((n, r) => n + r.size, 0);
-    const contiguous = [...t.links].sort((a, b) => a.offset - b.offset).every((r, i, a) => (i === 0 ? r.offset === 0 : r.offset === (a[i - 1] as LinkRange).offset + (a[i - 1] as LinkRange).size));
+    const contiguous = [...t.links]
+      .sort((a, b) => a.offset - b.offset)
+      .every((r, i, a) =>
+        i === 0
+          ? r.offset === 0
+          : r.offset === (a[i - 1] as LinkRange).offset + (a[i - 1] as LinkRange).size,
+      );
     if (linked !== mappedLen || !contiguous) {
-      this.report(dev, DMA_DEBUG_CLASS.IOVA_DESTROY_LENGTH, "dma_iova_destroy", t.base, mappedLen, `dma_iova_destroy of ${hex(mappedLen)} bytes, but ${hex(linked)} bytes are linked${contiguous ? "" : " (not one range from offset 0)"}`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.IOVA_DESTROY_LENGTH,
+        "dma_iova_destroy",
+        t.base,
+        mappedLen,
+        `dma_iova_destroy of ${hex(mappedLen)} bytes, but ${hex(linked)} bytes are linked${contiguous ? "" : " (not one range from offset 0)"}`,
+      );
     }
     t.links = [];
     t.freed = true;
@@ -326,7 +512,14 @@ export class DmaDebug {
     if (!this.live(dev, t, "dma_iova_free")) return;
     if (t.links.length > 0) {
       const linked = t.links.reduce((n, r) => n + r.size, 0);
-      this.report(dev, DMA_DEBUG_CLASS.IOVA_FREE_WITH_LINKS, "dma_iova_free", t.base, t.size, `dma_iova_free with ${t.links.length} range(s) (${hex(linked)} bytes) still linked`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.IOVA_FREE_WITH_LINKS,
+        "dma_iova_free",
+        t.base,
+        t.size,
+        `dma_iova_free with ${t.links.length} range(s) (${hex(linked)} bytes) still linked`,
+      );
     }
     t.freed = true;
     this.rememberUnmapped(dev, t.base, t.size);
@@ -347,7 +540,14 @@ export class DmaDebug {
         for (const r of t.links) {
           if (off >= r.offset && off < r.offset + r.size) {
             if (!r.synced) {
-              this.report(dev, DMA_DEBUG_CLASS.IOVA_ACCESS_BEFORE_SYNC, call, addr, len, `device accessed linked IOVA ${hex(addr)}+${hex(len)} before dma_iova_sync`);
+              this.report(
+                dev,
+                DMA_DEBUG_CLASS.IOVA_ACCESS_BEFORE_SYNC,
+                call,
+                addr,
+                len,
+                `device accessed linked IOVA ${hex(addr)}+${hex(len)} before dma_iova_sync`,
+              );
             }
             return;
           }
@@ -356,23 +556,51 @@ export class DmaDebug {
     }
     const u = this.unmapped.get(dev)?.find((x) => addr < x.addr + x.size && x.addr < addr + len);
     if (u) {
-      this.report(dev, DMA_DEBUG_CLASS.ACCESS_AFTER_UNMAP, call, addr, len, `device accessed ${hex(addr)}+${hex(len)} after it was unmapped`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.ACCESS_AFTER_UNMAP,
+        call,
+        addr,
+        len,
+        `device accessed ${hex(addr)}+${hex(len)} after it was unmapped`,
+      );
       return;
     }
-    this.report(dev, DMA_DEBUG_CLASS.ACCESS_NOT_MAPPED, call, addr, len, `device accessed ${hex(addr)}+${hex(len)}, which the driver never mapped`);
+    this.report(
+      dev,
+      DMA_DEBUG_CLASS.ACCESS_NOT_MAPPED,
+      call,
+      addr,
+      len,
+      `device accessed ${hex(addr)}+${hex(len)}, which the driver never mapped`,
+    );
   }
 
   /** Linux's unbind check: reports one leak record per mapping still live for `dev`; returns how many. */
   checkLeaks(dev: Device): number {
     const l = this.list(dev);
     for (const e of l) {
-      this.report(dev, DMA_DEBUG_CLASS.LEAK, "driver unbind", e.addr, e.size, `device driver has pending DMA allocations while released from device [count=${l.length}] [device address=${hex(e.addr)}] [size=${e.size} bytes] [mapped with ${directionName(e.dir)}] [mapped as ${e.type}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.LEAK,
+        "driver unbind",
+        e.addr,
+        e.size,
+        `device driver has pending DMA allocations while released from device [count=${l.length}] [device address=${hex(e.addr)}] [size=${e.size} bytes] [mapped with ${directionName(e.dir)}] [mapped as ${e.type}]`,
+      );
     }
     let n = l.length;
     for (const t of this.iovaSet(dev)) {
       if (t.freed) continue;
       n++;
-      this.report(dev, DMA_DEBUG_CLASS.LEAK, "driver unbind", t.base, t.size, `device driver has an IOVA state still allocated while released from device [iova=${hex(t.base)}] [size=${hex(t.size)}] [linked ranges=${t.links.length}]`);
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.LEAK,
+        "driver unbind",
+        t.base,
+        t.size,
+        `device driver has an IOVA state still allocated while released from device [iova=${hex(t.base)}] [size=${hex(t.size)}] [linked ranges=${t.links.length}]`,
+      );
     }
     return n;
   }

@@ -18,12 +18,20 @@ export interface DmaAccessResult {
 }
 
 /** Counter names of `DeviceDma`. */
-export type DeviceDmaCounter = "reads" | "writes" | "bytesRead" | "bytesWritten" | "faults" | "busErrors";
+export type DeviceDmaCounter =
+  "reads" | "writes" | "bytesRead" | "bytesWritten" | "faults" | "busErrors";
 
 /** A device's DMA engine. */
 export class DeviceDma {
   readonly dev: Device;
-  readonly counters = new CounterSet<DeviceDmaCounter>("devdma", ["reads", "writes", "bytesRead", "bytesWritten", "faults", "busErrors"]);
+  readonly counters = new CounterSet<DeviceDmaCounter>("devdma", [
+    "reads",
+    "writes",
+    "bytesRead",
+    "bytesWritten",
+    "faults",
+    "busErrors",
+  ]);
   private readonly tb = new TranslationBuffer();
   private readonly result: DmaAccessResult = { ok: true, fault: undefined, busError: undefined };
 
@@ -48,7 +56,12 @@ export class DeviceDma {
     const b = scratch;
     const r = this.read(addr, b, 0, 4);
     if (!r.ok) return -1;
-    return (b[0] as number) + (b[1] as number) * 0x100 + (b[2] as number) * 0x10000 + (b[3] as number) * 0x1000000;
+    return (
+      (b[0] as number) +
+      (b[1] as number) * 0x100 +
+      (b[2] as number) * 0x10000 +
+      (b[3] as number) * 0x1000000
+    );
   }
 
   /** The result of the last access. */
@@ -56,7 +69,13 @@ export class DeviceDma {
     return this.result;
   }
 
-  private access(addr: number, buf: Uint8Array, off: number, len: number, write: boolean): DmaAccessResult {
+  private access(
+    addr: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    write: boolean,
+  ): DmaAccessResult {
     const r = this.result;
     r.ok = true;
     r.fault = undefined;
@@ -82,7 +101,8 @@ export class DeviceDma {
       }
     } else {
       const phys = dmaToPhys(dev, addr);
-      if (phys < 0) return this.busError(`DMA address ${hex(addr)} is outside every bus range of ${dev.name}`);
+      if (phys < 0)
+        return this.busError(`DMA address ${hex(addr)} is outside every bus range of ${dev.name}`);
       if (!this.touch(phys, buf, off, len, write)) return r;
     }
     if (write) this.counters.c.bytesWritten += len;

@@ -2,7 +2,16 @@
  * The device model (Linux `struct device` as the DMA layer sees it): masks, bus offsets,
  * coherency, trust, segment limits, the attached IOMMU domain, SWIOTLB, P2P reachability.
  */
-import { CounterSet, MAX_ADDR, type PhysMemory, REGION_KIND, type SimClock, checkAddr, checkMask, hex } from "@dmasim/bvec";
+import {
+  CounterSet,
+  MAX_ADDR,
+  type PhysMemory,
+  REGION_KIND,
+  type SimClock,
+  checkAddr,
+  checkMask,
+  hex,
+} from "@dmasim/bvec";
 import type { IommuDomain } from "@dmasim/iommu";
 import { dmaBitMask } from "./constants.ts";
 import type { DmaDebug } from "./debug.ts";
@@ -176,7 +185,10 @@ export class Device {
     this.untrusted = o.untrusted ?? false;
     this.pci = o.pci ?? true;
     this.maxSegmentSize = o.maxSegmentSize ?? 65536;
-    this.segmentBoundaryMask = checkMask(o.segmentBoundaryMask ?? MAX_ADDR, "segment boundary mask");
+    this.segmentBoundaryMask = checkMask(
+      o.segmentBoundaryMask ?? MAX_ADDR,
+      "segment boundary mask",
+    );
     this.minAlignMask = checkMask(o.minAlignMask ?? 0, "min_align_mask");
     this.domain = o.iommu ?? null;
     this.dmaIommu = this.domain !== null && this.domain.isDma;
@@ -229,7 +241,10 @@ export class Device {
     const region = this.memory.regionOf(phys);
     const route = region ? this.p2p[region.owner] : undefined;
     if (route?.map !== "bus-addr") {
-      throw new DmaError("EREMOTEIO", `device ${this.name} has no bus-address route to ${hex(phys)}`);
+      throw new DmaError(
+        "EREMOTEIO",
+        `device ${this.name} has no bus-address route to ${hex(phys)}`,
+      );
     }
     return phys - (route.busOffset ?? 0);
   }

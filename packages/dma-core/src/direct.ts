@@ -43,7 +43,13 @@ function overflow(dev: Device, addr: number, size: number): DmaError {
 }
 
 /** Maps through the device's SWIOTLB (Linux `swiotlb_map`): bounce, then the bounce address must be reachable. */
-function swiotlbMap(dev: Device, phys: number, size: number, dir: DmaDirection, attrs: number): number {
+function swiotlbMap(
+  dev: Device,
+  phys: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): number {
   const pool = dev.swiotlb;
   if (pool === null) throw overflow(dev, physToDma(dev, phys), size);
   const tlb = pool.mapSingle(phys, size, 0, dev.minAlignMask);
@@ -59,10 +65,17 @@ function swiotlbMap(dev: Device, phys: number, size: number, dir: DmaDirection, 
 }
 
 /** Linux `dma_direct_map_phys`. Throws EIO on overflow, ENOMEM when the bounce pool is full. */
-export function dmaDirectMapPhys(dev: Device, phys: number, size: number, dir: DmaDirection, attrs: number): number {
+export function dmaDirectMapPhys(
+  dev: Device,
+  phys: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): number {
   const mmio = hasAttr(attrs, DMA_ATTR.MMIO);
   if (dev.forceBounce) {
-    if (mmio) throw new DmaError("EIO", `device ${dev.name}: MMIO at ${hex(phys)} cannot be bounced`);
+    if (mmio)
+      throw new DmaError("EIO", `device ${dev.name}: MMIO at ${hex(phys)} cannot be bounced`);
     return swiotlbMap(dev, phys, size, dir, attrs);
   }
   let addr: number;
@@ -76,13 +89,20 @@ export function dmaDirectMapPhys(dev: Device, phys: number, size: number, dir: D
       throw overflow(dev, addr, size);
     }
   }
-  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !mmio) archSyncDmaForDevice(dev, size);
+  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !mmio)
+    archSyncDmaForDevice(dev, size);
   dev.counters.c.directMaps++;
   return addr;
 }
 
 /** Linux `dma_direct_unmap_phys`. */
-export function dmaDirectUnmapPhys(dev: Device, addr: number, size: number, dir: DmaDirection, attrs: number): void {
+export function dmaDirectUnmapPhys(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): void {
   if (hasAttr(attrs, DMA_ATTR.MMIO)) return;
   const phys = dmaToPhys(dev, addr);
   if (!hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC)) dmaDirectSyncSingleForCpu(dev, addr, size, dir);
@@ -90,14 +110,24 @@ export function dmaDirectUnmapPhys(dev: Device, addr: number, size: number, dir:
 }
 
 /** Linux `dma_direct_sync_single_for_cpu`: cache invalidate first, then copy out of the bounce buffer. */
-export function dmaDirectSyncSingleForCpu(dev: Device, addr: number, size: number, dir: DmaDirection): void {
+export function dmaDirectSyncSingleForCpu(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+): void {
   const phys = dmaToPhys(dev, addr);
   if (!dev.coherent) archSyncDmaForCpu(dev, size, dir);
   if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.syncForCpu(phys, size, dir);
 }
 
 /** Linux `dma_direct_sync_single_for_device`: copy into the bounce buffer first, then cache clean. */
-export function dmaDirectSyncSingleForDevice(dev: Device, addr: number, size: number, dir: DmaDirection): void {
+export function dmaDirectSyncSingleForDevice(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+): void {
   const phys = dmaToPhys(dev, addr);
   if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.syncForDevice(phys, size, dir);
   if (!dev.coherent) archSyncDmaForDevice(dev, size);

@@ -26,7 +26,13 @@ export class DmaPool {
   readonly boundary: number;
   /** Bytes per backing coherent allocation: max(size, page size). */
   readonly allocation: number;
-  readonly counters = new CounterSet<DmaPoolCounter>("dmapool", ["allocs", "frees", "pages", "blocksInUse", "failures"]);
+  readonly counters = new CounterSet<DmaPoolCounter>("dmapool", [
+    "allocs",
+    "frees",
+    "pages",
+    "blocksInUse",
+    "failures",
+  ]);
   /** Fault injection: return true to make the next allocation fail (Linux returns NULL). */
   faultHook: (() => boolean) | undefined = undefined;
   private readonly pages: CoherentBuffer[] = [];
@@ -41,12 +47,16 @@ export class DmaPool {
     checkInt(align, `dma_pool ${name} align`);
     checkInt(boundary, `dma_pool ${name} boundary`);
     const a = align === 0 ? 1 : align;
-    if (!isPow2(a)) throw new DmaError("EINVAL", `dma_pool ${name}: align ${hex(align)} is not a power of two`);
+    if (!isPow2(a))
+      throw new DmaError("EINVAL", `dma_pool ${name}: align ${hex(align)} is not a power of two`);
     const sz = Math.ceil(Math.max(size, 8) / a) * a;
     const allocation = Math.max(sz, dev.memory.pageSize);
     let b = boundary === 0 ? allocation : boundary;
     if (boundary !== 0 && (boundary < sz || !isPow2(boundary))) {
-      throw new DmaError("EINVAL", `dma_pool ${name}: boundary ${hex(boundary)} is smaller than the block size ${hex(sz)} or not a power of two`);
+      throw new DmaError(
+        "EINVAL",
+        `dma_pool ${name}: boundary ${hex(boundary)} is smaller than the block size ${hex(sz)} or not a power of two`,
+      );
     }
     b = Math.min(b, allocation);
     this.name = name;
@@ -83,7 +93,10 @@ export class DmaPool {
   freeBlock(cpuAddr: number, dmaAddr: number): void {
     const blk = this.busy.get(cpuAddr);
     if (blk === undefined || blk.dmaAddr !== dmaAddr) {
-      throw new DmaError("EINVAL", `dma_pool_free ${this.name}: ${hex(cpuAddr)}/${hex(dmaAddr)} is not a live block of this pool`);
+      throw new DmaError(
+        "EINVAL",
+        `dma_pool_free ${this.name}: ${hex(cpuAddr)}/${hex(dmaAddr)} is not a live block of this pool`,
+      );
     }
     this.busy.delete(cpuAddr);
     this.free.push(blk);
@@ -94,7 +107,10 @@ export class DmaPool {
   /** Linux `dma_pool_destroy`: frees the pages; refuses (EBUSY) while blocks are live. */
   destroy(): void {
     if (this.busy.size > 0) {
-      throw new DmaError("EBUSY", `dma_pool_destroy ${this.name}, busy: ${this.busy.size} block(s) still allocated`);
+      throw new DmaError(
+        "EBUSY",
+        `dma_pool_destroy ${this.name}, busy: ${this.busy.size} block(s) still allocated`,
+      );
     }
     for (const p of this.pages) dmaFreeCoherent(this.dev, this.allocation, p.cpuAddr, p.dmaAddr);
     this.pages.length = 0;

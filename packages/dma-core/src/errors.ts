@@ -5,7 +5,17 @@
 import { SimError } from "@dmasim/bvec";
 
 /** The errno values the DMA API can report. */
-export type DmaErrorCode = "EINVAL" | "ENOMEM" | "EIO" | "EPERM" | "EREMOTEIO" | "EOPNOTSUPP" | "EFAULT" | "EEXIST" | "ENODEV" | "EBUSY";
+export type DmaErrorCode =
+  | "EINVAL"
+  | "ENOMEM"
+  | "EIO"
+  | "EPERM"
+  | "EREMOTEIO"
+  | "EOPNOTSUPP"
+  | "EFAULT"
+  | "EEXIST"
+  | "ENODEV"
+  | "EBUSY";
 
 /** Errors thrown by @dmasim/dma-core. */
 export class DmaError extends SimError<DmaErrorCode> {}

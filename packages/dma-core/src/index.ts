@@ -38,7 +38,14 @@ export {
   type P2pMap,
   type P2pRoute,
 } from "./device.ts";
-export { IO_TLB_DEFAULT_SIZE, IO_TLB_SEGSIZE, IO_TLB_SIZE, Swiotlb, type SwiotlbCounter, type SwiotlbOptions } from "./swiotlb.ts";
+export {
+  IO_TLB_DEFAULT_SIZE,
+  IO_TLB_SEGSIZE,
+  IO_TLB_SIZE,
+  Swiotlb,
+  type SwiotlbCounter,
+  type SwiotlbOptions,
+} from "./swiotlb.ts";
 export {
   IommuDmaCookie,
   type IommuDmaOptions,
@@ -49,7 +56,13 @@ export {
   iommuDmaInitDomain,
   protName,
 } from "./iommu-dma.ts";
-export { dmaCapable, dmaDirectMapPhys, dmaDirectUnmapPhys, dmaToPhys, physToDma } from "./direct.ts";
+export {
+  dmaCapable,
+  dmaDirectMapPhys,
+  dmaDirectUnmapPhys,
+  dmaToPhys,
+  physToDma,
+} from "./direct.ts";
 export {
   dmaGetMaxSegSize,
   dmaGetMergeBoundary,
@@ -102,4 +115,11 @@ export {
   rqDmaDir,
 } from "./request-map.ts";
 export { type DeviceDmaCounter, DeviceDma, type DmaAccessResult } from "./device-dma.ts";
-export { DMA_DEBUG_CLASS, DmaDebug, type DmaDebugClass, type DmaDebugOptions, type DmaDebugReport, type DmaDebugType } from "./debug.ts";
+export {
+  DMA_DEBUG_CLASS,
+  DmaDebug,
+  type DmaDebugClass,
+  type DmaDebugOptions,
+  type DmaDebugReport,
+  type DmaDebugType,
+} from "./debug.ts";

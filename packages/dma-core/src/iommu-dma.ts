@@ -35,7 +35,12 @@ export class IommuDmaCookie {
   readonly granule: number;
   readonly options: IommuDmaOptions;
 
-  constructor(domain: IommuDomain, iovad: IovaDomain, fq: FlushQueue | null, options: IommuDmaOptions) {
+  constructor(
+    domain: IommuDomain,
+    iovad: IovaDomain,
+    fq: FlushQueue | null,
+    options: IommuDmaOptions,
+  ) {
     this.domain = domain;
     this.iovad = iovad;
     this.fq = fq;
@@ -55,7 +60,11 @@ const MSI_WINDOW = { start: 0xfee00000, end: 0xfeefffff } as const;
  * windows (MMIO and P2P regions of the physical map) are reserved. A lazy domain gets a flush
  * queue; without a clock it is downgraded to strict, as Linux does when the queue cannot be set up.
  */
-export function iommuDmaInitDomain(domain: IommuDomain, dev: Device, opts: Partial<IommuDmaOptions>): IommuDmaCookie {
+export function iommuDmaInitDomain(
+  domain: IommuDomain,
+  dev: Device,
+  opts: Partial<IommuDmaOptions>,
+): IommuDmaCookie {
   const existing = cookies.get(domain);
   if (existing) return existing;
   const granule = lowestSetBit(domain.pgsizeBitmap);
@@ -66,7 +75,12 @@ export function iommuDmaInitDomain(domain: IommuDomain, dev: Device, opts: Parti
   };
   const clock = dev.clock ?? domain.clock;
   const startPfn = Math.max(1, Math.floor(domain.geometry.apertureStart / granule));
-  const iovad = new IovaDomain({ granule, startPfn, numCpus: options.numCpus, ...(clock ? { clock } : {}) });
+  const iovad = new IovaDomain({
+    granule,
+    startPfn,
+    numCpus: options.numCpus,
+    ...(clock ? { clock } : {}),
+  });
   const top = domain.geometry.apertureEnd;
   const reserve = (start: number, end: number) => {
     const lo = Math.max(Math.floor(start / granule), startPfn);
@@ -96,7 +110,9 @@ export function iommuDmaCookie(domain: IommuDomain): IommuDmaCookie | undefined 
 export function asDmaError(e: unknown): DmaError {
   if (e instanceof DmaError) return e;
   if (e instanceof SimError) {
-    const code = (["EINVAL", "ENOMEM", "EIO", "EPERM", "EEXIST", "ENODEV", "EFAULT"] as const).includes(e.code as never)
+    const code = (
+      ["EINVAL", "ENOMEM", "EIO", "EPERM", "EEXIST", "ENODEV", "EFAULT"] as const
+    ).includes(e.code as never)
       ? (e.code as DmaErrorCode)
       : "EINVAL";
     return new DmaError(code, e.message, { cause: e });
@@ -122,7 +138,8 @@ export function dmaInfoToProt(dir: DmaDirection, coherent: boolean, attrs: numbe
 
 function cookieOf(dev: Device): IommuDmaCookie {
   const c = dev.cookie;
-  if (c === null) throw new DmaError("EINVAL", `device ${dev.name} is not behind an IOMMU DMA domain`);
+  if (c === null)
+    throw new DmaError("EINVAL", `device ${dev.name} is not behind an IOMMU DMA domain`);
   return c;
 }
 
@@ -148,7 +165,12 @@ export function iommuDmaAllocIova(dev: Device, size: number, dmaLimit: number): 
 }
 
 /** Linux `iommu_dma_free_iova`: through the flush queue when the gather is queued, else at once. */
-export function iommuDmaFreeIova(dev: Device, iova: number, size: number, gather: IotlbGather | null): void {
+export function iommuDmaFreeIova(
+  dev: Device,
+  iova: number,
+  size: number,
+  gather: IotlbGather | null,
+): void {
   const cookie = cookieOf(dev);
   const g = cookie.granule;
   if (gather?.queued && cookie.fq) {
@@ -164,16 +186,29 @@ export function iommuDmaFreeIova(dev: Device, iova: number, size: number, gather
  * `iommu_map` (map + sync), returns the IOVA plus the sub-granule offset. Throws on failure
  * (ENOMEM for IOVA exhaustion) and leaves nothing behind.
  */
-export function iommuDmaMapRaw(dev: Device, phys: number, size: number, prot: IommuProt, dmaMask: number): number {
+export function iommuDmaMapRaw(
+  dev: Device,
+  phys: number,
+  size: number,
+  prot: IommuProt,
+  dmaMask: number,
+): number {
   const cookie = cookieOf(dev);
   const g = cookie.granule;
   if (dev.minAlignMask > g - 1) {
-    throw new DmaError("EINVAL", `device ${dev.name}: min_align_mask ${hex(dev.minAlignMask)} exceeds the IOMMU granule ${hex(g)} (unsupported alignment constraint)`);
+    throw new DmaError(
+      "EINVAL",
+      `device ${dev.name}: min_align_mask ${hex(dev.minAlignMask)} exceeds the IOMMU granule ${hex(g)} (unsupported alignment constraint)`,
+    );
   }
   const off = phys % g;
   const len = alignUp(size + off, g);
   const iova = iommuDmaAllocIova(dev, len, dmaMask);
-  if (iova === 0) throw new DmaError("ENOMEM", `device ${dev.name}: IOVA space exhausted for ${hex(len)} bytes below ${hex(dmaMask)}`);
+  if (iova === 0)
+    throw new DmaError(
+      "ENOMEM",
+      `device ${dev.name}: IOVA space exhausted for ${hex(len)} bytes below ${hex(dmaMask)}`,
+    );
   try {
     cookie.domain.map(iova, phys - off, len, prot);
   } catch (e) {
@@ -217,10 +252,18 @@ export function iovaUnaligned(phys: number, size: number, granule: number): bool
  * granule, keeping the min_align_mask bits, and zeroes the rest of the bounce granules for
  * untrusted devices so no stale data is exposed. Returns the bounce address.
  */
-export function iommuDmaMapSwiotlb(dev: Device, phys: number, size: number, minAlignMask = dev.minAlignMask): number {
+export function iommuDmaMapSwiotlb(
+  dev: Device,
+  phys: number,
+  size: number,
+  minAlignMask = dev.minAlignMask,
+): number {
   const pool = dev.swiotlb;
   if (pool === null) {
-    throw new DmaError("ENOMEM", `device ${dev.name}: DMA bounce buffers are inactive, unable to map an unaligned transaction at ${hex(phys)}`);
+    throw new DmaError(
+      "ENOMEM",
+      `device ${dev.name}: DMA bounce buffers are inactive, unable to map an unaligned transaction at ${hex(phys)}`,
+    );
   }
   const g = cookieOf(dev).granule;
   const tlb = pool.mapSingle(phys, size, g - 1, minAlignMask, g);
@@ -245,18 +288,26 @@ export function archSyncDmaForCpu(dev: Device, size: number, dir: DmaDirection):
 }
 
 /** Linux `iommu_dma_map_phys`. */
-export function iommuDmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDirection, attrs: number): number {
+export function iommuDmaMapPhys(
+  dev: Device,
+  phys: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): number {
   const cookie = cookieOf(dev);
   const mmio = hasAttr(attrs, DMA_ATTR.MMIO);
   const prot = dmaInfoToProt(dir, dev.coherent, attrs);
   let p = phys;
   let bounced = false;
   if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, cookie.granule)) {
-    if (mmio) throw new DmaError("EPERM", `device ${dev.name}: MMIO at ${hex(phys)} would need bouncing`);
+    if (mmio)
+      throw new DmaError("EPERM", `device ${dev.name}: MMIO at ${hex(phys)} would need bouncing`);
     p = iommuDmaMapSwiotlb(dev, phys, size);
     bounced = true;
   }
-  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !mmio) archSyncDmaForDevice(dev, size);
+  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !mmio)
+    archSyncDmaForDevice(dev, size);
   try {
     const addr = iommuDmaMapRaw(dev, p, size, prot, dev.getMask());
     dev.counters.c.iommuMaps++;
@@ -268,7 +319,13 @@ export function iommuDmaMapPhys(dev: Device, phys: number, size: number, dir: Dm
 }
 
 /** Linux `iommu_dma_unmap_phys`. A DMA address that is not mapped leaks with a warning, as in Linux. */
-export function iommuDmaUnmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDirection, attrs: number): void {
+export function iommuDmaUnmapPhys(
+  dev: Device,
+  dmaAddr: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): void {
   const cookie = cookieOf(dev);
   if (hasAttr(attrs, DMA_ATTR.MMIO)) {
     iommuDmaUnmapRaw(dev, dmaAddr, size);
@@ -276,16 +333,28 @@ export function iommuDmaUnmapPhys(dev: Device, dmaAddr: number, size: number, di
   }
   const phys = cookie.domain.iovaToPhys(dmaAddr);
   if (phys === 0) {
-    dev.debug?.warn(dev, "unmap-unmapped-iova", `unmap of ${hex(dmaAddr)}+${hex(size)}: the IOVA is not mapped (the mapping leaks)`, dmaAddr, size);
+    dev.debug?.warn(
+      dev,
+      "unmap-unmapped-iova",
+      `unmap of ${hex(dmaAddr)}+${hex(size)}: the IOVA is not mapped (the mapping leaks)`,
+      dmaAddr,
+      size,
+    );
     return;
   }
   if (!hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !dev.coherent) archSyncDmaForCpu(dev, size, dir);
   iommuDmaUnmapRaw(dev, dmaAddr, size);
-  if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.unmapSingle(phys, size, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));
+  if (dev.swiotlb?.isSwiotlbBuffer(phys))
+    dev.swiotlb.unmapSingle(phys, size, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));
 }
 
 /** Linux `iommu_dma_sync_single_for_cpu`. */
-export function iommuDmaSyncSingleForCpu(dev: Device, dmaAddr: number, size: number, dir: DmaDirection): void {
+export function iommuDmaSyncSingleForCpu(
+  dev: Device,
+  dmaAddr: number,
+  size: number,
+  dir: DmaDirection,
+): void {
   if (dev.coherent && !devUseSwiotlb(dev)) return;
   const phys = cookieOf(dev).domain.iovaToPhys(dmaAddr);
   if (!dev.coherent) archSyncDmaForCpu(dev, size, dir);
@@ -293,7 +362,12 @@ export function iommuDmaSyncSingleForCpu(dev: Device, dmaAddr: number, size: num
 }
 
 /** Linux `iommu_dma_sync_single_for_device`. */
-export function iommuDmaSyncSingleForDevice(dev: Device, dmaAddr: number, size: number, dir: DmaDirection): void {
+export function iommuDmaSyncSingleForDevice(
+  dev: Device,
+  dmaAddr: number,
+  size: number,
+  dir: DmaDirection,
+): void {
   if (dev.coherent && !devUseSwiotlb(dev)) return;
   const phys = cookieOf(dev).domain.iovaToPhys(dmaAddr);
   if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.syncForDevice(phys, size, dir);

@@ -102,7 +102,12 @@ function granuleOf(dev: Device): number {
  * (phys only sets the sub-granule alignment). Returns false without an IOMMU DMA domain, for
  * size 0, and on IOVA exhaustion, always leaving the state zeroed (R11).
  */
-export function dmaIovaTryAlloc(dev: Device, state: DmaIovaState, phys: number, size: number): boolean {
+export function dmaIovaTryAlloc(
+  dev: Device,
+  state: DmaIovaState,
+  phys: number,
+  size: number,
+): boolean {
   DmaIovaState.reset(state);
   checkAddr(phys, "physical address");
   checkInt(size, "IOVA size");
@@ -133,10 +138,23 @@ function checkState(dev: Device, state: DmaIovaState, call: string): void {
 }
 
 /** Linux `__dma_iova_link`: cache maintenance on the granule-rounded range, then map without sync. */
-function iovaLinkRaw(dev: Device, iova: number, phys: number, len: number, dir: DmaDirection, attrs: number): void {
-  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO)) archSyncDmaForDevice(dev, len);
+function iovaLinkRaw(
+  dev: Device,
+  iova: number,
+  phys: number,
+  len: number,
+  dir: DmaDirection,
+  attrs: number,
+): void {
+  if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO))
+    archSyncDmaForDevice(dev, len);
   try {
-    (dev.cookie?.domain ?? undefined)?.mapNosync(iova, phys, len, dmaInfoToProt(dir, dev.coherent, attrs));
+    (dev.cookie?.domain ?? undefined)?.mapNosync(
+      iova,
+      phys,
+      len,
+      dmaInfoToProt(dir, dev.coherent, attrs),
+    );
   } catch (e) {
     throw asDmaError(e);
   }
@@ -150,7 +168,15 @@ function iovaLinkRaw(dev: Device, iova: number, phys: number, len: number, dir: 
  * what it linked (with the upstream quirk that the unwind unlinks from offset 0, which is only
  * exact for a first link at offset 0).
  */
-function iovaLinkSwiotlb(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDirection, attrs: number): void {
+function iovaLinkSwiotlb(
+  dev: Device,
+  state: DmaIovaState,
+  phys: number,
+  offset: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): void {
   const g = granuleOf(dev);
   const startPad = phys % g;
   const endPad = (phys + size) % g;
@@ -202,27 +228,50 @@ function iovaLinkSwiotlb(dev: Device, state: DmaIovaState, phys: number, offset:
  * core), EPERM for MMIO that would need bouncing, ENOMEM for page-table or bounce exhaustion,
  * EOPNOTSUPP without an IOMMU DMA domain.
  */
-export function dmaIovaLink(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDirection, attrs = 0): number {
+export function dmaIovaLink(
+  dev: Device,
+  state: DmaIovaState,
+  phys: number,
+  offset: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): number {
   checkAddr(phys, "physical address");
   checkInt(offset, "link offset");
   checkInt(size, "link size", 1);
   checkAttrs(attrs);
   const d = checkDirection(dir);
   if (!dev.dmaIommu || !dmaUseIova(state)) {
-    throw new DmaError("EOPNOTSUPP", `dma_iova_link on device ${dev.name} without an allocated IOVA state`);
+    throw new DmaError(
+      "EOPNOTSUPP",
+      `dma_iova_link on device ${dev.name} without an allocated IOVA state`,
+    );
   }
   checkState(dev, state, "dma_iova_link");
   const g = granuleOf(dev);
   const pad = phys % g;
   if (pad !== 0 && offset > 0) {
-    throw new DmaError("EIO", `dma_iova_link: phys ${hex(phys)} is not granule-aligned at offset ${hex(offset)} (only the first link may be)`);
+    throw new DmaError(
+      "EIO",
+      `dma_iova_link: phys ${hex(phys)} is not granule-aligned at offset ${hex(offset)} (only the first link may be)`,
+    );
   }
-  if (hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT) && (DmaIovaState.usesSwiotlb(state) || !dev.coherent)) {
-    throw new DmaError("EOPNOTSUPP", `dma_iova_link with DMA_ATTR_REQUIRE_COHERENT cannot be met on ${dev.name}`);
+  if (
+    hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT) &&
+    (DmaIovaState.usesSwiotlb(state) || !dev.coherent)
+  ) {
+    throw new DmaError(
+      "EOPNOTSUPP",
+      `dma_iova_link with DMA_ATTR_REQUIRE_COHERENT cannot be met on ${dev.name}`,
+    );
   }
   if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, g)) {
     if (hasAttr(attrs, DMA_ATTR.MMIO)) {
-      throw new DmaError("EPERM", `dma_iova_link: MMIO at ${hex(phys)}+${hex(size)} would need bouncing`);
+      throw new DmaError(
+        "EPERM",
+        `dma_iova_link: MMIO at ${hex(phys)}+${hex(size)} would need bouncing`,
+      );
     }
     iovaLinkSwiotlb(dev, state, phys, offset, size, d, attrs);
   } else {
@@ -238,7 +287,10 @@ export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, si
   checkInt(offset, "sync offset");
   checkInt(size, "sync size");
   if (!dev.dmaIommu || !dmaUseIova(state)) {
-    throw new DmaError("EOPNOTSUPP", `dma_iova_sync on device ${dev.name} without an allocated IOVA state`);
+    throw new DmaError(
+      "EOPNOTSUPP",
+      `dma_iova_sync on device ${dev.name} without an allocated IOVA state`,
+    );
   }
   checkState(dev, state, "dma_iova_sync");
   const g = granuleOf(dev);
@@ -258,13 +310,22 @@ export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, si
  * maintenance is due, then the unmap; a synchronous invalidation unless the IOVA is also freed
  * in lazy mode (then the IOVA and the freed page-table pages wait in the flush queue).
  */
-function iovaUnlinkRaw(dev: Device, state: DmaIovaState, offset: number, size: number, dir: DmaDirection, attrs: number, freeIova: boolean): void {
+function iovaUnlinkRaw(
+  dev: Device,
+  state: DmaIovaState,
+  offset: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+  freeIova: boolean,
+): void {
   const cookie = dev.cookie;
   if (cookie === null) return;
   const g = cookie.granule;
   const addr = state.addr + offset;
   const pad = addr % g;
-  const syncCpu = !dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO);
+  const syncCpu =
+    !dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO);
   if (DmaIovaState.usesSwiotlb(state) || syncCpu) {
     let at = addr;
     let left = size;
@@ -272,11 +333,18 @@ function iovaUnlinkRaw(dev: Device, state: DmaIovaState, offset: number, size: n
     while (left > 0) {
       const phys = cookie.domain.iovaToPhys(at);
       if (phys === 0) {
-        dev.debug?.warn(dev, "dma_iova_unlink", `unlink walk found no mapping at ${hex(at)}`, at, chunk);
+        dev.debug?.warn(
+          dev,
+          "dma_iova_unlink",
+          `unlink walk found no mapping at ${hex(at)}`,
+          at,
+          chunk,
+        );
         break;
       }
       if (syncCpu) archSyncDmaForCpu(dev, chunk, dir);
-      if (dev.swiotlb?.isSwiotlbBuffer(phys)) dev.swiotlb.unmapSingle(phys, chunk, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));
+      if (dev.swiotlb?.isSwiotlbBuffer(phys))
+        dev.swiotlb.unmapSingle(phys, chunk, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));
       at += chunk;
       left -= chunk;
       chunk = Math.min(left, g);
@@ -288,14 +356,27 @@ function iovaUnlinkRaw(dev: Device, state: DmaIovaState, offset: number, size: n
   const start = addr - pad;
   const unmapped = cookie.domain.unmapFast(start, len, gather);
   if (unmapped !== len) {
-    dev.debug?.warn(dev, "dma_iova_unlink", `unmapped ${hex(unmapped)} of ${hex(len)} bytes at ${hex(start)}`, start, len);
+    dev.debug?.warn(
+      dev,
+      "dma_iova_unlink",
+      `unmapped ${hex(unmapped)} of ${hex(len)} bytes at ${hex(start)}`,
+      start,
+      len,
+    );
   }
   if (!gather.queued) cookie.domain.iotlbSync(gather);
   if (freeIova) iommuDmaFreeIova(dev, start, len, gather);
 }
 
 /** Linux `dma_iova_unlink`: unmaps a linked range with a synchronous invalidation; never frees IOVA. */
-export function dmaIovaUnlink(dev: Device, state: DmaIovaState, offset: number, size: number, dir: DmaDirection, attrs = 0): void {
+export function dmaIovaUnlink(
+  dev: Device,
+  state: DmaIovaState,
+  offset: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): void {
   checkInt(offset, "unlink offset");
   checkInt(size, "unlink size", 1);
   checkAttrs(attrs);
@@ -312,7 +393,13 @@ export function dmaIovaUnlink(dev: Device, state: DmaIovaState, offset: number, 
  * (not the whole allocation, as upstream); lazy mode defers the invalidation to the flush
  * queue. mappedLen 0 behaves like `dmaIovaFree`. A no-op without an IOMMU.
  */
-export function dmaIovaDestroy(dev: Device, state: DmaIovaState, mappedLen: number, dir: DmaDirection, attrs = 0): void {
+export function dmaIovaDestroy(
+  dev: Device,
+  state: DmaIovaState,
+  mappedLen: number,
+  dir: DmaDirection,
+  attrs = 0,
+): void {
   checkInt(mappedLen, "mapped length");
   checkAttrs(attrs);
   const d = checkDirection(dir);

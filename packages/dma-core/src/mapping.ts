@@ -34,62 +34,133 @@ function checkMapArgs(phys: number, size: number, dir: number, attrs: number): D
  * unreachable address without bouncing, ENOMEM for IOVA or bounce exhaustion, EPERM for MMIO
  * that would need bouncing, EOPNOTSUPP for REQUIRE_COHERENT on a non-coherent device.
  */
-export function dmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDirection, attrs = 0): number {
+export function dmaMapPhys(
+  dev: Device,
+  phys: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): number {
   const d = checkMapArgs(phys, size, dir, attrs);
   if (hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT) && !dev.coherent) {
     dev.counters.c.mapFailures++;
-    throw new DmaError("EOPNOTSUPP", `device ${dev.name} is not coherent: DMA_ATTR_REQUIRE_COHERENT cannot be met`);
+    throw new DmaError(
+      "EOPNOTSUPP",
+      `device ${dev.name} is not coherent: DMA_ATTR_REQUIRE_COHERENT cannot be met`,
+    );
   }
   let addr: number;
   try {
-    addr = dev.dmaIommu ? iommuDmaMapPhys(dev, phys, size, d, attrs) : dmaDirectMapPhys(dev, phys, size, d, attrs);
+    addr = dev.dmaIommu
+      ? iommuDmaMapPhys(dev, phys, size, d, attrs)
+      : dmaDirectMapPhys(dev, phys, size, d, attrs);
   } catch (e) {
     dev.counters.c.mapFailures++;
     throw e;
   }
   dev.counters.c.maps++;
-  dev.debug?.mapPhys(dev, addr, phys, size, d, attrs, hasAttr(attrs, DMA_ATTR.MMIO) ? "resource" : "phy");
+  dev.debug?.mapPhys(
+    dev,
+    addr,
+    phys,
+    size,
+    d,
+    attrs,
+    hasAttr(attrs, DMA_ATTR.MMIO) ? "resource" : "phy",
+  );
   return addr;
 }
 
 /** Linux `dma_unmap_phys`. */
-export function dmaUnmapPhys(dev: Device, addr: number, size: number, dir: DmaDirection, attrs = 0): void {
+export function dmaUnmapPhys(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): void {
   checkAddr(addr, "DMA address", 53);
   checkInt(size, "DMA size", 1);
   checkAttrs(attrs);
   const d = checkDirection(dir);
-  dev.debug?.unmap(dev, addr, size, d, hasAttr(attrs, DMA_ATTR.MMIO) ? "resource" : "phy", "dma_unmap_phys");
+  dev.debug?.unmap(
+    dev,
+    addr,
+    size,
+    d,
+    hasAttr(attrs, DMA_ATTR.MMIO) ? "resource" : "phy",
+    "dma_unmap_phys",
+  );
   if (dev.dmaIommu) iommuDmaUnmapPhys(dev, addr, size, d, attrs);
   else dmaDirectUnmapPhys(dev, addr, size, d, attrs);
   dev.counters.c.unmaps++;
 }
 
 /** Linux `dma_map_page_attrs`: a thin wrapper computing phys = page * PAGE_SIZE + offset; refuses MMIO. */
-export function dmaMapPage(dev: Device, page: number, offset: number, size: number, dir: DmaDirection, attrs = 0): number {
+export function dmaMapPage(
+  dev: Device,
+  page: number,
+  offset: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): number {
   if (hasAttr(attrs, DMA_ATTR.MMIO)) {
-    throw new DmaError("EINVAL", "dma_map_page with DMA_ATTR_MMIO: use dmaMapPhys or dmaMapResource");
+    throw new DmaError(
+      "EINVAL",
+      "dma_map_page with DMA_ATTR_MMIO: use dmaMapPhys or dmaMapResource",
+    );
   }
   return dmaMapPhys(dev, page * dev.memory.pageSize + offset, size, dir, attrs);
 }
 
 /** Linux `dma_unmap_page_attrs` (does nothing for MMIO, as Linux). */
-export function dmaUnmapPage(dev: Device, addr: number, size: number, dir: DmaDirection, attrs = 0): void {
+export function dmaUnmapPage(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): void {
   if (hasAttr(attrs, DMA_ATTR.MMIO)) return;
   dmaUnmapPhys(dev, addr, size, dir, attrs);
 }
 
 /** Linux `dma_map_resource`: `dmaMapPhys` with DMA_ATTR_MMIO. */
-export function dmaMapResource(dev: Device, phys: number, size: number, dir: DmaDirection, attrs = 0): number {
-  return dmaMapPhys(dev, phys, size, dir, attrs + (hasAttr(attrs, DMA_ATTR.MMIO) ? 0 : DMA_ATTR.MMIO));
+export function dmaMapResource(
+  dev: Device,
+  phys: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): number {
+  return dmaMapPhys(
+    dev,
+    phys,
+    size,
+    dir,
+    attrs + (hasAttr(attrs, DMA_ATTR.MMIO) ? 0 : DMA_ATTR.MMIO),
+  );
 }
 
 /** Linux `dma_unmap_resource`. */
-export function dmaUnmapResource(dev: Device, addr: number, size: number, dir: DmaDirection, attrs = 0): void {
+export function dmaUnmapResource(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+  attrs = 0,
+): void {
   dmaUnmapPhys(dev, addr, size, dir, attrs + (hasAttr(attrs, DMA_ATTR.MMIO) ? 0 : DMA_ATTR.MMIO));
 }
 
 /** Linux `dma_sync_single_for_cpu`: gives the buffer back to the CPU (cache invalidate, bounce copy-out). */
-export function dmaSyncSingleForCpu(dev: Device, addr: number, size: number, dir: DmaDirection): void {
+export function dmaSyncSingleForCpu(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+): void {
   const d = checkDirection(dir);
   dev.counters.c.syncsForCpu++;
   dev.debug?.sync(dev, addr, size, d, true);
@@ -99,7 +170,12 @@ export function dmaSyncSingleForCpu(dev: Device, addr: number, size: number, dir
 }
 
 /** Linux `dma_sync_single_for_device`: gives the buffer to the device (bounce copy-in, cache clean). */
-export function dmaSyncSingleForDevice(dev: Device, addr: number, size: number, dir: DmaDirection): void {
+export function dmaSyncSingleForDevice(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+): void {
   const d = checkDirection(dir);
   dev.counters.c.syncsForDevice++;
   dev.debug?.sync(dev, addr, size, d, false);

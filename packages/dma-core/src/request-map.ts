@@ -20,7 +20,15 @@ import {
 import { DMA_ATTR, DMA_DIRECTION, type DmaDirection } from "./constants.ts";
 import { P2P_MAP, type Device, type P2pMap } from "./device.ts";
 import { DmaError, type DmaErrorCode } from "./errors.ts";
-import { type DmaIovaState, dmaIovaDestroy, dmaIovaLink, dmaIovaSize, dmaIovaSync, dmaIovaTryAlloc, dmaUseIova } from "./iova-api.ts";
+import {
+  type DmaIovaState,
+  dmaIovaDestroy,
+  dmaIovaLink,
+  dmaIovaSize,
+  dmaIovaSync,
+  dmaIovaTryAlloc,
+  dmaUseIova,
+} from "./iova-api.ts";
 import { dmaGetMergeBoundary, dmaMapPhys, dmaNeedUnmap } from "./mapping.ts";
 
 /** Linux `struct blk_dma_iter`. */
@@ -129,7 +137,12 @@ function mapIova(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIte
  * the whole request as one segment). Returns false with `iter.status` set when nothing was
  * mapped. `state` is reset and, if the IOVA path was taken, must be kept for unmapping.
  */
-export function blkRqDmaMapIterStart(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
+export function blkRqDmaMapIterStart(
+  req: Request,
+  dev: Device,
+  state: DmaIovaState,
+  iter: BlkDmaIter,
+): boolean {
   blkRqMapIterInit(req, iter.iter);
   iter.status = BLK_STS.OK;
   iter.p2p = P2P_MAP.NONE;
@@ -148,14 +161,22 @@ export function blkRqDmaMapIterStart(req: Request, dev: Device, state: DmaIovaSt
       iter.status = BLK_STS.INVAL;
       return false;
   }
-  if (blkCanDmaMapIova(req, dev) && dmaIovaTryAlloc(dev, state, iter.vec.paddr, blkRqPayloadBytes(req))) {
+  if (
+    blkCanDmaMapIova(req, dev) &&
+    dmaIovaTryAlloc(dev, state, iter.vec.paddr, blkRqPayloadBytes(req))
+  ) {
     return mapIova(req, dev, state, iter);
   }
   return mapDirect(req, dev, iter);
 }
 
 /** Linux `blk_rq_dma_map_iter_next`: maps the next segment (per-segment path only). */
-export function blkRqDmaMapIterNext(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
+export function blkRqDmaMapIterNext(
+  req: Request,
+  dev: Device,
+  state: DmaIovaState,
+  iter: BlkDmaIter,
+): boolean {
   if (dmaUseIova(state)) return false;
   if (!blkMapIterNext(req, iter.iter, iter.vec)) return false;
   if (iter.p2p === P2P_MAP.BUS_ADDR) return mapBus(dev, iter);
@@ -172,10 +193,22 @@ export function blkRqDmaMapCoalesce(state: DmaIovaState): boolean {
  * addresses, an IOVA range it destroyed, or a device that needs no unmap); false when the
  * caller must unmap each segment itself.
  */
-export function blkRqDmaUnmap(req: Request, dev: Device, state: DmaIovaState, mappedLen: number, map: P2pMap): boolean {
+export function blkRqDmaUnmap(
+  req: Request,
+  dev: Device,
+  state: DmaIovaState,
+  mappedLen: number,
+  map: P2pMap,
+): boolean {
   if (map === P2P_MAP.BUS_ADDR) return true;
   if (dmaUseIova(state)) {
-    dmaIovaDestroy(dev, state, mappedLen, rqDmaDir(req), map === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0);
+    dmaIovaDestroy(
+      dev,
+      state,
+      mappedLen,
+      rqDmaDir(req),
+      map === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0,
+    );
     return true;
   }
   return !dmaNeedUnmap(dev);

@@ -52,7 +52,14 @@ export class SgTable {
   /** Linux `sg_alloc_table`: a table with room for `n` entries. */
   constructor(n: number) {
     this.sgl = [];
-    for (let i = 0; i < n; i++) this.sgl.push({ phys: 0, length: 0, dmaAddress: SG_DMA_UNUSED, dmaLength: 0, busAddr: false });
+    for (let i = 0; i < n; i++)
+      this.sgl.push({
+        phys: 0,
+        length: 0,
+        dmaAddress: SG_DMA_UNUSED,
+        dmaLength: 0,
+        busAddr: false,
+      });
   }
 
   /** Bytes of the scatterlist entry array (Linux's `sizeof(struct scatterlist)` is 32 on 64-bit). */
@@ -71,7 +78,11 @@ export function blkRqMapSg(req: Request, sgt: SgTable): number {
   let n = 0;
   while (blkMapIterNext(req, it, v)) {
     const e = sgt.sgl[n];
-    if (e === undefined) throw new DmaError("EINVAL", `scatterlist of ${sgt.sgl.length} entries is too small for the request`);
+    if (e === undefined)
+      throw new DmaError(
+        "EINVAL",
+        `scatterlist of ${sgt.sgl.length} entries is too small for the request`,
+      );
     e.phys = v.paddr;
     e.length = v.len;
     e.dmaAddress = SG_DMA_UNUSED;
@@ -83,7 +94,13 @@ export function blkRqMapSg(req: Request, sgt: SgTable): number {
   return n;
 }
 
-function directMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection, attrs: number): number {
+function directMapSg(
+  dev: Device,
+  sgt: SgTable,
+  nents: number,
+  dir: DmaDirection,
+  attrs: number,
+): number {
   for (let i = 0; i < nents; i++) {
     const s = sgt.sgl[i] as ScatterlistEntry;
     const p2p = dev.p2pState(s.phys);
@@ -92,14 +109,30 @@ function directMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection
         s.dmaAddress = dev.p2pBusAddr(s.phys);
         s.busAddr = true;
       } else if (p2p === P2P_MAP.NOT_SUPPORTED) {
-        throw new DmaError("EREMOTEIO", `device ${dev.name} cannot reach P2P memory at ${hex(s.phys)}`);
+        throw new DmaError(
+          "EREMOTEIO",
+          `device ${dev.name} cannot reach P2P memory at ${hex(s.phys)}`,
+        );
       } else {
-        s.dmaAddress = dmaDirectMapPhys(dev, s.phys, s.length, dir, attrs + (p2p === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0));
+        s.dmaAddress = dmaDirectMapPhys(
+          dev,
+          s.phys,
+          s.length,
+          dir,
+          attrs + (p2p === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0),
+        );
       }
     } catch (e) {
       for (let j = 0; j < i; j++) {
         const t = sgt.sgl[j] as ScatterlistEntry;
-        if (!t.busAddr) dmaDirectUnmapPhys(dev, t.dmaAddress, t.length, dir, attrs + (hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) ? 0 : DMA_ATTR.SKIP_CPU_SYNC));
+        if (!t.busAddr)
+          dmaDirectUnmapPhys(
+            dev,
+            t.dmaAddress,
+            t.length,
+            dir,
+            attrs + (hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) ? 0 : DMA_ATTR.SKIP_CPU_SYNC),
+          );
       }
       const err = asDmaError(e);
       throw err.code === "EREMOTEIO" ? err : new DmaError("EIO", err.message, { cause: err });
@@ -178,7 +211,13 @@ function invalidateSg(sgt: SgTable, nents: number): void {
   }
 }
 
-function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection, attrs: number): number {
+function iommuMapSg(
+  dev: Device,
+  sgt: SgTable,
+  nents: number,
+  dir: DmaDirection,
+  attrs: number,
+): number {
   const cookie = dev.cookie;
   if (cookie === null) throw new DmaError("EINVAL", `device ${dev.name} has no IOMMU DMA domain`);
   const g = cookie.granule;
@@ -191,7 +230,13 @@ function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection,
       } catch (e) {
         for (let j = 0; j < i; j++) {
           const t = sgt.sgl[j] as ScatterlistEntry;
-          iommuDmaUnmapPhys(dev, t.dmaAddress, t.length, dir, attrs + (hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) ? 0 : DMA_ATTR.SKIP_CPU_SYNC));
+          iommuDmaUnmapPhys(
+            dev,
+            t.dmaAddress,
+            t.length,
+            dir,
+            attrs + (hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) ? 0 : DMA_ATTR.SKIP_CPU_SYNC),
+          );
           t.dmaAddress = SG_DMA_UNUSED;
           t.dmaLength = 0;
         }
@@ -203,7 +248,8 @@ function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection,
     return nents;
   }
   if (!hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !dev.coherent) {
-    for (let i = 0; i < nents; i++) archSyncDmaForDevice(dev, (sgt.sgl[i] as ScatterlistEntry).length);
+    for (let i = 0; i < nents; i++)
+      archSyncDmaForDevice(dev, (sgt.sgl[i] as ScatterlistEntry).length);
   }
   const mask = dev.segmentBoundaryMask;
   const unit = mask === Number.MAX_SAFE_INTEGER ? 0 : mask + 1;
@@ -221,7 +267,10 @@ function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection,
     }
     if (p2p === P2P_MAP.NOT_SUPPORTED) {
       invalidateSg(sgt, i);
-      throw new DmaError("EREMOTEIO", `device ${dev.name} cannot reach P2P memory at ${hex(s.phys)}`);
+      throw new DmaError(
+        "EREMOTEIO",
+        `device ${dev.name} cannot reach P2P memory at ${hex(s.phys)}`,
+      );
     }
     if (p2p === P2P_MAP.THRU_HOST_BRIDGE) mmio = true;
     const off = s.phys % g;
@@ -246,7 +295,10 @@ function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection,
   const iova = iommuDmaAllocIova(dev, iovaLen, dev.getMask());
   if (iova === 0) {
     invalidateSg(sgt, nents);
-    throw new DmaError("ENOMEM", `device ${dev.name}: IOVA space exhausted for a ${hex(iovaLen)}-byte scatterlist`);
+    throw new DmaError(
+      "ENOMEM",
+      `device ${dev.name}: IOVA space exhausted for a ${hex(iovaLen)}-byte scatterlist`,
+    );
   }
   // Linux `iommu_map_sg`: coalesce physically contiguous entries, then one sync for the range.
   const domain = cookie.domain;
@@ -279,7 +331,9 @@ function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection,
     iommuDmaFreeIova(dev, iova, iovaLen, null);
     invalidateSg(sgt, nents);
     const err = asDmaError(e);
-    throw err.code === "ENOMEM" || err.code === "EREMOTEIO" ? err : new DmaError("EINVAL", err.message, { cause: err });
+    throw err.code === "ENOMEM" || err.code === "EREMOTEIO"
+      ? err
+      : new DmaError("EINVAL", err.message, { cause: err });
   }
   return finaliseSg(dev, sgt, nents, iova);
 }
@@ -292,7 +346,9 @@ function iommuMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection,
 export function dmaMapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attrs = 0): number {
   checkAttrs(attrs);
   const d = checkDirection(dir);
-  const n = dev.dmaIommu ? iommuMapSg(dev, sgt, sgt.origNents, d, attrs) : directMapSg(dev, sgt, sgt.origNents, d, attrs);
+  const n = dev.dmaIommu
+    ? iommuMapSg(dev, sgt, sgt.origNents, d, attrs)
+    : directMapSg(dev, sgt, sgt.origNents, d, attrs);
   sgt.nents = n;
   dev.counters.c.sgMaps++;
   if (dev.debug) {
@@ -307,7 +363,13 @@ export function dmaMapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attr
 }
 
 /** Linux `dma_map_sg_attrs`: like `dmaMapSgtable` for a table whose `origNents` is `nents`. */
-export function dmaMapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection, attrs = 0): number {
+export function dmaMapSg(
+  dev: Device,
+  sgt: SgTable,
+  nents: number,
+  dir: DmaDirection,
+  attrs = 0,
+): number {
   sgt.origNents = nents;
   return dmaMapSgtable(dev, sgt, dir, attrs);
 }
@@ -323,13 +385,15 @@ export function dmaUnmapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, at
   if (dev.debug) {
     for (let i = 0; i < sgt.nents; i++) {
       const s = sgt.sgl[i] as ScatterlistEntry;
-      if (!s.busAddr) dev.debug.unmap(dev, s.dmaAddress, s.dmaLength, d, "sg", "dma_unmap_sg", nents);
+      if (!s.busAddr)
+        dev.debug.unmap(dev, s.dmaAddress, s.dmaLength, d, "sg", "dma_unmap_sg", nents);
     }
   }
   if (!dev.dmaIommu) {
     for (let i = 0; i < nents; i++) {
       const s = sgt.sgl[i] as ScatterlistEntry;
-      if (!s.busAddr && s.dmaAddress !== SG_DMA_UNUSED) dmaDirectUnmapPhys(dev, s.dmaAddress, s.length, d, attrs);
+      if (!s.busAddr && s.dmaAddress !== SG_DMA_UNUSED)
+        dmaDirectUnmapPhys(dev, s.dmaAddress, s.length, d, attrs);
     }
   } else if (sgt.swiotlb) {
     for (let i = 0; i < nents; i++) {
@@ -338,7 +402,8 @@ export function dmaUnmapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, at
     }
   } else {
     if (!hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !dev.coherent) {
-      for (let i = 0; i < nents; i++) archSyncDmaForCpu(dev, (sgt.sgl[i] as ScatterlistEntry).length, d);
+      for (let i = 0; i < nents; i++)
+        archSyncDmaForCpu(dev, (sgt.sgl[i] as ScatterlistEntry).length, d);
     }
     let start = -1;
     let end = -1;
@@ -362,9 +427,22 @@ export function dmaUnmapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, at
 }
 
 /** Linux `dma_unmap_sg_attrs`. */
-export function dmaUnmapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDirection, attrs = 0): void {
+export function dmaUnmapSg(
+  dev: Device,
+  sgt: SgTable,
+  nents: number,
+  dir: DmaDirection,
+  attrs = 0,
+): void {
   if (nents !== sgt.origNents && dev.debug) {
-    dev.debug.report(dev, "unmap-sg-nents-mismatch", "dma_unmap_sg", sgt.sgl[0]?.dmaAddress ?? 0, 0, `device driver frees DMA sg list with different entry count [map count=${sgt.origNents}] [unmap count=${nents}]`);
+    dev.debug.report(
+      dev,
+      "unmap-sg-nents-mismatch",
+      "dma_unmap_sg",
+      sgt.sgl[0]?.dmaAddress ?? 0,
+      0,
+      `device driver frees DMA sg list with different entry count [map count=${sgt.origNents}] [unmap count=${nents}]`,
+    );
   }
   dmaUnmapSgtable(dev, sgt, dir, attrs);
 }

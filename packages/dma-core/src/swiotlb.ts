@@ -69,8 +69,15 @@ export class Swiotlb {
     this.memory = memory;
     const size = options.size ?? IO_TLB_DEFAULT_SIZE;
     const block = memory.pageSize * 2 ** MAX_PAGE_ORDER;
-    if (!Number.isInteger(size) || size < IO_TLB_SIZE * IO_TLB_SEGSIZE || size % (IO_TLB_SIZE * IO_TLB_SEGSIZE) !== 0) {
-      throw new DmaError("EINVAL", `SWIOTLB size ${hex(size)} is not a positive multiple of ${hex(IO_TLB_SIZE * IO_TLB_SEGSIZE)}`);
+    if (
+      !Number.isInteger(size) ||
+      size < IO_TLB_SIZE * IO_TLB_SEGSIZE ||
+      size % (IO_TLB_SIZE * IO_TLB_SEGSIZE) !== 0
+    ) {
+      throw new DmaError(
+        "EINVAL",
+        `SWIOTLB size ${hex(size)} is not a positive multiple of ${hex(IO_TLB_SIZE * IO_TLB_SEGSIZE)}`,
+      );
     }
     let left = size;
     while (left > 0) {
@@ -79,7 +86,10 @@ export class Swiotlb {
       const pfn = memory.tryAllocPages(order, { zone: ZONE.DMA32 });
       if (pfn < 0) {
         for (const a of this.areas) memory.freePages(a.pfn, a.order);
-        throw new DmaError("ENOMEM", `cannot allocate a ${hex(size)}-byte SWIOTLB pool below 4 GiB`);
+        throw new DmaError(
+          "ENOMEM",
+          `cannot allocate a ${hex(size)}-byte SWIOTLB pool below 4 GiB`,
+        );
       }
       const slots = bytes / IO_TLB_SIZE;
       this.areas.push({
@@ -119,9 +129,15 @@ export class Swiotlb {
    * copied in first, whatever the direction, so a partial device write cannot leak stale pool
    * contents (Linux does the same since its info-leak fix). Throws ENOMEM when no slots are free.
    */
-  mapSingle(orig: number, size: number, allocAlignMask: number, minAlignMask: number, allocRound = 0): number {
+  mapSingle(
+    orig: number,
+    size: number,
+    allocAlignMask: number,
+    minAlignMask: number,
+    allocRound = 0,
+  ): number {
     const c = this.counters.c;
-    const offset = orig % (Math.max(allocAlignMask, IO_TLB_SIZE - 1) + 1) % (minAlignMask + 1);
+    const offset = (orig % (Math.max(allocAlignMask, IO_TLB_SIZE - 1) + 1)) % (minAlignMask + 1);
     const alignMask = Math.max(allocAlignMask, IO_TLB_SIZE - 1); // slot-start alignment - 1
     // Higher min-align bits (above the slot size) must match between slot and original.
     const highMask = minAlignMask > alignMask ? minAlignMask : 0;
@@ -131,7 +147,10 @@ export class Swiotlb {
     const nslots = Math.ceil(footprint / IO_TLB_SIZE);
     if (size === 0 || nslots > IO_TLB_SEGSIZE || (this.faultHook?.(size) ?? false)) {
       c.failures++;
-      throw new DmaError("ENOMEM", `SWIOTLB cannot bounce ${hex(size)} bytes at ${hex(orig)} (${nslots} slots)`);
+      throw new DmaError(
+        "ENOMEM",
+        `SWIOTLB cannot bounce ${hex(size)} bytes at ${hex(orig)} (${nslots} slots)`,
+      );
     }
     for (const area of this.areas) {
       const slot = this.findSlots(area, nslots, alignMask, highMask, orig);
@@ -148,7 +167,10 @@ export class Swiotlb {
       return tlb;
     }
     c.failures++;
-    throw new DmaError("ENOMEM", `SWIOTLB is full: no ${nslots} free slots for ${hex(size)} bytes at ${hex(orig)}`);
+    throw new DmaError(
+      "ENOMEM",
+      `SWIOTLB is full: no ${nslots} free slots for ${hex(size)} bytes at ${hex(orig)}`,
+    );
   }
 
   /** Linux `swiotlb_tbl_unmap_single`: copies back for FROM_DEVICE/BIDIRECTIONAL (unless skipped) and frees the slots. */
@@ -169,13 +191,15 @@ export class Swiotlb {
   /** Linux `swiotlb_sync_single_for_cpu`: copies the bounce buffer back for FROM_DEVICE/BIDIRECTIONAL. */
   syncForCpu(tlb: number, size: number, dir: DmaDirection): void {
     const { origAddr } = this.lookup(tlb, size);
-    if (dir === DMA_DIRECTION.FROM_DEVICE || dir === DMA_DIRECTION.BIDIRECTIONAL) this.bounce(origAddr, tlb, size, false);
+    if (dir === DMA_DIRECTION.FROM_DEVICE || dir === DMA_DIRECTION.BIDIRECTIONAL)
+      this.bounce(origAddr, tlb, size, false);
   }
 
   /** Linux `swiotlb_sync_single_for_device`: copies the original in for TO_DEVICE/BIDIRECTIONAL. */
   syncForDevice(tlb: number, size: number, dir: DmaDirection): void {
     const { origAddr } = this.lookup(tlb, size);
-    if (dir === DMA_DIRECTION.TO_DEVICE || dir === DMA_DIRECTION.BIDIRECTIONAL) this.bounce(origAddr, tlb, size, true);
+    if (dir === DMA_DIRECTION.TO_DEVICE || dir === DMA_DIRECTION.BIDIRECTIONAL)
+      this.bounce(origAddr, tlb, size, true);
   }
 
   /** The original address a bounce address stands for (Linux `swiotlb_orig_addr`-style lookup). */
@@ -193,7 +217,8 @@ export class Swiotlb {
   }
 
   private areaOf(phys: number): Area | undefined {
-    for (const a of this.areas) if (phys >= a.base && phys < a.base + a.slots * IO_TLB_SIZE) return a;
+    for (const a of this.areas)
+      if (phys >= a.base && phys < a.base + a.slots * IO_TLB_SIZE) return a;
     return undefined;
   }
 
@@ -212,21 +237,31 @@ export class Swiotlb {
     const first = this.firstSlotOf(area, slot);
     const end = area.base + (first + (area.count[first] as number)) * IO_TLB_SIZE;
     if (tlb + size > end) {
-      throw new DmaError("EINVAL", `SWIOTLB access ${hex(tlb)}+${hex(size)} runs past its mapping (ends ${hex(end)})`);
+      throw new DmaError(
+        "EINVAL",
+        `SWIOTLB access ${hex(tlb)}+${hex(size)} runs past its mapping (ends ${hex(end)})`,
+      );
     }
     return { area, slot, origAddr: o + ((tlb - area.base) % IO_TLB_SIZE) };
   }
 
-  private findSlots(area: Area, nslots: number, alignMask: number, highMask: number, orig: number): number {
+  private findSlots(
+    area: Area,
+    nslots: number,
+    alignMask: number,
+    highMask: number,
+    orig: number,
+  ): number {
     const stride = Math.max(1, (alignMask + 1) / IO_TLB_SIZE);
-    const wantHigh = highMask > 0 ? orig % (highMask + 1) - (orig % (alignMask + 1)) : 0;
+    const wantHigh = highMask > 0 ? (orig % (highMask + 1)) - (orig % (alignMask + 1)) : 0;
     const n = area.slots;
     const start = area.index - (area.index % stride);
     for (let tries = 0; tries < n; tries += stride) {
       const slot = (start + tries) % n;
       if (slot + nslots > n) continue;
       // Never cross a segment of 128 slots.
-      if (Math.floor(slot / IO_TLB_SEGSIZE) !== Math.floor((slot + nslots - 1) / IO_TLB_SEGSIZE)) continue;
+      if (Math.floor(slot / IO_TLB_SEGSIZE) !== Math.floor((slot + nslots - 1) / IO_TLB_SEGSIZE))
+        continue;
       const addr = area.base + slot * IO_TLB_SIZE;
       if (addr % (alignMask + 1) !== 0) continue;
       if (highMask > 0 && addr % (highMask + 1) !== wantHigh) continue;
