@@ -2,7 +2,7 @@
  * `dma_pool` (mm/dmapool.c): fixed-size blocks with an alignment and an optional boundary they
  * may not cross, carved from coherent pages. Pages are kept until the pool is destroyed.
  */
-import { CounterSet, checkInt, hex, isPow2 } from "@dmasim/bvec";
+import { CounterSet, InternalError, checkInt, hex, isPow2 } from "@dmasim/bvec";
 import { type CoherentBuffer, dmaAllocCoherent, dmaFreeCoherent } from "./coherent.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
@@ -82,6 +82,7 @@ export class DmaPool {
     if (blk === undefined) {
       this.grow();
       blk = this.free.pop();
+      if (blk === undefined) throw new InternalError(`dma_pool ${this.name}: a new page yielded no block`);
     }
     this.busy.set(blk.cpuAddr, blk);
     this.counters.c.allocs++;
