@@ -1,0 +1,698 @@
+/**
+ * The simulated NVMe controller. It sees the host only through register writes (BAR0) and
+ * DMA: it fetches submission queue entries from host memory, walks PRP lists and SGL segments,
+ * moves data, and posts completion entries with phase bits, all through `DeviceDma` (so the
+ * IOMMU translates and faults). A translation fault during any transfer is a Data Transfer
+ * Error (04h), never an exception.
+ */
+import { CounterSet, Rng, type SimClock, TWO_POW_32, hex } from "@dmasim/bvec";
+import { type Device, DeviceDma } from "@dmasim/dma-core";
+import {
+  NVME_ADMIN,
+  NVME_CMD,
+  NVME_ID_CNS,
+  NVME_REG,
+  NVME_SC,
+  NVME_SGL_TYPE,
+  NVME_STATUS_DNR,
+  type SglSupport,
+} from "./constants.ts";
+import { NvmeError } from "./errors.ts";
+import { type NamespaceOptions, NvmeNamespace } from "./namespace.ts";
+import {
+  CQE_SIZE,
+  SQE,
+  SQE_SIZE,
+  getU16,
+  getU32,
+  getU64Hi,
+  setU16,
+  setU32,
+  setU64,
+} from "./sqe.ts";
+import { DmaRanges, type DescriptorHook, type SglCaps, walkPrp, walkSgl } from "./walker.ts";
+
+/** Deterministic fault injection for the controller. */
+export interface NvmeFaultPlan {
+  /** Fail I/O commands with `status` (Linux shifted form, e.g. 0x4004 = 04h with DNR): the N-th, every N-th, or a seeded fraction. */
+  readonly failCommand?: {
+    readonly status: number;
+    readonly nth?: number;
+    readonly every?: number;
+    readonly fraction?: number;
+    readonly seed?: number;
+  };
+  /** Extra simulated delay for every completion (needs a clock). */
+  readonly delayNs?: number;
+  /** Corrupt the N-th descriptor read (PRP list page or SGL segment) on the device side. */
+  readonly corruptDescriptor?: { readonly nth: number };
+  /** Make the N-th data DMA read (host memory to the device, i.e. writes) fail. */
+  readonly failDmaRead?: { readonly nth: number };
+}
+
+/** Options of the controller. */
+export interface NvmeControllerOptions {
+  /** The controller's DMA identity (its IOMMU domain, masks). */
+  readonly dev: Device;
+  readonly clock?: SimClock;
+  /** SGL support advertised in Identify (SGLS bits 1:0). */
+  readonly sgl?: SglSupport;
+  /** SGLS bit 18: SGLs longer than the transfer are accepted. */
+  readonly sglOversize?: boolean;
+  /** SGLS bit 16: Bit Bucket descriptors. */
+  readonly sglBitBucket?: boolean;
+  /** Maximum Data Transfer Size as a power of two of CAP.MPSMIN pages (0: no limit). Default 9 (2 MiB). */
+  readonly mdts?: number;
+  /** CAP.MPSMIN (page = 2^(12+MPSMIN)). Default 0. */
+  readonly mpsmin?: number;
+  /** CAP.MPSMAX. Default 4. */
+  readonly mpsmax?: number;
+  /** CAP.MQES + 1: the largest queue. Default 1024. */
+  readonly maxQueueEntries?: number;
+  /** I/O queue pairs the controller offers. Default 64. */
+  readonly maxIoQueues?: number;
+  /** Namespaces (default one of 1 GiB with 512-byte blocks). */
+  readonly namespaces?: readonly NamespaceOptions[];
+  /** Delay between fetching a command and posting its completion (needs a clock). Default 0. */
+  readonly completionDelayNs?: number;
+  /** A cap on mapped ranges per command (QEMU: 1024 → Internal Error). Default none. */
+  readonly maxRanges?: number;
+  /** Fault injection. */
+  readonly faults?: NvmeFaultPlan;
+}
+
+/** Counter names of the controller. */
+export type NvmeControllerCounter =
+  | "doorbells"
+  | "commandsFetched"
+  | "adminCommands"
+  | "ioCommands"
+  | "completionsPosted"
+  | "errors"
+  | "prpWalks"
+  | "sglWalks"
+  | "descriptorReads"
+  | "descriptorBytes"
+  | "dataRanges"
+  | "bytesRead"
+  | "bytesWritten"
+  | "dmaFaults"
+  | "injectedFailures";
+
+interface SubQueue {
+  readonly qid: number;
+  readonly base: number;
+  readonly size: number;
+  readonly cqid: number;
+  head: number;
+  tail: number;
+}
+
+interface CompQueue {
+  readonly qid: number;
+  readonly base: number;
+  readonly size: number;
+  tail: number;
+  head: number;
+  phase: number;
+  /** Completions waiting for room. */
+  readonly backlog: { sqid: number; sqhd: number; cid: number; status: number; result: number }[];
+}
+
+/** CC register fields. */
+function ccField(cc: number, shift: number, width: number): number {
+  return Math.floor(cc / 2 ** shift) % 2 ** width;
+}
+
+/** The simulated NVMe controller. */
+export class NvmeController {
+  readonly dev: Device;
+  readonly dma: DeviceDma;
+  readonly clock: SimClock | undefined;
+  readonly sgl: SglSupport;
+  readonly mdts: number;
+  readonly mpsmin: number;
+  readonly mpsmax: number;
+  readonly maxQueueEntries: number;
+  readonly maxIoQueues: number;
+  readonly namespaces: NvmeNamespace[];
+  readonly completionDelayNs: number;
+  readonly maxRanges: number;
+  readonly counters = new CounterSet<NvmeControllerCounter>("nvmectrl", [
+    "doorbells",
+    "commandsFetched",
+    "adminCommands",
+    "ioCommands",
+    "completionsPosted",
+    "errors",
+    "prpWalks",
+    "sglWalks",
+    "descriptorReads",
+    "descriptorBytes",
+    "dataRanges",
+    "bytesRead",
+    "bytesWritten",
+    "dmaFaults",
+    "injectedFailures",
+  ]);
+  /** Fault injection (may be replaced between runs). */
+  faults: NvmeFaultPlan;
+  private readonly sglCaps: SglCaps;
+  private cc = 0;
+  private csts = 0;
+  private aqa = 0;
+  private asq = 0;
+  private acq = 0;
+  private pageSize = 4096;
+  private readonly sqs = new Map<number, SubQueue>();
+  private readonly cqs = new Map<number, CompQueue>();
+  private readonly ranges = new DmaRanges();
+  private readonly cmd = new Uint8Array(SQE_SIZE);
+  private readonly cqe = new Uint8Array(CQE_SIZE);
+  private data = new Uint8Array(128 * 1024);
+  private ioSeen = 0;
+  private descriptorReadsSeen = 0;
+  private dataReadsSeen = 0;
+  private rng: Rng;
+  private readonly hook: DescriptorHook;
+  /** Completions scheduled on the clock and not yet posted. */
+  private pendingPosts = 0;
+
+  constructor(o: NvmeControllerOptions) {
+    this.dev = o.dev;
+    this.dma = new DeviceDma(o.dev);
+    this.clock = o.clock;
+    this.sgl = o.sgl ?? "none";
+    this.mdts = o.mdts ?? 9;
+    this.mpsmin = o.mpsmin ?? 0;
+    this.mpsmax = o.mpsmax ?? 4;
+    if (this.mpsmin > this.mpsmax)
+      throw new NvmeError("EINVAL", `CAP.MPSMIN ${this.mpsmin} exceeds CAP.MPSMAX ${this.mpsmax}`);
+    this.maxQueueEntries = o.maxQueueEntries ?? 1024;
+    if (this.maxQueueEntries < 2 || this.maxQueueEntries > 65536) {
+      throw new NvmeError(
+        "EINVAL",
+        `maximum queue entries ${this.maxQueueEntries} is outside 2..65536`,
+      );
+    }
+    this.maxIoQueues = o.maxIoQueues ?? 64;
+    this.namespaces = (o.namespaces ?? [{}]).map((n, i) => new NvmeNamespace(i + 1, n));
+    this.completionDelayNs = o.completionDelayNs ?? 0;
+    if ((this.completionDelayNs > 0 || (o.faults?.delayNs ?? 0) > 0) && this.clock === undefined) {
+      throw new NvmeError("EINVAL", "completion delays need a clock");
+    }
+    this.maxRanges = o.maxRanges ?? Infinity;
+    this.faults = o.faults ?? {};
+    this.rng = new Rng(this.faults.failCommand?.seed ?? 0);
+    this.sglCaps = {
+      support: this.sgl === "dword" ? "dword" : "byte",
+      oversize: o.sglOversize ?? false,
+      bitBucket: o.sglBitBucket ?? false,
+    };
+    this.hook = (bytes, _length, kind) => {
+      const plan = this.faults.corruptDescriptor;
+      this.descriptorReadsSeen++;
+      if (plan === undefined || this.descriptorReadsSeen !== plan.nth) return;
+      // Flip the entry so the walk must notice: a PRP entry gets a non-zero offset, an SGL
+      // descriptor gets a reserved type.
+      if (kind === "prp-list") bytes[0] = ((bytes[0] as number) + 4) % 256;
+      else bytes[15] = 0x60;
+    };
+  }
+
+  /** Replaces the fault plan and restarts its counting. */
+  setFaults(plan: NvmeFaultPlan): void {
+    this.faults = plan;
+    this.ioSeen = 0;
+    this.descriptorReadsSeen = 0;
+    this.dataReadsSeen = 0;
+    this.rng = new Rng(plan.failCommand?.seed ?? 0);
+  }
+
+  /** CSTS.RDY. */
+  get ready(): boolean {
+    return this.csts % 2 === 1;
+  }
+
+  /** CSTS.CFS: the controller hit a fatal error (for example a failed queue access). */
+  get fatal(): boolean {
+    return Math.floor(this.csts / 2) % 2 === 1;
+  }
+
+  /** Completions still waiting on the clock. */
+  get pending(): number {
+    return this.pendingPosts;
+  }
+
+  /** The CAP register as 64 bits: MQES, CQR, TO, DSTRD 0, CSS NVM, MPSMIN, MPSMAX. */
+  capValue(): { lo: number; hi: number } {
+    const lo = this.maxQueueEntries - 1 + 2 ** 16 /* CQR */ + 0x14 * 2 ** 24; /* TO = 10 s */
+    const hi =
+      2 ** (37 - 32) /* CSS NVM */ + this.mpsmin * 2 ** (48 - 32) + this.mpsmax * 2 ** (52 - 32);
+    return { lo, hi };
+  }
+
+  /** Reads a 32-bit register. */
+  readReg32(off: number): number {
+    switch (off) {
+      case NVME_REG.CAP:
+        return this.capValue().lo;
+      case NVME_REG.CAP + 4:
+        return this.capValue().hi;
+      case NVME_REG.VS:
+        return 0x00020000;
+      case NVME_REG.CC:
+        return this.cc;
+      case NVME_REG.CSTS:
+        return this.csts;
+      case NVME_REG.AQA:
+        return this.aqa;
+      case NVME_REG.ASQ:
+        return this.asq % TWO_POW_32;
+      case NVME_REG.ASQ + 4:
+        return Math.floor(this.asq / TWO_POW_32);
+      case NVME_REG.ACQ:
+        return this.acq % TWO_POW_32;
+      case NVME_REG.ACQ + 4:
+        return Math.floor(this.acq / TWO_POW_32);
+      default:
+        return 0;
+    }
+  }
+
+  /** Reads a 64-bit register (CAP, ASQ, ACQ) as a number (CAP's high bits fit below 2^53). */
+  readReg64(off: number): number {
+    return this.readReg32(off) + this.readReg32(off + 4) * TWO_POW_32;
+  }
+
+  /** Writes a 64-bit register (ASQ, ACQ). */
+  writeReg64(off: number, value: number): void {
+    if (off === NVME_REG.ASQ) this.asq = value;
+    else if (off === NVME_REG.ACQ) this.acq = value;
+    else throw new NvmeError("EINVAL", `register ${hex(off)} is not a 64-bit register`);
+  }
+
+  /** Writes a 32-bit register or a doorbell. */
+  writeReg32(off: number, value: number): void {
+    if (off >= NVME_REG.DBS) {
+      this.doorbell(off, value);
+      return;
+    }
+    switch (off) {
+      case NVME_REG.CC:
+        this.writeCc(value);
+        return;
+      case NVME_REG.AQA:
+        this.aqa = value;
+        return;
+      case NVME_REG.ASQ:
+        this.asq = Math.floor(this.asq / TWO_POW_32) * TWO_POW_32 + value;
+        return;
+      case NVME_REG.ASQ + 4:
+        this.asq = (this.asq % TWO_POW_32) + value * TWO_POW_32;
+        return;
+      case NVME_REG.ACQ:
+        this.acq = Math.floor(this.acq / TWO_POW_32) * TWO_POW_32 + value;
+        return;
+      case NVME_REG.ACQ + 4:
+        this.acq = (this.acq % TWO_POW_32) + value * TWO_POW_32;
+        return;
+      case NVME_REG.INTMS:
+      case NVME_REG.INTMC:
+        return;
+      default:
+        throw new NvmeError("EINVAL", `register ${hex(off)} is read-only or not modelled`);
+    }
+  }
+
+  private writeCc(value: number): void {
+    const wasEn = this.cc % 2 === 1;
+    const en = value % 2 === 1;
+    this.cc = value;
+    if (wasEn && !en) {
+      this.reset();
+      return;
+    }
+    if (!wasEn && en) {
+      // QEMU `nvme_start_ctrl`: check MPS, queue sizes and alignment, else CSTS.CFS.
+      const mps = ccField(value, 7, 4);
+      const page = 2 ** (12 + mps);
+      const asqs = (this.aqa % 4096) + 1;
+      const acqs = (Math.floor(this.aqa / 65536) % 4096) + 1;
+      const iosqes = ccField(value, 16, 4);
+      const iocqes = ccField(value, 20, 4);
+      const ok =
+        mps >= this.mpsmin &&
+        mps <= this.mpsmax &&
+        this.asq % page === 0 &&
+        this.acq % page === 0 &&
+        this.asq !== 0 &&
+        this.acq !== 0 &&
+        asqs >= 2 &&
+        acqs >= 2 &&
+        (iosqes === 0 || iosqes === 6) &&
+        (iocqes === 0 || iocqes === 4);
+      if (!ok) {
+        this.csts = 2; // CFS
+        return;
+      }
+      this.pageSize = page;
+      this.sqs.set(0, { qid: 0, base: this.asq, size: asqs, cqid: 0, head: 0, tail: 0 });
+      this.cqs.set(0, {
+        qid: 0,
+        base: this.acq,
+        size: acqs,
+        tail: 0,
+        head: 0,
+        phase: 1,
+        backlog: [],
+      });
+      this.csts = 1; // RDY
+    }
+  }
+
+  private reset(): void {
+    this.sqs.clear();
+    this.cqs.clear();
+    this.csts = 0;
+  }
+
+  private doorbell(off: number, value: number): void {
+    this.counters.c.doorbells++;
+    const idx = (off - NVME_REG.DBS) / 4;
+    if (!Number.isInteger(idx))
+      throw new NvmeError("EINVAL", `doorbell offset ${hex(off)} is not dword aligned`);
+    const qid = Math.floor(idx / 2);
+    if (!this.ready) return;
+    if (idx % 2 === 0) {
+      const sq = this.sqs.get(qid);
+      if (sq === undefined || value >= sq.size) {
+        this.csts = 3; // an invalid doorbell write is a fatal host error in this model
+        return;
+      }
+      sq.tail = value;
+      this.process(sq);
+    } else {
+      const cq = this.cqs.get(qid);
+      if (cq === undefined || value >= cq.size) {
+        this.csts = 3;
+        return;
+      }
+      cq.head = value;
+      this.drainBacklog(cq);
+    }
+  }
+
+  private process(sq: SubQueue): void {
+    const c = this.counters.c;
+    while (sq.head !== sq.tail && !this.fatal) {
+      const addr = sq.base + sq.head * SQE_SIZE;
+      if (!this.dma.read(addr, this.cmd, 0, SQE_SIZE).ok) {
+        c.dmaFaults++;
+        this.csts = 3; // cannot fetch a command: controller fatal status
+        return;
+      }
+      sq.head = (sq.head + 1) % sq.size;
+      c.commandsFetched++;
+      const cid = getU16(this.cmd, SQE.CID);
+      const { status, result } = sq.qid === 0 ? this.admin() : this.io();
+      if (status !== 0) c.errors++;
+      const delay = this.completionDelayNs + (this.faults.delayNs ?? 0);
+      if (delay > 0 && this.clock) {
+        const cqid = sq.cqid;
+        const sqid = sq.qid;
+        const sqhd = sq.head;
+        this.pendingPosts++;
+        this.clock.schedule(delay, () => {
+          this.pendingPosts--;
+          const cq = this.cqs.get(cqid);
+          if (cq) this.post(cq, sqid, sqhd, cid, status, result);
+        });
+      } else {
+        const cq = this.cqs.get(sq.cqid);
+        if (cq) this.post(cq, sq.qid, sq.head, cid, status, result);
+      }
+    }
+  }
+
+  private post(
+    cq: CompQueue,
+    sqid: number,
+    sqhd: number,
+    cid: number,
+    status: number,
+    result: number,
+  ): void {
+    if ((cq.tail + 1) % cq.size === cq.head) {
+      cq.backlog.push({ sqid, sqhd, cid, status, result });
+      return;
+    }
+    const e = this.cqe;
+    setU32(e, 0, result);
+    setU32(e, 4, 0);
+    setU16(e, 8, sqhd);
+    setU16(e, 10, sqid);
+    setU16(e, 12, cid);
+    setU16(e, 14, status * 2 + cq.phase);
+    if (!this.dma.write(cq.base + cq.tail * CQE_SIZE, e, 0, CQE_SIZE).ok) {
+      this.counters.c.dmaFaults++;
+      this.csts = 3;
+      return;
+    }
+    this.counters.c.completionsPosted++;
+    cq.tail = (cq.tail + 1) % cq.size;
+    if (cq.tail === 0) cq.phase = 1 - cq.phase;
+  }
+
+  private drainBacklog(cq: CompQueue): void {
+    while (cq.backlog.length > 0 && (cq.tail + 1) % cq.size !== cq.head) {
+      const b = cq.backlog.shift();
+      if (b) this.post(cq, b.sqid, b.sqhd, b.cid, b.status, b.result);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Admin commands
+
+  private psdt(): number {
+    return Math.floor((this.cmd[SQE.FLAGS] as number) / 64);
+  }
+
+  private admin(): { status: number; result: number } {
+    this.counters.c.adminCommands++;
+    const op = this.cmd[SQE.OPCODE] as number;
+    // NVMe over PCIe: admin commands use PRPs only.
+    if (this.psdt() !== 0) return { status: NVME_SC.INVALID_FIELD + NVME_STATUS_DNR, result: 0 };
+    switch (op) {
+      case NVME_ADMIN.IDENTIFY:
+        return { status: this.identify(), result: 0 };
+      case NVME_ADMIN.CREATE_CQ:
+        return { status: this.createCq(), result: 0 };
+      case NVME_ADMIN.CREATE_SQ:
+        return { status: this.createSq(), result: 0 };
+      case NVME_ADMIN.DELETE_SQ:
+        return { status: this.deleteSq(), result: 0 };
+      case NVME_ADMIN.DELETE_CQ:
+        return { status: this.deleteCq(), result: 0 };
+      default:
+        return { status: NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR, result: 0 };
+    }
+  }
+
+  private identify(): number {
+    const cns = getU32(this.cmd, SQE.CDW10) % 256;
+    const out = new Uint8Array(4096);
+    if (cns === NVME_ID_CNS.CTRL) {
+      setU16(out, 0, 0x1b36); // VID
+      writeAscii(out, 4, 20, "DMASIM0001");
+      writeAscii(out, 24, 40, "dmasim NVMe controller");
+      writeAscii(out, 64, 8, "1.0");
+      out[77] = this.mdts;
+      out[512] = 0x66; // SQES: 64-byte entries
+      out[513] = 0x44; // CQES: 16-byte entries
+      setU32(out, 516, this.namespaces.length); // NN
+      let sgls = this.sgl === "byte" ? 1 : this.sgl === "dword" ? 2 : 0;
+      if (sgls !== 0) {
+        if (this.sglCaps.bitBucket) sgls += 2 ** 16;
+        if (this.sglCaps.oversize) sgls += 2 ** 18;
+      }
+      setU32(out, 536, sgls);
+    } else if (cns === NVME_ID_CNS.NS) {
+      const ns = this.namespaces[getU32(this.cmd, SQE.NSID) - 1];
+      if (ns === undefined) return NVME_SC.INVALID_NS + NVME_STATUS_DNR;
+      setU64(out, 0, ns.blocks); // NSZE
+      setU64(out, 8, ns.blocks); // NCAP
+      setU64(out, 16, 0); // NUSE
+      out[25] = 0; // NLBAF (0-based): one format
+      out[26] = 0; // FLBAS: format 0
+      out[128 + 2] = Math.log2(ns.lbaSize); // LBAF0.LBADS
+    } else {
+      return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    }
+    return this.transfer(out, 4096, true);
+  }
+
+  private createCq(): number {
+    const cdw10 = getU32(this.cmd, SQE.CDW10);
+    const qid = cdw10 % 65536;
+    const size = Math.floor(cdw10 / 65536) + 1;
+    const contiguous = getU32(this.cmd, SQE.CDW11) % 2 === 1;
+    const base = this.prp1();
+    if (qid === 0 || qid > this.maxIoQueues || this.cqs.has(qid))
+      return NVME_SC.QID_INVALID + NVME_STATUS_DNR;
+    if (size < 2 || size > this.maxQueueEntries) return NVME_SC.QUEUE_SIZE + NVME_STATUS_DNR;
+    if (!contiguous) return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    if (base < 0 || base % this.pageSize !== 0) return NVME_SC.PRP_INVALID_OFFSET + NVME_STATUS_DNR;
+    this.cqs.set(qid, { qid, base, size, tail: 0, head: 0, phase: 1, backlog: [] });
+    return 0;
+  }
+
+  private createSq(): number {
+    const cdw10 = getU32(this.cmd, SQE.CDW10);
+    const qid = cdw10 % 65536;
+    const size = Math.floor(cdw10 / 65536) + 1;
+    const cdw11 = getU32(this.cmd, SQE.CDW11);
+    const contiguous = cdw11 % 2 === 1;
+    const cqid = Math.floor(cdw11 / 65536);
+    const base = this.prp1();
+    if (qid === 0 || qid > this.maxIoQueues || this.sqs.has(qid))
+      return NVME_SC.QID_INVALID + NVME_STATUS_DNR;
+    if (cqid === 0 || !this.cqs.has(cqid)) return NVME_SC.CQ_INVALID + NVME_STATUS_DNR;
+    if (size < 2 || size > this.maxQueueEntries) return NVME_SC.QUEUE_SIZE + NVME_STATUS_DNR;
+    if (!contiguous) return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    if (base < 0 || base % this.pageSize !== 0) return NVME_SC.PRP_INVALID_OFFSET + NVME_STATUS_DNR;
+    this.sqs.set(qid, { qid, base, size, cqid, head: 0, tail: 0 });
+    return 0;
+  }
+
+  private deleteSq(): number {
+    const qid = getU32(this.cmd, SQE.CDW10) % 65536;
+    if (qid === 0 || !this.sqs.has(qid)) return NVME_SC.QID_INVALID + NVME_STATUS_DNR;
+    this.sqs.delete(qid);
+    return 0;
+  }
+
+  private deleteCq(): number {
+    const qid = getU32(this.cmd, SQE.CDW10) % 65536;
+    if (qid === 0 || !this.cqs.has(qid)) return NVME_SC.QID_INVALID + NVME_STATUS_DNR;
+    for (const sq of this.sqs.values())
+      if (sq.cqid === qid) return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    this.cqs.delete(qid);
+    return 0;
+  }
+
+  private prp1(): number {
+    return getU64Hi(this.cmd, SQE.PRP1) >= 0x200000
+      ? -1
+      : getU32(this.cmd, SQE.PRP1) + getU64Hi(this.cmd, SQE.PRP1) * TWO_POW_32;
+  }
+
+  private prp2(): number {
+    return getU64Hi(this.cmd, SQE.PRP2) >= 0x200000
+      ? -1
+      : getU32(this.cmd, SQE.PRP2) + getU64Hi(this.cmd, SQE.PRP2) * TWO_POW_32;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // I/O commands
+
+  private io(): { status: number; result: number } {
+    const c = this.counters.c;
+    c.ioCommands++;
+    this.ioSeen++;
+    const op = this.cmd[SQE.OPCODE] as number;
+    const fc = this.faults.failCommand;
+    if (fc) {
+      const hit =
+        (fc.nth !== undefined && this.ioSeen === fc.nth) ||
+        (fc.every !== undefined && fc.every > 0 && this.ioSeen % fc.every === 0) ||
+        (fc.fraction !== undefined && this.rng.nextFloat() < fc.fraction);
+      if (hit) {
+        c.injectedFailures++;
+        return { status: fc.status, result: 0 };
+      }
+    }
+    if (op === NVME_CMD.FLUSH) return { status: 0, result: 0 };
+    if (op !== NVME_CMD.READ && op !== NVME_CMD.WRITE)
+      return { status: NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR, result: 0 };
+    const ns = this.namespaces[getU32(this.cmd, SQE.NSID) - 1];
+    if (ns === undefined) return { status: NVME_SC.INVALID_NS + NVME_STATUS_DNR, result: 0 };
+    const slba = getU32(this.cmd, SQE.CDW10) + getU32(this.cmd, SQE.CDW11) * TWO_POW_32;
+    const nlb = (getU32(this.cmd, SQE.CDW12) % 65536) + 1;
+    const len = nlb * ns.lbaSize;
+    // MDTS is checked before any descriptor is read (QEMU `nvme_check_mdts`).
+    if (this.mdts !== 0 && len > this.pageSize * 2 ** this.mdts)
+      return { status: NVME_SC.INVALID_FIELD + NVME_STATUS_DNR, result: 0 };
+    if (slba + nlb > ns.blocks) return { status: NVME_SC.LBA_RANGE + NVME_STATUS_DNR, result: 0 };
+    const isRead = op === NVME_CMD.READ;
+    if (this.data.length < len) this.data = new Uint8Array(len);
+    if (isRead) {
+      ns.read(slba * ns.lbaSize, this.data, 0, len);
+      return { status: this.transfer(this.data, len, true), result: 0 };
+    }
+    const st = this.transfer(this.data, len, false);
+    if (st === 0) ns.write(slba * ns.lbaSize, this.data, 0, len);
+    return { status: st, result: 0 };
+  }
+
+  /** Walks the data pointer and moves `len` bytes: to the host when `toHost`, else from it. */
+  private transfer(buf: Uint8Array, len: number, toHost: boolean): number {
+    const c = this.counters.c;
+    const psdt = this.psdt();
+    const r = this.ranges;
+    let st: number;
+    if (psdt === 0) {
+      c.prpWalks++;
+      st = walkPrp(this.dma, this.prp1(), this.prp2(), len, this.pageSize, r, this.hook);
+    } else if (psdt === 3) {
+      st = NVME_SC.INVALID_FIELD;
+    } else if (this.sgl === "none") {
+      st = NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    } else {
+      c.sglWalks++;
+      st = walkSgl(this.dma, this.cmd, SQE.SGL_ADDR, len, this.sglCaps, toHost, r, this.hook);
+    }
+    c.descriptorReads += r.descriptorReads;
+    c.descriptorBytes += r.descriptorBytes;
+    if (st !== 0) {
+      if (st === NVME_SC.DATA_XFER_ERROR) c.dmaFaults++;
+      return st;
+    }
+    if (r.count > this.maxRanges) return NVME_SC.INTERNAL + NVME_STATUS_DNR;
+    c.dataRanges += r.count;
+    let at = 0;
+    for (let i = 0; i < r.count; i++) {
+      const a = r.addr[i] as number;
+      const n = r.len[i] as number;
+      if (a < 0) {
+        at += n; // Bit Bucket: discarded
+        continue;
+      }
+      if (toHost) {
+        if (!this.dma.write(a, buf, at, n).ok) {
+          c.dmaFaults++;
+          return NVME_SC.DATA_XFER_ERROR;
+        }
+      } else {
+        this.dataReadsSeen++;
+        const fail = this.faults.failDmaRead?.nth === this.dataReadsSeen;
+        if (fail || !this.dma.read(a, buf, at, n).ok) {
+          c.dmaFaults++;
+          if (fail) c.injectedFailures++;
+          return NVME_SC.DATA_XFER_ERROR;
+        }
+      }
+      at += n;
+    }
+    if (toHost) c.bytesWritten += len;
+    else c.bytesRead += len;
+    return 0;
+  }
+
+  /** The SGL type constants, for tests that build descriptors by hand. */
+  static readonly SGL = NVME_SGL_TYPE;
+}
+
+function writeAscii(b: Uint8Array, off: number, len: number, s: string): void {
+  for (let i = 0; i < len; i++) b[off + i] = i < s.length ? s.charCodeAt(i) : 0x20;
+}

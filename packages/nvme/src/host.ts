@@ -1,0 +1,718 @@
+/**
+ * The NVMe host driver (drivers/nvme/host/pci.c and core.c): controller bring-up through the
+ * registers, the admin queue, Identify, I/O queue pairs in coherent memory, submission with
+ * doorbells, completion polling with phase bits, status to block-status mapping with retries,
+ * and the data mapping in either the new (two-step) or the old (scatterlist) style.
+ */
+import {
+  BLK_STS,
+  type Bio,
+  type BlkStatus,
+  CounterSet,
+  REQ_OP,
+  type QueueLimits,
+  Request,
+  SECTOR_SIZE,
+  bioEndio,
+  bioSplitToLimits,
+  blkRqFromBios,
+  hex,
+  queueLimits,
+} from "@dmasim/bvec";
+import {
+  type CoherentBuffer,
+  DmaPool,
+  type Device,
+  blkDmaIter,
+  dmaAllocCoherent,
+  dmaFreeCoherent,
+  dmaOptMappingSize,
+  dmaUseIova,
+} from "@dmasim/dma-core";
+import {
+  NVME_ADMIN,
+  NVME_AQ_DEPTH,
+  NVME_CMD,
+  NVME_CTRL_PAGE_SIZE,
+  NVME_ID_CNS,
+  NVME_MAX_BYTES,
+  NVME_MAX_RETRIES,
+  NVME_MAX_SEGS,
+  NVME_OLD_MAX_SEGS,
+  NVME_REG,
+  NVME_SC,
+  NVME_SGL_THRESHOLD,
+  NVME_SMALL_POOL_SIZE,
+  NVME_STATUS_DNR,
+  nvmeStatusName,
+} from "./constants.ts";
+import type { NvmeController } from "./controller.ts";
+import { NvmeError } from "./errors.ts";
+import { IOD, IOD_BYTES, type Mempool, NvmeIod, dmaVecMempool, iodHas, sgMempool } from "./iod.ts";
+import { nvmeMapData, nvmeUnmapData } from "./map-new.ts";
+import { type OldMapContext, nvmeMapDataOld, nvmeUnmapDataOld } from "./map-old.ts";
+import { CQE_SIZE, SQE, SQE_SIZE, getU16, getU32, setU16, setU32, setU64 } from "./sqe.ts";
+
+/** The mapping style of a host. */
+export type MappingStyle = "new" | "old";
+
+/** Options of `NvmeHost`. */
+export interface NvmeHostOptions {
+  /** The PCI function as the DMA layer sees it (shared with the controller model). */
+  readonly dev: Device;
+  /** The controller's register interface. */
+  readonly ctrl: NvmeController;
+  /** "new" (two-step, blk_rq_dma_map; default) or "old" (scatterlist). */
+  readonly mapping?: MappingStyle;
+  /** Linux `sgl_threshold` (default 32 KiB; 0 disables threshold-based SGLs). */
+  readonly sglThreshold?: number;
+  /** I/O queue pairs to create (default 1). */
+  readonly ioQueues?: number;
+  /** I/O queue depth (default min(CAP.MQES + 1, 1024)). */
+  readonly queueDepth?: number;
+  /** Linux `nvme_max_retries` (default 5). */
+  readonly maxRetries?: number;
+}
+
+/** Counter names of the host. */
+export type NvmeHostCounter =
+  | "submitted"
+  | "completed"
+  | "failed"
+  | "retries"
+  | "requeues"
+  | "sqDoorbells"
+  | "cqDoorbells"
+  | "prpCommands"
+  | "sglCommands"
+  | "singleSegment"
+  | "iovaCoalesced"
+  | "smallDescriptors"
+  | "largeDescriptors"
+  | "vecArrays"
+  | "sgTables"
+  | "inflightBytes"
+  | "peakInflightBytes";
+
+/** What a completed request reports. */
+export type CompletionCallback = (status: BlkStatus, nvmeStatus: number, req: Request) => void;
+
+/** Per-request host memory, as Linux would allocate it. */
+export interface RequestMemory {
+  readonly iodBytes: number;
+  readonly descriptorBytes: number;
+  readonly vecArrayBytes: number;
+  readonly scatterlistBytes: number;
+}
+
+/** Identify data the host keeps. */
+export interface ControllerInfo {
+  readonly mdts: number;
+  readonly sgls: number;
+  readonly namespaces: number;
+  readonly mpsmin: number;
+  readonly mqes: number;
+}
+
+/** One namespace as Identify reported it. */
+export interface NamespaceInfo {
+  readonly nsid: number;
+  readonly lbaSize: number;
+  readonly blocks: number;
+}
+
+/** A queue pair (Linux `struct nvme_queue`). */
+export class NvmeQueue {
+  readonly qid: number;
+  readonly depth: number;
+  readonly sq: CoherentBuffer;
+  readonly cq: CoherentBuffer;
+  sqTail = 0;
+  lastSqTailDb = 0;
+  cqHead = 0;
+  cqPhase = 1;
+  readonly iods: NvmeIod[] = [];
+  readonly freeTags: number[] = [];
+  readonly callbacks: (CompletionCallback | undefined)[] = [];
+
+  constructor(qid: number, depth: number, sq: CoherentBuffer, cq: CoherentBuffer) {
+    this.qid = qid;
+    this.depth = depth;
+    this.sq = sq;
+    this.cq = cq;
+    // blk-mq uses depth - 1 tags so the SQ never looks empty when it is full.
+    for (let t = depth - 2; t >= 0; t--) this.freeTags.push(t);
+    for (let t = 0; t < depth - 1; t++) {
+      this.iods.push(new NvmeIod(qid, t));
+      this.callbacks.push(undefined);
+    }
+  }
+
+  /** Requests in flight. */
+  get inflight(): number {
+    return this.depth - 1 - this.freeTags.length;
+  }
+}
+
+/** Linux `nvme_error_status`: an NVMe status (shifted form) to a block status. */
+export function nvmeErrorStatus(status: number): BlkStatus {
+  const sc = status >= NVME_STATUS_DNR ? status - NVME_STATUS_DNR : status;
+  switch (sc) {
+    case NVME_SC.SUCCESS:
+      return BLK_STS.OK;
+    case NVME_SC.CAP_EXCEEDED:
+      return BLK_STS.NOSPC;
+    case NVME_SC.LBA_RANGE:
+      return BLK_STS.TARGET;
+    case NVME_SC.INVALID_OPCODE:
+    case NVME_SC.INVALID_FIELD:
+    case NVME_SC.INVALID_NS:
+      return BLK_STS.NOTSUPP;
+    case NVME_SC.WRITE_FAULT:
+    case NVME_SC.READ_ERROR:
+      return BLK_STS.MEDIUM;
+    default:
+      return BLK_STS.IOERR;
+  }
+}
+
+/** The NVMe host driver. */
+export class NvmeHost {
+  readonly dev: Device;
+  readonly ctrl: NvmeController;
+  readonly mapping: MappingStyle;
+  readonly sglThreshold: number;
+  readonly maxRetries: number;
+  readonly counters = new CounterSet<NvmeHostCounter>("nvmehost", [
+    "submitted",
+    "completed",
+    "failed",
+    "retries",
+    "requeues",
+    "sqDoorbells",
+    "cqDoorbells",
+    "prpCommands",
+    "sglCommands",
+    "singleSegment",
+    "iovaCoalesced",
+    "smallDescriptors",
+    "largeDescriptors",
+    "vecArrays",
+    "sgTables",
+    "inflightBytes",
+    "peakInflightBytes",
+  ]);
+  /** Descriptor pools (Linux "nvme descriptor small" / "nvme descriptor page"). */
+  small!: DmaPool;
+  large!: DmaPool;
+  /** The dma_vec mempool (new style). */
+  readonly vecPool: Mempool<import("@dmasim/dma-core").DmaVec[]>;
+  /** The scatterlist mempool (old style). */
+  readonly sgPool: Mempool<import("@dmasim/dma-core").SgTable>;
+  /** I/O queue limits set from the controller (Linux `nvme_set_ctrl_limits` and friends). */
+  limits!: QueueLimits;
+  /** Admin queue limits (virt boundary 4 KiB - 1). */
+  adminLimits!: QueueLimits;
+  info!: ControllerInfo;
+  namespaces: NamespaceInfo[] = [];
+  readonly queues: NvmeQueue[] = [];
+  private readonly wantIoQueues: number;
+  private readonly wantDepth: number | undefined;
+  private ctx!: OldMapContext;
+  private enabled = false;
+
+  constructor(o: NvmeHostOptions) {
+    this.dev = o.dev;
+    this.ctrl = o.ctrl;
+    this.mapping = o.mapping ?? "new";
+    this.sglThreshold = o.sglThreshold ?? NVME_SGL_THRESHOLD;
+    this.maxRetries = o.maxRetries ?? NVME_MAX_RETRIES;
+    this.wantIoQueues = o.ioQueues ?? 1;
+    this.wantDepth = o.queueDepth;
+    this.vecPool = dmaVecMempool();
+    this.sgPool = sgMempool();
+    if (this.wantIoQueues < 1)
+      throw new NvmeError("EINVAL", `I/O queue count ${this.wantIoQueues} is below 1`);
+  }
+
+  /** The mapping context (exposed for tests of the builders). */
+  get mapContext(): OldMapContext {
+    return this.ctx;
+  }
+
+  /**
+   * Brings the controller up as Linux does: disable, program the admin queue, enable with
+   * CC.MPS = 0 (refusing a controller whose minimum page exceeds 4 KiB), Identify Controller and
+   * Namespaces, set the queue limits, create the I/O queue pairs (CQ before SQ).
+   */
+  enable(): void {
+    if (this.enabled) throw new NvmeError("EBUSY", "the host is already enabled");
+    const ctrl = this.ctrl;
+    const capHi = ctrl.readReg32(NVME_REG.CAP + 4);
+    const capLo = ctrl.readReg32(NVME_REG.CAP);
+    const mpsmin = Math.floor(capHi / 2 ** 16) % 16;
+    const mqes = capLo % 65536;
+    if (mpsmin + 12 > 12) {
+      throw new NvmeError(
+        "ENODEV",
+        `Minimum device page size ${2 ** (mpsmin + 12)} too large for host (${NVME_CTRL_PAGE_SIZE})`,
+      );
+    }
+    // The PCI driver's DMA settings (nvme_pci_enable / nvme_probe).
+    this.dev.setMaskBits(64);
+    this.dev.minAlignMask = NVME_CTRL_PAGE_SIZE - 1;
+    this.dev.maxSegmentSize = 0xffffffff;
+    this.small = new DmaPool(
+      "nvme descriptor small",
+      this.dev,
+      NVME_SMALL_POOL_SIZE,
+      NVME_SMALL_POOL_SIZE,
+    );
+    this.large = new DmaPool(
+      "nvme descriptor page",
+      this.dev,
+      NVME_CTRL_PAGE_SIZE,
+      NVME_CTRL_PAGE_SIZE,
+    );
+    ctrl.writeReg32(NVME_REG.CC, 0);
+    const admin = this.allocQueue(0, NVME_AQ_DEPTH);
+    ctrl.writeReg32(NVME_REG.AQA, NVME_AQ_DEPTH - 1 + (NVME_AQ_DEPTH - 1) * 65536);
+    ctrl.writeReg64(NVME_REG.ASQ, admin.sq.dmaAddr);
+    ctrl.writeReg64(NVME_REG.ACQ, admin.cq.dmaAddr);
+    // CC: EN, CSS NVM, MPS 0, AMS RR, IOSQES 6, IOCQES 4.
+    ctrl.writeReg32(NVME_REG.CC, 1 + 6 * 2 ** 16 + 4 * 2 ** 20);
+    if (!ctrl.ready) {
+      this.freeQueue(admin);
+      this.queues.length = 0;
+      this.small.destroy();
+      this.large.destroy();
+      throw new NvmeError(
+        "ENODEV",
+        `controller failed to become ready (CSTS ${hex(ctrl.readReg32(NVME_REG.CSTS))})`,
+      );
+    }
+    this.adminLimits = queueLimits({
+      virtBoundaryMask: NVME_CTRL_PAGE_SIZE - 1,
+      maxSegments: 1,
+      maxHwSectors: 8,
+      dmaAlignment: 3,
+    });
+    // Identify Controller.
+    const id = this.identify(NVME_ID_CNS.CTRL, 0);
+    const mdts = id[77] as number;
+    const sgls = getU32(id, 536);
+    const nn = getU32(id, 516);
+    this.info = { mdts, sgls, namespaces: nn, mpsmin, mqes };
+    this.namespaces = [];
+    for (let ns = 1; ns <= nn; ns++) {
+      const d = this.identify(NVME_ID_CNS.NS, ns);
+      const lbads = d[128 + 2] as number;
+      const blocks = getU32(d, 0) + getU32(d, 4) * 2 ** 32;
+      this.namespaces.push({ nsid: ns, lbaSize: 2 ** lbads, blocks });
+    }
+    this.limits = this.computeLimits();
+    const sglSupported = sgls % 4 === 1 || sgls % 4 === 2;
+    this.ctx = {
+      dev: this.dev,
+      mem: this.dev.memory,
+      small: this.small,
+      large: this.large,
+      vecPool: this.vecPool,
+      sgPool: this.sgPool,
+      sglSupported,
+      sglThreshold: this.sglThreshold,
+      iter: blkDmaIter(),
+    };
+    const depth = Math.min(this.wantDepth ?? 1024, mqes + 1);
+    for (let q = 1; q <= this.wantIoQueues; q++) {
+      const queue = this.allocQueue(q, depth);
+      this.adminSync((cmd) => {
+        cmd[SQE.OPCODE] = NVME_ADMIN.CREATE_CQ;
+        setU64(cmd, SQE.PRP1, queue.cq.dmaAddr);
+        setU32(cmd, SQE.CDW10, q + (depth - 1) * 65536);
+        setU32(cmd, SQE.CDW11, 1); // physically contiguous, polled (no IEN)
+      });
+      this.adminSync((cmd) => {
+        cmd[SQE.OPCODE] = NVME_ADMIN.CREATE_SQ;
+        setU64(cmd, SQE.PRP1, queue.sq.dmaAddr);
+        setU32(cmd, SQE.CDW10, q + (depth - 1) * 65536);
+        setU32(cmd, SQE.CDW11, 1 + q * 65536);
+      });
+    }
+    this.enabled = true;
+  }
+
+  /**
+   * Linux's limits (reference nvme.md §1.12): max_hw_sectors from 8 MiB, the DMA optimal mapping
+   * size and MDTS; max_segments from that; a virt boundary only without SGL support (always in
+   * the old style); 4-byte DMA alignment; no segment size limit.
+   */
+  private computeLimits(): QueueLimits {
+    const info = this.info;
+    const sglSupported = info.sgls % 4 === 1 || info.sgls % 4 === 2;
+    let maxHw: number;
+    let maxSegs: number;
+    let virt: number;
+    if (this.mapping === "new") {
+      maxHw = Math.min(
+        NVME_MAX_BYTES / SECTOR_SIZE,
+        Math.floor(dmaOptMappingSize(this.dev) / SECTOR_SIZE),
+      );
+      if (info.mdts !== 0) maxHw = Math.min(maxHw, 2 ** (info.mdts + info.mpsmin + 12 - 9));
+      maxSegs = Math.min(65535, Math.floor(maxHw / 8) + 1, NVME_MAX_SEGS);
+      virt = sglSupported ? 0 : NVME_CTRL_PAGE_SIZE - 1;
+    } else {
+      maxHw = Math.min(
+        NVME_MAX_BYTES / SECTOR_SIZE,
+        Math.floor(dmaOptMappingSize(this.dev) / SECTOR_SIZE),
+      );
+      if (info.mdts !== 0) maxHw = Math.min(maxHw, 2 ** (info.mdts + info.mpsmin + 12 - 9));
+      maxSegs = Math.min(Math.floor(maxHw / 8) + 1, NVME_OLD_MAX_SEGS);
+      virt = NVME_CTRL_PAGE_SIZE - 1;
+    }
+    const lbaSize = this.namespaces[0]?.lbaSize ?? 512;
+    return queueLimits({
+      logicalBlockSize: lbaSize,
+      maxHwSectors: maxHw,
+      maxSegments: maxSegs,
+      virtBoundaryMask: virt,
+      maxSegmentSize: 0xffffffff,
+      dmaAlignment: 3,
+    });
+  }
+
+  private allocQueue(qid: number, depth: number): NvmeQueue {
+    const sq = dmaAllocCoherent(this.dev, depth * SQE_SIZE);
+    let cq: CoherentBuffer;
+    try {
+      cq = dmaAllocCoherent(this.dev, depth * CQE_SIZE);
+    } catch (e) {
+      dmaFreeCoherent(this.dev, depth * SQE_SIZE, sq.cpuAddr, sq.dmaAddr);
+      throw e;
+    }
+    const q = new NvmeQueue(qid, depth, sq, cq);
+    this.queues[qid] = q;
+    return q;
+  }
+
+  private freeQueue(q: NvmeQueue): void {
+    dmaFreeCoherent(this.dev, q.depth * SQE_SIZE, q.sq.cpuAddr, q.sq.dmaAddr);
+    dmaFreeCoherent(this.dev, q.depth * CQE_SIZE, q.cq.cpuAddr, q.cq.dmaAddr);
+  }
+
+  /** Runs one admin command to completion (advancing the clock if completions are delayed). */
+  private adminSync(build: (cmd: Uint8Array) => void): void {
+    const q = this.queues[0] as NvmeQueue;
+    const tag = q.freeTags.pop();
+    if (tag === undefined) throw new NvmeError("EBUSY", "no free admin tag");
+    const iod = q.iods[tag] as NvmeIod;
+    iod.resetForSubmit();
+    build(iod.cmd);
+    let result: number | undefined;
+    q.callbacks[tag] = (_s, nvmeStatus) => {
+      result = nvmeStatus;
+    };
+    this.writeCommand(q, iod, true);
+    this.waitFor(q, () => result !== undefined);
+    if (result !== 0) {
+      throw new NvmeError(
+        "EIO",
+        `admin command ${hex(iod.cmd[SQE.OPCODE] as number)} failed: ${nvmeStatusName(result ?? 0)}`,
+      );
+    }
+  }
+
+  private waitFor(q: NvmeQueue, done: () => boolean): void {
+    for (let spins = 0; !done(); spins++) {
+      this.poll(q.qid);
+      if (done()) return;
+      if (this.ctrl.fatal)
+        throw new NvmeError("EIO", "controller fatal status while waiting for a completion");
+      const clock = this.ctrl.clock;
+      if (clock === undefined || !clock.runNext() || spins > 1_000_000) {
+        throw new NvmeError("ETIMEDOUT", `no completion on queue ${q.qid}`);
+      }
+    }
+  }
+
+  private identify(cns: number, nsid: number): Uint8Array {
+    const buf = dmaAllocCoherent(this.dev, 4096);
+    try {
+      this.adminSync((cmd) => {
+        cmd[SQE.OPCODE] = NVME_ADMIN.IDENTIFY;
+        setU32(cmd, SQE.NSID, nsid);
+        setU64(cmd, SQE.PRP1, buf.dmaAddr);
+        setU32(cmd, SQE.CDW10, cns);
+      });
+      return this.dev.memory.readBytes(buf.cpuAddr, 4096);
+    } finally {
+      dmaFreeCoherent(this.dev, 4096, buf.cpuAddr, buf.dmaAddr);
+    }
+  }
+
+  /** Copies the command into the SQ, advances the tail, and rings the doorbell when `last`. */
+  private writeCommand(q: NvmeQueue, iod: NvmeIod, last: boolean): void {
+    iod.genctr = (iod.genctr + 1) % 16;
+    iod.busy = true;
+    setU16(iod.cmd, SQE.CID, iod.genctr * 4096 + iod.tag);
+    this.dev.memory.write(q.sq.cpuAddr + q.sqTail * SQE_SIZE, iod.cmd, 0, SQE_SIZE);
+    q.sqTail = (q.sqTail + 1) % q.depth;
+    if (last) this.ringSq(q);
+  }
+
+  private ringSq(q: NvmeQueue): void {
+    if (q.sqTail === q.lastSqTailDb) return;
+    q.lastSqTailDb = q.sqTail;
+    this.counters.c.sqDoorbells++;
+    this.ctrl.writeReg32(NVME_REG.DBS + 2 * q.qid * 4, q.sqTail);
+  }
+
+  /** Linux `nvme_commit_rqs`: rings the doorbell for commands queued with `last: false`. */
+  commit(qid = 1): void {
+    const q = this.queue(qid);
+    this.ringSq(q);
+  }
+
+  private queue(qid: number): NvmeQueue {
+    const q = this.queues[qid];
+    if (q === undefined || qid === 0) throw new NvmeError("EINVAL", `no I/O queue ${qid}`);
+    return q;
+  }
+
+  /**
+   * Linux `nvme_queue_rq`: builds the command, maps the data and queues it. Returns OK when
+   * submitted (`cb` runs at completion), RESOURCE when the caller must requeue later (no tag,
+   * or a mapping resource ran out), or another block status when the request failed at once.
+   */
+  submit(
+    req: Request,
+    cb: CompletionCallback,
+    opts: { qid?: number; nsid?: number; last?: boolean } = {},
+  ): BlkStatus {
+    if (!this.enabled) throw new NvmeError("ENODEV", "the host is not enabled");
+    const q = this.queue(opts.qid ?? 1);
+    const nsid = opts.nsid ?? 1;
+    const ns = this.namespaces[nsid - 1];
+    if (ns === undefined) throw new NvmeError("EINVAL", `no namespace ${nsid}`);
+    const tag = q.freeTags.pop();
+    if (tag === undefined) {
+      this.counters.c.requeues++;
+      return BLK_STS.RESOURCE;
+    }
+    const iod = q.iods[tag] as NvmeIod;
+    const st = this.prep(iod, req, ns, nsid);
+    if (st !== BLK_STS.OK) {
+      q.freeTags.push(tag);
+      if (st === BLK_STS.RESOURCE) this.counters.c.requeues++;
+      return st;
+    }
+    q.callbacks[tag] = cb;
+    this.counters.c.submitted++;
+    this.writeCommand(q, iod, opts.last ?? true);
+    return BLK_STS.OK;
+  }
+
+  /** Linux `nvme_prep_rq`: reset the iod, build the command (`nvme_setup_cmd`), map the data. */
+  private prep(iod: NvmeIod, req: Request, ns: NamespaceInfo, nsid: number): BlkStatus {
+    iod.resetForSubmit();
+    iod.req = req;
+    const cmd = iod.cmd;
+    setU32(cmd, SQE.NSID, nsid);
+    if (req.op === REQ_OP.FLUSH) {
+      cmd[SQE.OPCODE] = NVME_CMD.FLUSH;
+      return BLK_STS.OK;
+    }
+    cmd[SQE.OPCODE] = req.op === REQ_OP.WRITE ? NVME_CMD.WRITE : NVME_CMD.READ;
+    const bytes = req.dataLen;
+    if (bytes % ns.lbaSize !== 0 || (req.sector * SECTOR_SIZE) % ns.lbaSize !== 0) {
+      throw new NvmeError(
+        "EINVAL",
+        `request at sector ${req.sector} of ${bytes} bytes is not aligned to the ${ns.lbaSize}-byte LBA size`,
+      );
+    }
+    const slba = (req.sector * SECTOR_SIZE) / ns.lbaSize;
+    setU32(cmd, SQE.CDW10, slba % 2 ** 32);
+    setU32(cmd, SQE.CDW11, Math.floor(slba / 2 ** 32));
+    setU32(cmd, SQE.CDW12, bytes / ns.lbaSize - 1);
+    if (req.nrPhysSegments === 0) return BLK_STS.OK;
+    const st =
+      this.mapping === "new" ? nvmeMapData(this.ctx, iod, req) : nvmeMapDataOld(this.ctx, iod, req);
+    if (st === BLK_STS.OK) this.accountMap(iod);
+    return st;
+  }
+
+  private accountMap(iod: NvmeIod): void {
+    const c = this.counters.c;
+    if (iod.cmd[SQE.FLAGS] === 0) c.prpCommands++;
+    else c.sglCommands++;
+    if (iodHas(iod.flags, IOD.SINGLE_SEGMENT)) c.singleSegment++;
+    if (dmaUseIova(iod.dmaState)) c.iovaCoalesced++;
+    if (iod.nrDescriptors > 0) {
+      if (iodHas(iod.flags, IOD.SMALL_DESCRIPTOR)) c.smallDescriptors++;
+      else c.largeDescriptors += iod.nrDescriptors;
+    }
+    if (iod.dmaVecs !== null) c.vecArrays++;
+    if (iod.sgt !== null) c.sgTables++;
+    c.inflightBytes += this.totalMemory(iod);
+    if (c.inflightBytes > c.peakInflightBytes) c.peakInflightBytes = c.inflightBytes;
+  }
+
+  /** Host memory one request holds while in flight (what Linux would allocate for it). */
+  requestMemory(iod: NvmeIod): RequestMemory {
+    const desc =
+      iod.nrDescriptors === 0
+        ? 0
+        : iodHas(iod.flags, IOD.SMALL_DESCRIPTOR)
+          ? NVME_SMALL_POOL_SIZE
+          : iod.nrDescriptors * NVME_CTRL_PAGE_SIZE;
+    return {
+      iodBytes: IOD_BYTES[this.mapping],
+      descriptorBytes: desc,
+      vecArrayBytes: iod.dmaVecs !== null ? this.vecPool.objectBytes : 0,
+      scatterlistBytes: iod.sgt !== null ? this.sgPool.objectBytes : 0,
+    };
+  }
+
+  private totalMemory(iod: NvmeIod): number {
+    const m = this.requestMemory(iod);
+    return m.descriptorBytes + m.vecArrayBytes + m.scatterlistBytes;
+  }
+
+  /**
+   * Linux `nvme_poll_cq`: consumes new completion entries (phase bit), completes their requests
+   * (unmapping the data first, retrying when the status allows), and writes the CQ head
+   * doorbell once. Returns how many entries were consumed.
+   */
+  poll(qid = 1): number {
+    const q = this.queues[qid];
+    if (q === undefined) throw new NvmeError("EINVAL", `no queue ${qid}`);
+    const mem = this.dev.memory;
+    const e = cqeScratch;
+    let n = 0;
+    for (;;) {
+      mem.read(q.cq.cpuAddr + q.cqHead * CQE_SIZE, e, 0, CQE_SIZE);
+      const statusField = getU16(e, 14);
+      if (statusField % 2 !== q.cqPhase) break;
+      n++;
+      q.cqHead = (q.cqHead + 1) % q.depth;
+      if (q.cqHead === 0) q.cqPhase = 1 - q.cqPhase;
+      const cid = getU16(e, 12);
+      const tag = cid % 4096;
+      const iod = q.iods[tag];
+      if (iod === undefined || !iod.busy || Math.floor(cid / 4096) !== iod.genctr) continue; // stale or unknown CID: ignored as Linux does
+      this.complete(q, iod, Math.floor(statusField / 2));
+    }
+    if (n > 0) {
+      this.counters.c.cqDoorbells++;
+      this.ctrl.writeReg32(NVME_REG.DBS + (2 * qid + 1) * 4, q.cqHead);
+    }
+    return n;
+  }
+
+  private complete(q: NvmeQueue, iod: NvmeIod, nvmeStatus: number): void {
+    const req = iod.req;
+    const cb = q.callbacks[iod.tag];
+    iod.busy = false;
+    if (req === null) {
+      // An admin command.
+      q.callbacks[iod.tag] = undefined;
+      q.freeTags.push(iod.tag);
+      cb?.(nvmeErrorStatus(nvmeStatus), nvmeStatus, adminRequest);
+      return;
+    }
+    {
+      // Linux `nvme_pci_complete_rq`: unmap before completing.
+      this.counters.c.inflightBytes -= this.totalMemory(iod);
+      if (req.nrPhysSegments > 0 && req.op !== REQ_OP.FLUSH) {
+        if (this.mapping === "new") nvmeUnmapData(this.ctx, iod, req);
+        else nvmeUnmapDataOld(this.ctx, iod, req);
+      }
+    }
+    iod.req = null;
+    q.callbacks[iod.tag] = undefined;
+    q.freeTags.push(iod.tag);
+    // Linux `nvme_decide_disposition`: retry unless DNR, too many retries, or success.
+    if (
+      q.qid !== 0 &&
+      nvmeStatus !== 0 &&
+      nvmeStatus < NVME_STATUS_DNR &&
+      iod.retries < this.maxRetries
+    ) {
+      iod.retries++;
+      this.counters.c.retries++;
+      const st = this.submit(req, cb ?? noop, { qid: q.qid });
+      if (st === BLK_STS.OK) return;
+      cb?.(st, nvmeStatus, req);
+      return;
+    }
+    iod.retries = 0;
+    const st = nvmeErrorStatus(nvmeStatus);
+    this.counters.c.completed++;
+    if (st !== BLK_STS.OK) this.counters.c.failed++;
+    cb?.(st, nvmeStatus, req);
+  }
+
+  /**
+   * Splits a bio to the queue limits, submits every piece, and completes the bio (through
+   * `bioEndio`) when all pieces are done. Requeues pieces that hit RESOURCE after polling.
+   * Returns the requests submitted.
+   */
+  submitBio(bio: Bio, qid = 1): Request[] {
+    const pieces = bioSplitToLimits(bio, this.limits);
+    const reqs: Request[] = [];
+    for (const p of pieces) {
+      const req = blkRqFromBios(this.limits, [p]);
+      reqs.push(req);
+      const cb: CompletionCallback = (status) => bioEndio(p, status);
+      let st = this.submit(req, cb, { qid });
+      for (let tries = 0; st === BLK_STS.RESOURCE && tries < 1000; tries++) {
+        this.poll(qid);
+        this.ctrl.clock?.runNext();
+        st = this.submit(req, cb, { qid });
+      }
+      if (st !== BLK_STS.OK) bioEndio(p, st);
+    }
+    return reqs;
+  }
+
+  /** Polls (and advances the clock) until no request is in flight on `qid`. */
+  drain(qid = 1): void {
+    const q = this.queue(qid);
+    this.waitFor(q, () => q.inflight === 0);
+  }
+
+  /**
+   * Shuts down: deletes the I/O queues (SQ before CQ), disables the controller, and frees
+   * every queue ring and descriptor pool. Throws EBUSY with requests in flight.
+   */
+  shutdown(): void {
+    if (!this.enabled) return;
+    for (const q of this.queues.slice(1)) {
+      if (q.inflight > 0)
+        throw new NvmeError("EBUSY", `queue ${q.qid} still has ${q.inflight} requests in flight`);
+    }
+    for (const q of this.queues.slice(1)) {
+      this.adminSync((cmd) => {
+        cmd[SQE.OPCODE] = NVME_ADMIN.DELETE_SQ;
+        setU32(cmd, SQE.CDW10, q.qid);
+      });
+      this.adminSync((cmd) => {
+        cmd[SQE.OPCODE] = NVME_ADMIN.DELETE_CQ;
+        setU32(cmd, SQE.CDW10, q.qid);
+      });
+    }
+    this.ctrl.writeReg32(NVME_REG.CC, 0);
+    for (const q of this.queues) this.freeQueue(q);
+    this.queues.length = 0;
+    this.small.destroy();
+    this.large.destroy();
+    this.enabled = false;
+  }
+}
+
+const cqeScratch = new Uint8Array(CQE_SIZE);
+/** Stands for the request of an admin command in completion callbacks. */
+const adminRequest = new Request(REQ_OP.FLUSH, queueLimits());
+function noop(): void {
+  // completion of a retried request whose caller gave no callback
+}

@@ -1,0 +1,438 @@
+/**
+ * The new nvme-pci data path (Linux 6.17+, drivers/nvme/host/pci.c): `nvme_map_data` with the
+ * block layer's request mapper, PRP lists and SGL segments built straight from the DMA
+ * iterator, per-segment records kept only when they are needed, and `nvme_unmap_data`.
+ */
+import {
+  BLK_STS,
+  type BlkStatus,
+  type PhysMemory,
+  type Request,
+  and53,
+  blkRqPayloadBytes,
+  bvecPhys,
+  mpBvecIterBvec,
+  reqPhysGapMask,
+} from "@dmasim/bvec";
+import {
+  type BlkDmaIter,
+  DMA_ATTR,
+  DmaError,
+  type DmaPool,
+  type DmaPoolBlock,
+  type DmaVec,
+  type Device,
+  P2P_MAP,
+  blkRqDmaMapIterNext,
+  blkRqDmaMapIterStart,
+  blkRqDmaUnmap,
+  dmaIovaSize,
+  dmaMapPhys,
+  dmaNeedUnmap,
+  dmaUnmapPhys,
+  dmaUnmapRange,
+  dmaUseIova,
+  rqDmaDir,
+} from "@dmasim/dma-core";
+import {
+  NVME_CMD_SGL_METABUF,
+  NVME_CTRL_PAGE_SIZE,
+  NVME_MAX_NR_DESCRIPTORS,
+  NVME_SGL_TYPE,
+  NVME_SMALL_POOL_SIZE,
+} from "./constants.ts";
+import { IOD, type Mempool, type NvmeIod, iodHas } from "./iod.ts";
+import { SQE, getU32, getU64, setSglDesc, setU64 } from "./sqe.ts";
+
+/** Linux `enum nvme_use_sgl`. */
+export const USE_SGL = { UNSUPPORTED: 0, SUPPORTED: 1, FORCED: 2 } as const;
+/** An SGL decision. */
+export type UseSgl = (typeof USE_SGL)[keyof typeof USE_SGL];
+
+/** What the mapping code needs from the host. */
+export interface MapContext {
+  readonly dev: Device;
+  readonly mem: PhysMemory;
+  readonly small: DmaPool;
+  readonly large: DmaPool;
+  readonly vecPool: Mempool<DmaVec[]>;
+  /** SGLs supported by the controller (SGLS bits 1:0 non-zero). */
+  readonly sglSupported: boolean;
+  /** Linux `sgl_threshold` (0 disables threshold-based SGLs). */
+  readonly sglThreshold: number;
+  /** Scratch iterator (mapping is synchronous). */
+  readonly iter: BlkDmaIter;
+}
+
+/** The bytes of a descriptor block, as a view of simulated memory. */
+export function blockView(mem: PhysMemory, blk: DmaPoolBlock, size: number): Uint8Array {
+  const ps = mem.pageSize;
+  const off = blk.cpuAddr % ps;
+  return mem.pageBytes((blk.cpuAddr - off) / ps).subarray(off, off + size);
+}
+
+/** Linux `nvme_pci_use_sgls`. */
+export function nvmePciUseSgls(ctx: MapContext, req: Request, qid: number): UseSgl {
+  if (qid !== 0 && ctx.sglSupported) {
+    // A gap inside a controller page cannot be expressed with PRPs.
+    if (and53(reqPhysGapMask(req), NVME_CTRL_PAGE_SIZE - 1) !== 0) return USE_SGL.FORCED;
+    return USE_SGL.SUPPORTED;
+  }
+  return USE_SGL.UNSUPPORTED;
+}
+
+function dmaPoolFor(ctx: MapContext, iod: NvmeIod): DmaPool {
+  return iodHas(iod.flags, IOD.SMALL_DESCRIPTOR) ? ctx.small : ctx.large;
+}
+
+function allocDescriptor(pool: DmaPool): DmaPoolBlock | null {
+  try {
+    return pool.alloc();
+  } catch (e) {
+    if (e instanceof DmaError) return null;
+    throw e;
+  }
+}
+
+function mapAttrs(iod: NvmeIod): number {
+  return iodHas(iod.flags, IOD.DATA_MMIO) ? DMA_ATTR.MMIO : 0;
+}
+
+/**
+ * Linux `nvme_pci_setup_data_simple`: one segment, mapped with one call; PRP1/PRP2 when it fits
+ * two controller pages and SGLs are not forced, else one SGL Data Block. Returns AGAIN to fall
+ * back to the iterator (P2P memory, or no SGL support for a range PRP1+PRP2 cannot describe).
+ */
+function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: UseSgl): BlkStatus {
+  const bio = req.bio;
+  if (bio === null) return BLK_STS.IOERR;
+  const bv = mpBvecIterBvec(bio.bvecs, bio.iter);
+  const phys = bvecPhys(bv);
+  const prp1Offset = bv.offset % NVME_CTRL_PAGE_SIZE;
+  const prpPossible = prp1Offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
+  if (useSgl === USE_SGL.UNSUPPORTED && !prpPossible) return BLK_STS.AGAIN;
+  if (ctx.dev.p2pState(phys) !== P2P_MAP.NONE) return BLK_STS.AGAIN;
+  let addr: number;
+  try {
+    addr = dmaMapPhys(ctx.dev, phys, bv.len, rqDmaDir(req), 0);
+  } catch (e) {
+    if (e instanceof DmaError) return BLK_STS.RESOURCE;
+    throw e;
+  }
+  iod.dmaVec.addr = addr;
+  iod.dmaVec.len = bv.len;
+  iod.nrDmaVecs = 1;
+  iod.totalLen = bv.len;
+  iod.flags += IOD.SINGLE_SEGMENT;
+  const cmd = iod.cmd;
+  if (useSgl === USE_SGL.FORCED || !prpPossible) {
+    cmd[SQE.FLAGS] = NVME_CMD_SGL_METABUF;
+    setSglDesc(cmd, SQE.SGL_ADDR, addr, bv.len, NVME_SGL_TYPE.DATA);
+    return BLK_STS.OK;
+  }
+  setU64(cmd, SQE.PRP1, addr);
+  const first = NVME_CTRL_PAGE_SIZE - prp1Offset;
+  setU64(cmd, SQE.PRP2, bv.len > first ? addr + first : 0);
+  return BLK_STS.OK;
+}
+
+/**
+ * Linux `nvme_pci_prp_save_mapping`: records a mapped segment for unmap when unmapping is
+ * needed and the IOVA path was not used. The first record lives inline in the iod; the array
+ * of records comes from the mempool only when a second segment arrives (R5).
+ */
+function prpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolean {
+  if (dmaUseIova(iod.dmaState) || !dmaNeedUnmap(ctx.dev) || iodHas(iod.flags, IOD.DATA_P2P))
+    return true;
+  if (iod.nrDmaVecs === 0) {
+    iod.dmaVec.addr = iter.addr;
+    iod.dmaVec.len = iter.len;
+    iod.nrDmaVecs = 1;
+    return true;
+  }
+  if (iod.dmaVecs === null) {
+    const arr = ctx.vecPool.alloc();
+    if (arr === null) {
+      iter.status = BLK_STS.RESOURCE;
+      return false;
+    }
+    iod.dmaVecs = arr;
+    const first = arr[0] as DmaVec;
+    first.addr = iod.dmaVec.addr;
+    first.len = iod.dmaVec.len;
+  }
+  const v = iod.dmaVecs[iod.nrDmaVecs] as DmaVec;
+  v.addr = iter.addr;
+  v.len = iter.len;
+  iod.nrDmaVecs++;
+  return true;
+}
+
+/** Linux `nvme_unmap_iter`: undoes the segment the iterator mapped last (it was not recorded). */
+function unmapIter(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIter): void {
+  if (!blkRqDmaUnmap(req, ctx.dev, iod.dmaState, dmaIovaSize(iod.dmaState), iter.p2p)) {
+    dmaUnmapPhys(ctx.dev, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
+  }
+}
+
+/** Linux `nvme_pci_prp_iter_next`. */
+function prpIterNext(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIter): boolean {
+  if (iter.len > 0) return true;
+  if (!blkRqDmaMapIterNext(req, ctx.dev, iod.dmaState, iter)) return false;
+  if (!prpSaveMapping(ctx, iod, iter)) {
+    dmaUnmapPhys(ctx.dev, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
+    return false;
+  }
+  return true;
+}
+
+/**
+ * Linux `nvme_pci_setup_data_prp`: PRP1 is the first (possibly unaligned) address; PRP2 the
+ * second page or a list; lists come from the small (<= 32 entries) or the large pool and chain
+ * through slot 511 up to 5 pages. A segment that does not end on a 4 KiB boundary mid-request
+ * is malformed (IOERR).
+ */
+function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaIter): BlkStatus {
+  let length = blkRqPayloadBytes(req);
+  const cmd = iod.cmd;
+  if (!prpSaveMapping(ctx, iod, iter)) {
+    unmapIter(ctx, req, iod, iter);
+    return iter.status;
+  }
+  const prp1 = iter.addr;
+  let prp2 = 0;
+  let status: BlkStatus = BLK_STS.OK;
+  let malformed = false;
+  let chunk = Math.min(length, NVME_CTRL_PAGE_SIZE - (iter.addr % NVME_CTRL_PAGE_SIZE));
+  iod.totalLen += chunk;
+  iter.addr += chunk;
+  iter.len -= chunk;
+  length -= chunk;
+  build: if (length > 0) {
+    if (!prpIterNext(ctx, req, iod, iter)) {
+      if (iter.status === BLK_STS.OK) malformed = true;
+      else status = iter.status;
+      break build;
+    }
+    if (length <= NVME_CTRL_PAGE_SIZE) {
+      prp2 = iter.addr;
+      iod.totalLen += length;
+      break build;
+    }
+    if (Math.ceil(length / NVME_CTRL_PAGE_SIZE) <= NVME_SMALL_POOL_SIZE / 8)
+      iod.flags += IOD.SMALL_DESCRIPTOR;
+    const blk = allocDescriptor(dmaPoolFor(ctx, iod));
+    if (blk === null) {
+      status = BLK_STS.RESOURCE;
+      break build;
+    }
+    prp2 = blk.dmaAddr;
+    iod.descriptors[iod.nrDescriptors++] = blk;
+    let list = blockView(
+      ctx.mem,
+      blk,
+      iodHas(iod.flags, IOD.SMALL_DESCRIPTOR) ? NVME_SMALL_POOL_SIZE : NVME_CTRL_PAGE_SIZE,
+    );
+    let i = 0;
+    for (;;) {
+      if (i === NVME_CTRL_PAGE_SIZE / 8) {
+        if (iod.nrDescriptors >= NVME_MAX_NR_DESCRIPTORS) {
+          malformed = true;
+          break;
+        }
+        const next = allocDescriptor(ctx.large);
+        if (next === null) {
+          status = BLK_STS.RESOURCE;
+          break;
+        }
+        iod.descriptors[iod.nrDescriptors++] = next;
+        const nl = blockView(ctx.mem, next, NVME_CTRL_PAGE_SIZE);
+        // Move the last entry to the new page and put the link in its place.
+        nl.set(list.subarray((i - 1) * 8, i * 8), 0);
+        setU64(list, (i - 1) * 8, next.dmaAddr);
+        list = nl;
+        i = 1;
+      }
+      setU64(list, i * 8, iter.addr);
+      i++;
+      chunk = Math.min(length, NVME_CTRL_PAGE_SIZE);
+      if (iter.len < chunk) {
+        malformed = true;
+        break;
+      }
+      iod.totalLen += chunk;
+      iter.addr += chunk;
+      iter.len -= chunk;
+      length -= chunk;
+      if (length === 0) break;
+      if (!prpIterNext(ctx, req, iod, iter)) {
+        if (iter.status === BLK_STS.OK) malformed = true;
+        else status = iter.status;
+        break;
+      }
+    }
+  }
+  // PRP1 and PRP2 are written even on failure: unmap finds the descriptors through PRP2.
+  setU64(cmd, SQE.PRP1, prp1);
+  setU64(cmd, SQE.PRP2, prp2);
+  if (malformed) {
+    nvmeUnmapData(ctx, iod, req, true);
+    return BLK_STS.IOERR;
+  }
+  if (status !== BLK_STS.OK) {
+    nvmeUnmapData(ctx, iod, req, true);
+    return status;
+  }
+  return BLK_STS.OK;
+}
+
+/**
+ * Linux `nvme_pci_setup_data_sgl`: one Data Block in the command for a single or coalesced
+ * segment; otherwise a Last Segment descriptor pointing at up to 256 Data Blocks in a small
+ * (<= 16) or large descriptor block.
+ */
+function setupDataSgl(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaIter): BlkStatus {
+  const cmd = iod.cmd;
+  cmd[SQE.FLAGS] = NVME_CMD_SGL_METABUF;
+  if (req.nrPhysSegments === 1 || dmaUseIova(iod.dmaState)) {
+    setSglDesc(cmd, SQE.SGL_ADDR, iter.addr, iter.len, NVME_SGL_TYPE.DATA);
+    iod.totalLen += iter.len;
+    return BLK_STS.OK;
+  }
+  const entries = req.nrPhysSegments;
+  if (entries <= NVME_SMALL_POOL_SIZE / 16) iod.flags += IOD.SMALL_DESCRIPTOR;
+  const blk = allocDescriptor(dmaPoolFor(ctx, iod));
+  if (blk === null) {
+    if (iodHas(iod.flags, IOD.SMALL_DESCRIPTOR)) iod.flags -= IOD.SMALL_DESCRIPTOR;
+    unmapIter(ctx, req, iod, iter);
+    return BLK_STS.RESOURCE;
+  }
+  iod.descriptors[iod.nrDescriptors++] = blk;
+  const list = blockView(
+    ctx.mem,
+    blk,
+    iodHas(iod.flags, IOD.SMALL_DESCRIPTOR) ? NVME_SMALL_POOL_SIZE : NVME_CTRL_PAGE_SIZE,
+  );
+  let mapped = 0;
+  let status: BlkStatus = BLK_STS.OK;
+  do {
+    if (mapped === entries) {
+      status = BLK_STS.IOERR;
+      break;
+    }
+    setSglDesc(list, mapped * 16, iter.addr, iter.len, NVME_SGL_TYPE.DATA);
+    mapped++;
+    iod.totalLen += iter.len;
+  } while (blkRqDmaMapIterNext(req, ctx.dev, iod.dmaState, iter));
+  setSglDesc(cmd, SQE.SGL_ADDR, blk.dmaAddr, mapped * 16, NVME_SGL_TYPE.LAST_SEGMENT);
+  if (status === BLK_STS.OK && iter.status !== BLK_STS.OK) status = iter.status;
+  if (status !== BLK_STS.OK) {
+    if (status === BLK_STS.IOERR) unmapIter(ctx, req, iod, iter);
+    nvmeUnmapData(ctx, iod, req, true);
+    return status;
+  }
+  return BLK_STS.OK;
+}
+
+/**
+ * Linux `nvme_map_data`: the decision tree of reference §1.5. Returns a block status; on any
+ * failure nothing stays mapped or allocated.
+ */
+export function nvmeMapData(ctx: MapContext, iod: NvmeIod, req: Request): BlkStatus {
+  const useSgl = nvmePciUseSgls(ctx, req, iod.qid);
+  if (req.nrPhysSegments === 1) {
+    const st = setupDataSimple(ctx, iod, req, useSgl);
+    if (st !== BLK_STS.AGAIN) return st;
+  }
+  const iter = ctx.iter;
+  if (!blkRqDmaMapIterStart(req, ctx.dev, iod.dmaState, iter)) return iter.status;
+  iod.p2p = iter.p2p;
+  if (iter.p2p === P2P_MAP.BUS_ADDR) iod.flags += IOD.DATA_P2P;
+  else if (iter.p2p === P2P_MAP.THRU_HOST_BRIDGE) iod.flags += IOD.DATA_MMIO;
+  const nseg = dmaUseIova(iod.dmaState) ? 1 : req.nrPhysSegments;
+  const avg = Math.ceil(blkRqPayloadBytes(req) / nseg);
+  if (
+    useSgl === USE_SGL.FORCED ||
+    (useSgl === USE_SGL.SUPPORTED && ctx.sglThreshold !== 0 && avg >= ctx.sglThreshold)
+  ) {
+    return setupDataSgl(ctx, iod, req, iter);
+  }
+  return setupDataPrp(ctx, iod, req, iter);
+}
+
+/** The DMA address of the first descriptor, from the command (Linux `nvme_pci_first_desc_dma_addr`). */
+function firstDescDmaAddr(cmd: Uint8Array): number {
+  return cmd[SQE.FLAGS] === 0 ? getU64(cmd, SQE.PRP2) : getU64(cmd, SQE.SGL_ADDR);
+}
+
+/** Linux `nvme_free_descriptors`: one block, or a chain of large pages followed through slot 511. */
+function freeDescriptors(ctx: MapContext, iod: NvmeIod): void {
+  let dma = firstDescDmaAddr(iod.cmd);
+  if (iod.nrDescriptors === 1) {
+    const blk = iod.descriptors[0] as DmaPoolBlock;
+    dmaPoolFor(ctx, iod).freeBlock(blk.cpuAddr, dma);
+  } else {
+    for (let i = 0; i < iod.nrDescriptors; i++) {
+      const blk = iod.descriptors[i] as DmaPoolBlock;
+      const view = blockView(ctx.mem, blk, NVME_CTRL_PAGE_SIZE);
+      const next = i + 1 < iod.nrDescriptors ? getU64(view, (NVME_CTRL_PAGE_SIZE / 8 - 1) * 8) : 0;
+      ctx.large.freeBlock(blk.cpuAddr, dma);
+      dma = next;
+    }
+  }
+  iod.nrDescriptors = 0;
+  for (let i = 0; i < NVME_MAX_NR_DESCRIPTORS; i++) iod.descriptors[i] = undefined;
+}
+
+const scratchVecs: DmaVec[] = [];
+
+/**
+ * Linux `nvme_unmap_data`: one path for every mapping kind (R6): a single segment, an IOVA
+ * range (destroyed through `blkRqDmaUnmap`), the SGL descriptors themselves as records, or the
+ * recorded PRP segments; then the descriptor blocks. `failed` marks a teardown after a failed
+ * build, where the IOVA range is destroyed whole.
+ */
+export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, failed = false): void {
+  const dir = rqDmaDir(req);
+  const attrs = mapAttrs(iod);
+  if (iodHas(iod.flags, IOD.SINGLE_SEGMENT)) {
+    dmaUnmapRange(ctx.dev, iod.dmaState, [iod.dmaVec], 1, iod.totalLen, dir, attrs);
+    return;
+  }
+  const mapped = failed && dmaUseIova(iod.dmaState) ? dmaIovaSize(iod.dmaState) : iod.totalLen;
+  if (!blkRqDmaUnmap(req, ctx.dev, iod.dmaState, mapped, iod.p2p)) {
+    const cmd = iod.cmd;
+    if (cmd[SQE.FLAGS] !== 0) {
+      // SGL: the descriptors are the records.
+      if (Math.floor((cmd[SQE.SGL_TYPE] as number) / 16) === NVME_SGL_TYPE.DATA) {
+        dmaUnmapPhys(ctx.dev, getU64(cmd, SQE.SGL_ADDR), getU32(cmd, SQE.SGL_LEN), dir, attrs);
+      } else {
+        const blk = iod.descriptors[0] as DmaPoolBlock;
+        const n = getU32(cmd, SQE.SGL_LEN) / 16;
+        const list = blockView(ctx.mem, blk, n * 16);
+        for (let i = 0; i < n; i++) {
+          const v = scratchVecs[i] ?? (scratchVecs[i] = { addr: 0, len: 0 });
+          v.addr = getU64(list, i * 16);
+          v.len = getU32(list, i * 16 + 8);
+        }
+        dmaUnmapRange(ctx.dev, iod.dmaState, scratchVecs, n, iod.totalLen, dir, attrs);
+      }
+    } else if (iod.nrDmaVecs > 0) {
+      dmaUnmapRange(
+        ctx.dev,
+        iod.dmaState,
+        iod.dmaVecs ?? [iod.dmaVec],
+        iod.nrDmaVecs,
+        iod.totalLen,
+        dir,
+        attrs,
+      );
+    }
+  }
+  if (iod.dmaVecs !== null) {
+    ctx.vecPool.release(iod.dmaVecs);
+    iod.dmaVecs = null;
+  }
+  iod.nrDmaVecs = 0;
+  if (iod.nrDescriptors > 0) freeDescriptors(ctx, iod);
+}

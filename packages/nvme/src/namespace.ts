@@ -1,0 +1,95 @@
+/**
+ * A namespace of the simulated controller: a logical block size, a capacity, and real bytes
+ * stored sparsely (64 KiB chunks created on first write), so large namespaces cost only what
+ * is written.
+ */
+import { checkInt, hex, isPow2 } from "@dmasim/bvec";
+import { NvmeError } from "./errors.ts";
+
+const CHUNK = 65536;
+
+/** Options of a namespace. */
+export interface NamespaceOptions {
+  /** Logical block size: 512 or 4096 (any power of two 512..65536). */
+  readonly lbaSize?: number;
+  /** Capacity in logical blocks (default: 1 GiB worth). */
+  readonly blocks?: number;
+}
+
+/** One NVMe namespace with real data. */
+export class NvmeNamespace {
+  readonly nsid: number;
+  readonly lbaSize: number;
+  readonly blocks: number;
+  private readonly chunks = new Map<number, Uint8Array>();
+
+  constructor(nsid: number, options: NamespaceOptions = {}) {
+    this.nsid = nsid;
+    this.lbaSize = options.lbaSize ?? 512;
+    if (!isPow2(this.lbaSize) || this.lbaSize < 512 || this.lbaSize > 65536) {
+      throw new NvmeError(
+        "EINVAL",
+        `namespace ${nsid}: LBA size ${this.lbaSize} is not a power of two in 512..65536`,
+      );
+    }
+    this.blocks = checkInt(
+      options.blocks ?? Math.floor(2 ** 30 / this.lbaSize),
+      `namespace ${nsid} capacity (blocks)`,
+      1,
+    );
+  }
+
+  /** Capacity in bytes. */
+  get bytes(): number {
+    return this.blocks * this.lbaSize;
+  }
+
+  /** Host bytes used by the store. */
+  get backedBytes(): number {
+    return this.chunks.size * CHUNK;
+  }
+
+  /** Copies `len` bytes at byte offset `at` into `dst[off..]` (unwritten blocks read as zeros). */
+  read(at: number, dst: Uint8Array, off: number, len: number): void {
+    this.check(at, len);
+    let done = 0;
+    while (done < len) {
+      const p = at + done;
+      const ci = Math.floor(p / CHUNK);
+      const o = p - ci * CHUNK;
+      const n = Math.min(CHUNK - o, len - done);
+      const c = this.chunks.get(ci);
+      if (c === undefined) dst.fill(0, off + done, off + done + n);
+      else dst.set(c.subarray(o, o + n), off + done);
+      done += n;
+    }
+  }
+
+  /** Copies `len` bytes from `src[off..]` to byte offset `at`. */
+  write(at: number, src: Uint8Array, off: number, len: number): void {
+    this.check(at, len);
+    let done = 0;
+    while (done < len) {
+      const p = at + done;
+      const ci = Math.floor(p / CHUNK);
+      const o = p - ci * CHUNK;
+      const n = Math.min(CHUNK - o, len - done);
+      let c = this.chunks.get(ci);
+      if (c === undefined) {
+        c = new Uint8Array(CHUNK);
+        this.chunks.set(ci, c);
+      }
+      c.set(src.subarray(off + done, off + done + n), o);
+      done += n;
+    }
+  }
+
+  private check(at: number, len: number): void {
+    if (at < 0 || at + len > this.bytes) {
+      throw new NvmeError(
+        "EINVAL",
+        `namespace ${this.nsid}: access ${hex(at)}+${hex(len)} is outside its ${hex(this.bytes)} bytes`,
+      );
+    }
+  }
+}
