@@ -79,6 +79,11 @@ export interface NvmeControllerOptions {
   readonly maxRanges?: number;
   /** Fault injection. */
   readonly faults?: NvmeFaultPlan;
+  /**
+   * Extra time from fetching a command to posting its completion, per command (a device
+   * timing model: the workload engine prices media latency and bandwidth here). Needs a clock.
+   */
+  readonly serviceTimeNs?: (opcode: number, bytes: number, qid: number) => number;
 }
 
 /** Counter names of the controller. */
@@ -138,6 +143,8 @@ export class NvmeController {
   readonly namespaces: NvmeNamespace[];
   readonly completionDelayNs: number;
   readonly maxRanges: number;
+  /** The per-command device time model, if any. */
+  serviceTimeNs: ((opcode: number, bytes: number, qid: number) => number) | undefined;
   readonly counters = new CounterSet<NvmeControllerCounter>("nvmectrl", [
     "doorbells",
     "commandsFetched",
@@ -202,6 +209,8 @@ export class NvmeController {
       throw new NvmeError("EINVAL", "completion delays need a clock");
     }
     this.maxRanges = o.maxRanges ?? Infinity;
+    this.serviceTimeNs = o.serviceTimeNs;
+    if (this.serviceTimeNs !== undefined && this.clock === undefined) throw new NvmeError("EINVAL", "a service time model needs a clock");
     this.faults = o.faults ?? {};
     this.rng = new Rng(this.faults.failCommand?.seed ?? 0);
     this.sglCaps = {
@@ -417,7 +426,13 @@ export class NvmeController {
       const cid = getU16(this.cmd, SQE.CID);
       const { status, result } = sq.qid === 0 ? this.admin() : this.io();
       if (status !== 0) c.errors++;
-      const delay = this.completionDelayNs + (this.faults.delayNs ?? 0);
+      let delay = this.completionDelayNs + (this.faults.delayNs ?? 0);
+      if (this.serviceTimeNs !== undefined && sq.qid !== 0) {
+        const op = this.cmd[SQE.OPCODE] as number;
+        const ns = this.namespaces[getU32(this.cmd, SQE.NSID) - 1];
+        const bytes = op === NVME_CMD.FLUSH || ns === undefined ? 0 : ((getU32(this.cmd, SQE.CDW12) % 65536) + 1) * ns.lbaSize;
+        delay += Math.max(0, Math.round(this.serviceTimeNs(op, bytes, sq.qid)));
+      }
       if (delay > 0 && this.clock) {
         const cqid = sq.cqid;
         const sqid = sq.qid;
