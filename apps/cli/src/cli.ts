@@ -1,10 +1,15 @@
-import { Command, CommanderError } from "commander";
 import { readFileSync } from "node:fs";
+import { Command, CommanderError, Option } from "commander";
+import type { CommandIo } from "./commands/common.ts";
 
 /** Where a command writes: injected so that commands are tested without spawning a process. */
 export interface CliIo {
   stdout(text: string): void;
   stderr(text: string): void;
+  /** Colour on stdout (default false). */
+  readonly color?: boolean;
+  /** Progress lines on stderr (default false). */
+  readonly progress?: boolean;
 }
 
 /** The exit codes of the dmasim CLI. */
@@ -21,8 +26,84 @@ function readVersion(): string {
   return typeof pkg.version === "string" ? pkg.version : "0.0.0";
 }
 
-/** Builds the commander program; output goes through `io`. */
-export function buildProgram(io: CliIo): Command {
+const IOMMU = ["none", "passthrough", "strict", "lazy"] as const;
+const MAPPING = ["two-step", "scatterlist"] as const;
+
+/** Adds the options that override job fields. */
+async function jobOptions(cmd: Command, single: boolean): Promise<Command> {
+  const c = await import("./commands/common.ts");
+  if (single) {
+    cmd
+      .addOption(
+        new Option("--iommu <mode>", "IOMMU mode: none, passthrough, strict, lazy").argParser(
+          c.choiceOption(IOMMU),
+        ),
+      )
+      .addOption(
+        new Option("--mapping <style>", "host mapping: two-step or scatterlist").argParser(
+          c.choiceOption(MAPPING),
+        ),
+      );
+  }
+  return cmd
+    .addOption(
+      new Option("--rw <pattern>", "randread, randwrite, randrw, read, write").argParser(
+        c.choiceOption(["randread", "randwrite", "randrw", "read", "write"] as const),
+      ),
+    )
+    .option("--bs <size>", "block size, e.g. 4k, 128K, 0x2000")
+    .addOption(
+      new Option("--iodepth <n>", "I/Os in flight per CPU").argParser(c.intOption(1, 4096)),
+    )
+    .addOption(
+      new Option("--ios <n>", "number of I/Os").argParser(c.intOption(1, 1e8)).conflicts("seconds"),
+    )
+    .addOption(
+      new Option("--seconds <s>", "simulated seconds to run").argParser(c.numberOption(1e-6, 3600)),
+    )
+    .addOption(
+      new Option("--cpus <n>", "simulated CPUs (one queue each)").argParser(c.intOption(1, 64)),
+    )
+    .addOption(new Option("--seed <n>", "random seed").argParser(c.intOption(0, 2 ** 32 - 1)))
+    .addOption(
+      new Option("--buffers <layout>", "contiguous, scattered, offset, hugepage").argParser(
+        c.choiceOption(["contiguous", "scattered", "offset", "hugepage"] as const),
+      ),
+    )
+    .addOption(
+      new Option("--sgl <support>", "controller SGL support: none, byte, dword").argParser(
+        c.choiceOption(["none", "byte", "dword"] as const),
+      ),
+    )
+    .addOption(
+      new Option("--mdts <n>", "controller MDTS (0: no limit)").argParser(c.intOption(0, 15)),
+    )
+    .addOption(
+      new Option("--latency-us <us>", "device latency per command").argParser(
+        c.numberOption(0, 1e6),
+      ),
+    )
+    .addOption(
+      new Option("--granule <bytes>", "IOMMU granule: 4096, 16384, 65536").argParser(
+        c.intOption(4096, 65536),
+      ),
+    )
+    .addOption(
+      new Option("--memory-gib <n>", "simulated RAM").argParser(c.numberOption(0.01, 4096)),
+    )
+    .option("--untrusted", "an untrusted (external) device: sub-granule buffers bounce")
+    .option("--no-verify", "do not verify the data read back");
+}
+
+/** Builds the commander program; output goes through `io`; `setCode` receives the exit code. */
+export async function buildProgram(io: CliIo, setCode: (code: number) => void): Promise<Command> {
+  const cio: CommandIo = {
+    stdout: (s) => io.stdout(s),
+    stderr: (s) => io.stderr(s),
+    color: io.color ?? false,
+    progress: io.progress ?? false,
+  };
+  const c = await import("./commands/common.ts");
   const program = new Command();
   program
     .name("dmasim")
@@ -32,36 +113,197 @@ export function buildProgram(io: CliIo): Command {
     )
     .version(readVersion(), "-V, --version", "print the version")
     .helpOption("-h, --help", "show help")
+    .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({
-      writeOut: (s) => {
-        io.stdout(s);
-      },
-      writeErr: (s) => {
-        io.stderr(s);
-      },
-    })
-    .action(() => {
-      program.outputHelp();
+      writeOut: (s) => io.stdout(s),
+      writeErr: (s) => io.stderr(s),
     });
+  const reportOpts = (cmd: Command) =>
+    cmd
+      .option("--json", "print JSON instead of tables")
+      .option("--html <file>", "also write a self-contained HTML report with charts")
+      .option("--costs <file>", "a JSON cost table that replaces entries of the default one");
+
+  const run = new Command("run")
+    .description("run a job (the built-in default job without a file) and report what it cost")
+    .argument("[job]", "a job file (JSON); see README for the schema")
+    .option("--debug", "attach dma-debug and report driver bugs");
+  await jobOptions(run, true);
+  reportOpts(run).addHelpText(
+    "after",
+    "\nExamples:\n  dmasim run\n  dmasim run --iommu strict --bs 128k --iodepth 8\n  dmasim run job.json --json > result.json\n  dmasim run --html report.html\n",
+  );
+  run.action(async (file: string | undefined, opts: Record<string, unknown>) => {
+    const m = await import("./commands/run.ts");
+    setCode(m.run(file, opts, cio));
+  });
+  program.addCommand(run);
+
+  const compare = new Command("compare")
+    .description("run the same workload across IOMMU modes and mapping styles")
+    .argument("[job]", "a job file (JSON)")
+    .addOption(
+      new Option("--iommu <modes>", "comma-separated IOMMU modes (default all four)").argParser(
+        c.listOption(IOMMU),
+      ),
+    )
+    .addOption(
+      new Option("--mapping <styles>", "comma-separated mapping styles (default both)").argParser(
+        c.listOption(MAPPING),
+      ),
+    );
+  await jobOptions(compare, false);
+  reportOpts(compare).addHelpText(
+    "after",
+    "\nExamples:\n  dmasim compare\n  dmasim compare --iommu strict,lazy --bs 64k --html compare.html\n",
+  );
+  compare.action(async (file: string | undefined, opts: Record<string, unknown>) => {
+    const m = await import("./commands/compare.ts");
+    setCode(m.compare(file, opts, cio));
+  });
+  program.addCommand(compare);
+
+  const tr = await import("./commands/trace.ts");
+  const trace = new Command("trace")
+    .description(
+      "trace one I/O step by step: bvecs, segments, IOVA and PTEs, command and descriptor bytes, the device walk, completion, teardown",
+    )
+    .option("--buf <addr:len>", "a buffer (repeatable), e.g. 0x1_2345_6000:8192", tr.bufOption)
+    .option("--write", "trace a write (default a read)")
+    .addOption(
+      new Option("--offset <bytes>", "namespace byte offset").argParser(c.intOption(0, 2 ** 40)),
+    )
+    .option("--json", "print JSON");
+  await jobOptions(trace, true);
+  trace.addHelpText(
+    "after",
+    "\nExamples:\n  dmasim trace\n  dmasim trace --iommu strict --buf 0x1_2345_6000:8192 --buf 0x2_0000_1000:4096\n",
+  );
+  trace.action((opts: Record<string, unknown>) => {
+    setCode(tr.trace(opts, cio));
+  });
+  program.addCommand(trace);
+
+  const mb = new Command("map-bench")
+    .description(
+      "the kernel's dma_map_benchmark: map/unmap latency from the cost model, in simulated time",
+    )
+    .addOption(
+      new Option("-t, --threads <n>", "threads").argParser(c.intOption(1, 1024)).default(1),
+    )
+    .addOption(
+      new Option("-s, --seconds <n>", "test seconds").argParser(c.intOption(1, 300)).default(20),
+    )
+    .addOption(
+      new Option("-n, --node <n>", "NUMA node (-1: any)")
+        .argParser(c.intOption(-1, 1024))
+        .default(-1),
+    )
+    .addOption(
+      new Option("-b, --bits <n>", "DMA mask bits").argParser(c.intOption(20, 64)).default(32),
+    )
+    .addOption(
+      new Option("-d, --dir <n>", "0 BIDIRECTIONAL, 1 TO_DEVICE, 2 FROM_DEVICE")
+        .argParser(c.intOption(0, 2))
+        .default(0),
+    )
+    .addOption(
+      new Option("-x, --delay <ns>", "transmit delay (ns)")
+        .argParser(c.intOption(0, 10_000_000))
+        .default(0),
+    )
+    .addOption(
+      new Option("-g, --granule <pages>", "pages per mapping")
+        .argParser(c.intOption(1, 1024))
+        .default(1),
+    )
+    .addOption(
+      new Option("-m, --mode <n>", "0 single, 1 scatter-gather")
+        .argParser(c.intOption(0, 1))
+        .default(0),
+    )
+    .addOption(
+      new Option("--iommu <mode>", "IOMMU mode of the device")
+        .argParser(c.choiceOption(IOMMU))
+        .default("strict"),
+    )
+    .addOption(
+      new Option("--max-loops <n>", "stop after this many loops in total").argParser(
+        c.intOption(1, 1e8),
+      ),
+    )
+    .option("--costs <file>", "a JSON cost table")
+    .option("--json", "print JSON (adds the simulator's own wall-clock time per operation)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  dmasim map-bench\n  dmasim map-bench -t 4 -g 8 --iommu lazy\n",
+    );
+  mb.action(async (opts: Record<string, unknown>) => {
+    const m = await import("./commands/map-bench.ts");
+    setCode(m.mapBench(opts as never, cio));
+  });
+  program.addCommand(mb);
+
+  const sw = new Command("sweep")
+    .description("run a grid of job variations on a worker pool; one JSON line per job")
+    .argument(
+      "<grid>",
+      'a grid file: {"base": {job}, "vary": {"iommu.mode": ["strict", "lazy"], "workload.bs": ["4k", "64k"]}}',
+    )
+    .option("--out <file>", "write the JSON lines to a file")
+    .option("--csv", "print the summary as CSV")
+    .addOption(
+      new Option(
+        "--workers <n>",
+        "worker threads (default: the machine's cores; 0 runs inline)",
+      ).argParser(c.intOption(0, 256)),
+    )
+    .option("--json", "print the JSON lines on stdout")
+    .addHelpText("after", "\nExamples:\n  dmasim sweep grid.json --out results.jsonl\n");
+  sw.action(async (file: string, opts: Record<string, unknown>) => {
+    const m = await import("./commands/sweep.ts");
+    setCode(await m.sweep(file, opts, cio));
+  });
+  program.addCommand(sw);
+
+  program.action(() => {
+    program.outputHelp();
+  });
+  for (const cmd of program.commands) {
+    cmd.exitOverride();
+    cmd.configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
+  }
   return program;
 }
 
 /** Runs the CLI with `argv` (without the node and script entries); resolves to the exit code. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  const program = buildProgram(io);
+  let code: number = EXIT.OK;
+  const program = await buildProgram(io, (c) => {
+    code = c;
+  });
   try {
     await program.parseAsync([...argv], { from: "user" });
-    return EXIT.OK;
+    return code;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === "commander.helpDisplayed" || err.code === "commander.version") {
+      if (
+        err.code === "commander.helpDisplayed" ||
+        err.code === "commander.version" ||
+        err.code === "commander.help"
+      ) {
         return EXIT.OK;
       }
       return EXIT.USAGE;
     }
+    const { UsageError } = await import("./commands/common.ts");
+    if (err instanceof UsageError) {
+      io.stderr(`dmasim: ${err.message}\n`);
+      return EXIT.USAGE;
+    }
     const stack = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    io.stderr(`dmasim: internal error (this is a bug):\n${stack}\n`);
+    io.stderr(`dmasim: internal error (this is a bug; please report it):\n${stack}\n`);
     return EXIT.INTERNAL;
   }
 }

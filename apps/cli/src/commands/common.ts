@@ -1,0 +1,195 @@
+/** Helpers shared by the commands: option parsing, job loading, errors with exit codes. */
+import { readFileSync, writeFileSync } from "node:fs";
+import { InvalidArgumentError } from "commander";
+import { DEFAULT_COSTS, type CostTable, loadCostTable } from "../engine/cost.ts";
+import { DEFAULT_JOB, type Job, JobError, mergeJob, parseJob } from "../engine/job.ts";
+
+/** Where a command writes, and whether colour and progress are wanted. */
+export interface CommandIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  /** Colour on stdout (a terminal). */
+  readonly color: boolean;
+  /** Progress on stderr (a terminal). */
+  readonly progress: boolean;
+}
+
+/** A usage or input error: one line, exit code 2. */
+export class UsageError extends Error {}
+
+/** A parser for an integer option within [min, max]. */
+export function intOption(min: number, max: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n))
+      throw new InvalidArgumentError(`expected an integer, got "${v}".`);
+    if (n < min || n > max) throw new InvalidArgumentError(`expected ${min}..${max}, got ${n}.`);
+    return n;
+  };
+}
+
+/** A parser for a positive number option. */
+export function numberOption(min: number, max: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n))
+      throw new InvalidArgumentError(`expected a number, got "${v}".`);
+    if (n < min || n > max) throw new InvalidArgumentError(`expected ${min}..${max}, got ${n}.`);
+    return n;
+  };
+}
+
+/** A parser for one of a set of words. */
+export function choiceOption<T extends string>(choices: readonly T[]): (v: string) => T {
+  return (v) => {
+    if (!(choices as readonly string[]).includes(v))
+      throw new InvalidArgumentError(`expected one of ${choices.join(", ")}, got "${v}".`);
+    return v as T;
+  };
+}
+
+/** A parser for a comma-separated list of words from a set. */
+export function listOption<T extends string>(choices: readonly T[]): (v: string) => T[] {
+  return (v) => {
+    const parts = v
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (parts.length === 0) throw new InvalidArgumentError("expected a comma-separated list.");
+    for (const p of parts)
+      if (!(choices as readonly string[]).includes(p))
+        throw new InvalidArgumentError(`"${p}" is not one of ${choices.join(", ")}.`);
+    return parts as T[];
+  };
+}
+
+/** Reads and parses a JSON file; errors name the file. */
+export function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new UsageError(
+      `${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+    );
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new UsageError(`${path}: invalid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Job options common to run, compare and trace. */
+export interface JobOptions {
+  iommu?: string;
+  mapping?: string;
+  rw?: string;
+  bs?: string;
+  iodepth?: number;
+  ios?: number;
+  seconds?: number;
+  cpus?: number;
+  seed?: number;
+  buffers?: string;
+  sgl?: string;
+  mdts?: number;
+  latencyUs?: number;
+  granule?: number;
+  memoryGib?: number;
+  untrusted?: boolean;
+  verify?: boolean;
+}
+
+/** Turns command-line options into a partial job (they override the job file). */
+export function overrides(o: JobOptions): Record<string, unknown> {
+  const job: Record<string, Record<string, unknown>> = {
+    machine: {},
+    iommu: {},
+    device: {},
+    controller: {},
+    host: {},
+    workload: {},
+  };
+  const set = (section: string, key: string, v: unknown) => {
+    if (v !== undefined) (job[section] as Record<string, unknown>)[key] = v;
+  };
+  set("iommu", "mode", o.iommu);
+  set("iommu", "granule", o.granule);
+  set("host", "mapping", o.mapping);
+  set("workload", "rw", o.rw);
+  set("workload", "bs", o.bs);
+  set("workload", "iodepth", o.iodepth);
+  if (o.ios !== undefined) {
+    set("workload", "ios", o.ios);
+    set("workload", "seconds", undefined);
+  }
+  if (o.seconds !== undefined) set("workload", "seconds", o.seconds);
+  set("machine", "cpus", o.cpus);
+  set("machine", "memoryGiB", o.memoryGib);
+  set("workload", "buffers", o.buffers);
+  set("controller", "sgl", o.sgl);
+  set("controller", "mdts", o.mdts);
+  set("controller", "latencyUs", o.latencyUs);
+  if (o.untrusted) set("device", "trusted", false);
+  if (o.verify === false) set("workload", "verify", false);
+  const out: Record<string, unknown> = {};
+  if (o.seed !== undefined) out.seed = o.seed;
+  for (const [k, v] of Object.entries(job)) if (Object.keys(v).length > 0) out[k] = v;
+  return out;
+}
+
+/** Loads a job (file or the built-in default), applies overrides, validates. */
+export function loadJob(file: string | undefined, opts: JobOptions): Job {
+  const base =
+    file === undefined
+      ? (DEFAULT_JOB as Record<string, unknown>)
+      : (readJson(file) as Record<string, unknown>);
+  if (base === null || typeof base !== "object" || Array.isArray(base))
+    throw new UsageError(`${file ?? "job"}: a job file holds one JSON object`);
+  let merged = mergeJob(base, overrides(opts));
+  // --seconds replaces a file's ios and --ios a file's seconds.
+  const w = merged.workload as Record<string, unknown> | undefined;
+  if (w && opts.seconds !== undefined) delete w.ios;
+  if (w && opts.ios !== undefined) delete w.seconds;
+  if (w && file === undefined && opts.seconds !== undefined) delete w.ios;
+  merged = { ...merged };
+  try {
+    return parseJob(merged);
+  } catch (e) {
+    if (e instanceof JobError)
+      throw new UsageError(e.problems.map((p) => `${file ?? "job"}: ${p}`).join("\n"));
+    throw e;
+  }
+}
+
+/** Loads the cost table (defaults, or a user file over them). */
+export function loadCosts(file: string | undefined): CostTable {
+  if (file === undefined) return DEFAULT_COSTS;
+  try {
+    return loadCostTable(readJson(file));
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(`${file}: ${(e as Error).message.split("\n").join(`\n${file}: `)}`);
+  }
+}
+
+/** Writes a file, as a usage error when it cannot. */
+export function writeOut(path: string, text: string): void {
+  try {
+    writeFileSync(path, text);
+  } catch (e) {
+    throw new UsageError(
+      `${path}: cannot write (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+    );
+  }
+}
+
+/** Strips the cost table from JSON output unless asked (it is long). */
+export function progressPrinter(
+  io: CommandIo,
+  label: string,
+): ((done: number, total: number) => void) | undefined {
+  if (!io.progress) return undefined;
+  return (done, total) => io.stderr(`\r${label}: ${done}${total > 0 ? `/${total}` : ""} I/Os`);
+}

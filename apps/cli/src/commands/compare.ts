@@ -1,0 +1,56 @@
+/** `dmasim compare [job.json]`: the same workload across IOMMU modes and mapping styles. */
+import { compareHtml } from "../engine/html.ts";
+import { type CompareCell, formatCompare } from "../engine/report.ts";
+import { runJob } from "../engine/run.ts";
+import { type CommandIo, type JobOptions, loadCosts, loadJob, writeOut } from "./common.ts";
+
+/** The IOMMU modes and mapping styles. */
+export const IOMMU_MODES = ["none", "passthrough", "strict", "lazy"] as const;
+export const MAPPINGS = ["two-step", "scatterlist"] as const;
+
+/** Options of `compare`. */
+export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping"> {
+  iommu?: (typeof IOMMU_MODES)[number][];
+  mapping?: (typeof MAPPINGS)[number][];
+  json?: boolean;
+  html?: string;
+  costs?: string;
+}
+
+/** Runs the matrix; returns the exit code (1 when a cell failed verification). */
+export function compare(file: string | undefined, opts: CompareOptions, io: CommandIo): number {
+  const modes = opts.iommu ?? [...IOMMU_MODES];
+  const mappings = opts.mapping ?? [...MAPPINGS];
+  const costs = loadCosts(opts.costs);
+  const cells: CompareCell[] = [];
+  for (const mode of modes) {
+    for (const mapping of mappings) {
+      const job = loadJob(file, { ...opts, iommu: mode, mapping });
+      if (io.progress) io.stderr(`\rcompare: ${mode} / ${mapping}          `);
+      cells.push({ iommu: mode, mapping, result: runJob(job, { costs }) });
+    }
+  }
+  if (io.progress) io.stderr("\n");
+  if (opts.json) {
+    const base = cells[0]?.result.cpuNsPerIo ?? 0;
+    io.stdout(
+      `${JSON.stringify(
+        {
+          cells: cells.map((c) => ({
+            iommu: c.iommu,
+            mapping: c.mapping,
+            cpuRatioToFirst: base > 0 ? c.result.cpuNsPerIo / base : null,
+            result: { ...c.result, costTable: undefined },
+          })),
+          costTable: costs,
+        },
+        null,
+        2,
+      )}\n`,
+    );
+  } else {
+    io.stdout(formatCompare(cells, io.color));
+  }
+  if (opts.html !== undefined) writeOut(opts.html, compareHtml(cells));
+  return cells.every((c) => c.result.verify.ok && c.result.faults === 0) ? 0 : 1;
+}

@@ -1,0 +1,81 @@
+/** `dmasim sweep grid.json`: a grid of jobs on a worker pool, one JSON line per job. */
+import { appendFileSync, writeFileSync } from "node:fs";
+import { fixed, si, table } from "../engine/format.ts";
+import { JobError, parseJob } from "../engine/job.ts";
+import {
+  type SweepLine,
+  defaultWorkers,
+  expandGrid,
+  gridSchema,
+  runSweep,
+} from "../engine/sweep.ts";
+import { type CommandIo, UsageError, readJson } from "./common.ts";
+
+/** Options of `sweep`. */
+export interface SweepOptions {
+  out?: string;
+  csv?: boolean;
+  workers?: number;
+  json?: boolean;
+}
+
+/** Runs the command; exit 1 when a job failed or did not verify. */
+export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promise<number> {
+  const raw = readJson(file);
+  const g = gridSchema.safeParse(raw);
+  if (!g.success)
+    throw new UsageError(
+      g.error.issues
+        .map((i) => `${file}: ${i.path.join(".") || "(grid)"}: ${i.message}`)
+        .join("\n"),
+    );
+  const points = expandGrid(g.data);
+  for (const p of points) {
+    try {
+      parseJob(p.job);
+    } catch (e) {
+      if (e instanceof JobError)
+        throw new UsageError(
+          e.problems
+            .map((x) => `${file}: point ${p.index} ${JSON.stringify(p.params)}: ${x}`)
+            .join("\n"),
+        );
+      throw e;
+    }
+  }
+  if (o.out !== undefined) writeFileSync(o.out, "");
+  const lines = await runSweep(points, o.workers ?? defaultWorkers(), (l: SweepLine) => {
+    const text = `${JSON.stringify(l)}\n`;
+    if (o.out !== undefined) appendFileSync(o.out, text);
+    else if (o.json) io.stdout(text);
+    if (io.progress) io.stderr(`\rsweep: ${l.index + 1}/${points.length}`);
+  });
+  if (io.progress) io.stderr("\n");
+  const keys = Object.keys(g.data.vary);
+  if (!o.json || o.out !== undefined) {
+    if (o.csv) {
+      io.stdout(
+        `${[...keys, "iops", "cpu_ns_per_io", "p50_us", "p99_us", "mb_s", "verify", "error"].join(",")}\n`,
+      );
+      for (const l of lines)
+        io.stdout(
+          `${[...keys.map((k) => JSON.stringify(l.params[k])), l.iops.toFixed(0), l.cpuNsPerIo.toFixed(1), l.latencyP50Us.toFixed(2), l.latencyP99Us.toFixed(2), l.bandwidthMBps.toFixed(1), l.verifyOk ? "ok" : "FAILED", l.error ?? ""].join(",")}\n`,
+        );
+    } else {
+      io.stdout(
+        `${table(
+          [...keys, "IOPS", "CPU ns/IO", "p99 µs", "verify"],
+          lines.map((l) => [
+            ...keys.map((k) => String(l.params[k])),
+            si(l.iops),
+            fixed(l.cpuNsPerIo, 1),
+            fixed(l.latencyP99Us, 1),
+            l.error ? `error: ${l.error}` : l.verifyOk ? "ok" : "FAILED",
+          ]),
+          io.color,
+        )}\n`,
+      );
+    }
+  }
+  return lines.every((l) => l.verifyOk && l.error === undefined) ? 0 : 1;
+}

@@ -1,0 +1,204 @@
+/**
+ * Job files: what machine to simulate and what workload to run, validated with a zod schema.
+ * Every field has a default, so `{}` is a valid job (the built-in default job).
+ */
+import { parseAddress } from "@dmasim/bvec";
+import { z } from "zod";
+
+const sizeLike = z.union([
+  z.number().int().positive(),
+  z.string().refine((s) => {
+    try {
+      return parseAddress(s) > 0;
+    } catch {
+      return false;
+    }
+  }, 'expected a size such as 4096, "4k", "128K" or "0x1000"'),
+]);
+
+/** A block size: fixed, a range, or a weighted list (fio's bs, bsrange, bssplit). */
+const bsSchema = z.union([
+  sizeLike,
+  z.object({ min: sizeLike, max: sizeLike }).strict(),
+  z.array(z.object({ bs: sizeLike, weight: z.number().positive() }).strict()).min(1),
+]);
+
+/** The job schema. */
+export const jobSchema = z
+  .object({
+    name: z.string().default("default"),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 32 - 1)
+      .default(1),
+    machine: z
+      .object({
+        memoryGiB: z.number().positive().max(4096).default(16),
+        pageSize: z.union([z.literal(4096), z.literal(16384), z.literal(65536)]).default(4096),
+        cpus: z.number().int().min(1).max(64).default(1),
+      })
+      .strict()
+      .default({ memoryGiB: 16, pageSize: 4096, cpus: 1 }),
+    iommu: z
+      .object({
+        mode: z.enum(["none", "passthrough", "strict", "lazy"]).default("lazy"),
+        granule: z.union([z.literal(4096), z.literal(16384), z.literal(65536)]).default(4096),
+        addressBits: z.number().int().min(32).max(52).default(48),
+        iotlbEntries: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 20)
+          .default(256),
+        iotlbWays: z.number().int().min(1).max(64).default(4),
+        singleQueue: z.boolean().default(false),
+        syncMapNeeded: z.boolean().default(false),
+      })
+      .strict()
+      .default({
+        mode: "lazy",
+        granule: 4096,
+        addressBits: 48,
+        iotlbEntries: 256,
+        iotlbWays: 4,
+        singleQueue: false,
+        syncMapNeeded: false,
+      }),
+    device: z
+      .object({
+        trusted: z.boolean().default(true),
+        dmaMaskBits: z.number().int().min(24).max(64).default(64),
+        coherent: z.boolean().default(true),
+        swiotlbMiB: z.number().int().min(0).max(1024).default(64),
+      })
+      .strict()
+      .default({ trusted: true, dmaMaskBits: 64, coherent: true, swiotlbMiB: 64 }),
+    controller: z
+      .object({
+        sgl: z.enum(["none", "byte", "dword"]).default("byte"),
+        mdts: z.number().int().min(0).max(15).default(9),
+        queueDepth: z.number().int().min(2).max(4096).default(1024),
+        namespaceGiB: z.number().positive().max(65536).default(4),
+        lbaSize: z.union([z.literal(512), z.literal(4096)]).default(512),
+        latencyUs: z.number().min(0).max(1e6).default(80),
+        bandwidthMBps: z.number().positive().max(1e6).default(3500),
+      })
+      .strict()
+      .default({
+        sgl: "byte",
+        mdts: 9,
+        queueDepth: 1024,
+        namespaceGiB: 4,
+        lbaSize: 512,
+        latencyUs: 80,
+        bandwidthMBps: 3500,
+      }),
+    host: z
+      .object({
+        mapping: z.enum(["two-step", "scatterlist"]).default("two-step"),
+        sglThresholdKiB: z
+          .number()
+          .int()
+          .min(0)
+          .max(2 ** 20)
+          .default(32),
+      })
+      .strict()
+      .default({ mapping: "two-step", sglThresholdKiB: 32 }),
+    workload: z
+      .object({
+        rw: z.enum(["randread", "randwrite", "randrw", "read", "write"]).default("randrw"),
+        rwmixread: z.number().int().min(0).max(100).default(70),
+        bs: bsSchema.default("4k"),
+        iodepth: z.number().int().min(1).max(4096).default(32),
+        ios: z.number().int().min(1).max(1e8).optional(),
+        seconds: z.number().positive().max(3600).optional(),
+        buffers: z.enum(["contiguous", "scattered", "offset", "hugepage"]).default("scattered"),
+        bufferOffset: z.number().int().min(0).max(65536).multipleOf(4).default(512),
+        verify: z.boolean().default(true),
+      })
+      .strict()
+      .default({
+        rw: "randrw",
+        rwmixread: 70,
+        bs: "4k",
+        iodepth: 32,
+        buffers: "scattered",
+        bufferOffset: 512,
+        verify: true,
+      }),
+  })
+  .strict();
+
+/** A validated job with every default filled in. */
+export type Job = z.infer<typeof jobSchema>;
+/** A job as written in a file (any field may be missing). */
+export type JobInput = z.input<typeof jobSchema>;
+
+/** Raised for an invalid job: one line per problem, naming the path. */
+export class JobError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(problems.join("\n"));
+    this.name = "JobError";
+    this.problems = problems;
+  }
+}
+
+/** Validates a job object; throws `JobError` with `path: message` lines. */
+export function parseJob(input: unknown): Job {
+  const r = jobSchema.safeParse(input ?? {});
+  if (!r.success) {
+    throw new JobError(
+      r.error.issues.map((i) => `${i.path.length ? i.path.join(".") : "(job)"}: ${i.message}`),
+    );
+  }
+  const job = r.data;
+  if (job.workload.ios !== undefined && job.workload.seconds !== undefined) {
+    throw new JobError(["workload: give either ios or seconds, not both"]);
+  }
+  return job;
+}
+
+/** The number of I/Os the workload asks for (default 20 000 when neither ios nor seconds is set). */
+export function jobIos(job: Job): number | undefined {
+  if (job.workload.seconds !== undefined) return undefined;
+  return job.workload.ios ?? 20000;
+}
+
+/** Turns a size field into bytes. */
+export function sizeOf(v: number | string): number {
+  return typeof v === "number" ? v : parseAddress(v);
+}
+
+/** Deep-merges `over` into `base` (objects merge, anything else replaces). */
+export function mergeJob(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    if (
+      v !== null &&
+      typeof v === "object" &&
+      !Array.isArray(v) &&
+      b !== null &&
+      typeof b === "object" &&
+      !Array.isArray(b)
+    ) {
+      out[k] = mergeJob(b as Record<string, unknown>, v as Record<string, unknown>);
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+/** The built-in default job: mixed random 4 KiB I/O, lazy IOMMU, two-step mapping, verified. */
+export const DEFAULT_JOB: JobInput = {
+  name: "default",
+  workload: { rw: "randrw", rwmixread: 70, bs: "4k", iodepth: 32, ios: 20000, verify: true },
+};

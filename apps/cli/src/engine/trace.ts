@@ -1,0 +1,281 @@
+/**
+ * One I/O, step by step: the bvecs, the physical segments, the DMA mapping (IOVA, page-table
+ * entries written, sync), the command bytes, the PRP list or SGL bytes, the controller's walk
+ * with its DMA translations, the completion, and the teardown with its invalidations.
+ */
+import {
+  BLK_STS,
+  Bio,
+  type BlkStatus,
+  SECTOR_SIZE,
+  bioAddPage,
+  blkRqFromBios,
+  blkRqPhysSegments,
+  bvecPhys,
+  hex,
+  bioSegments,
+} from "@dmasim/bvec";
+import { DeviceDma, dmaUseIova } from "@dmasim/dma-core";
+import { DMA_ACCESS, translate } from "@dmasim/iommu";
+import { DmaRanges, SQE, getU32, getU64, walkPrp, walkSgl } from "@dmasim/nvme";
+import type { Job } from "./job.ts";
+import { sizeOf } from "./job.ts";
+import { buildMachine, counterSources, snapshotCounters } from "./machine.ts";
+
+/** One step of a trace. */
+export interface TraceStep {
+  readonly step: string;
+  readonly lines: readonly string[];
+  readonly data: unknown;
+}
+
+/** Options of a trace. */
+export interface TraceOptions {
+  /** Explicit buffers (physical address and length); default: from the job's layout. */
+  readonly bufs?: readonly { readonly phys: number; readonly len: number }[];
+  readonly write?: boolean;
+  /** Byte offset on the namespace. */
+  readonly offset?: number;
+}
+
+function hexdump(bytes: Uint8Array, base: number, width = 16): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < bytes.length; i += width) {
+    const row = Array.from(bytes.subarray(i, i + width), (b) =>
+      b.toString(16).padStart(2, "0"),
+    ).join(" ");
+    out.push(`  ${hex(base + i).padStart(14)}: ${row}`);
+  }
+  return out;
+}
+
+function diff(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(b)) {
+    const d = v - (a[k] ?? 0);
+    if (d !== 0 && !k.startsWith("memory.bytes")) out[k] = d;
+  }
+  return out;
+}
+
+/** Traces one I/O of `job` (its bs, its buffer layout, or `bufs`). */
+export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
+  const m = buildMachine(job, { debug: true });
+  const ps = m.memory.pageSize;
+  const steps: TraceStep[] = [];
+  const sources = counterSources(m);
+  const write = o.write ?? false;
+  // 1. Buffers and bvecs.
+  let bufs = o.bufs;
+  if (bufs === undefined) {
+    const bs =
+      typeof job.workload.bs === "object"
+        ? Array.isArray(job.workload.bs)
+          ? sizeOf(job.workload.bs[0]?.bs ?? 4096)
+          : sizeOf(job.workload.bs.min)
+        : sizeOf(job.workload.bs);
+    const off = job.workload.buffers === "offset" ? job.workload.bufferOffset : 0;
+    const pages =
+      job.workload.buffers === "scattered"
+        ? m.memory.allocScattered(Math.ceil((bs + off) / ps), job.seed)
+        : (() => {
+            const n = Math.ceil((bs + off) / ps);
+            const base = m.memory.allocPages(Math.ceil(Math.log2(n)));
+            return Array.from({ length: n }, (_, i) => base + i);
+          })();
+    const list: { phys: number; len: number }[] = [];
+    let left = bs;
+    let first = off;
+    for (const p of pages) {
+      if (left === 0) break;
+      const n = Math.min(ps - first, left);
+      list.push({ phys: p * ps + first, len: n });
+      left -= n;
+      first = 0;
+    }
+    bufs = list;
+  } else {
+    for (const b of bufs) {
+      if (!m.memory.isRam(b.phys, b.len))
+        throw new RangeError(
+          `--buf ${hex(b.phys)}:${b.len} is not inside RAM of the simulated machine`,
+        );
+    }
+  }
+  const total = bufs.reduce((n, b) => n + b.len, 0);
+  if (total % job.controller.lbaSize !== 0)
+    throw new RangeError(
+      `the buffers hold ${total} bytes, not a multiple of the ${job.controller.lbaSize}-byte LBA size`,
+    );
+  const bio = new Bio(
+    write ? "write" : "read",
+    (o.offset ?? 0) / SECTOR_SIZE,
+    Math.max(1, bufs.length),
+  );
+  for (const b of bufs) {
+    if (bioAddPage(bio, Math.floor(b.phys / ps), b.len, b.phys % ps, ps) !== b.len)
+      throw new RangeError("too many buffers for one bio");
+  }
+  const bv = bioSegments(bio);
+  steps.push({
+    step: "bvecs",
+    lines: bv.map(
+      (b, i) =>
+        `  bvec ${i}: page ${hex(b.page)} offset ${hex(b.offset)} len ${hex(b.len)} → phys ${hex(bvecPhys(b))}`,
+    ),
+    data: bv.map((b) => ({ page: b.page, offset: b.offset, len: b.len, phys: bvecPhys(b) })),
+  });
+  const lim = m.host.limits;
+  const req = blkRqFromBios(lim, [bio]);
+  const segs = blkRqPhysSegments(req);
+  steps.push({
+    step: "physical segments",
+    lines: [
+      `  queue limits: max_segments ${lim.maxSegments}, max_hw_sectors ${lim.maxHwSectors}, virt_boundary ${hex(lim.virtBoundaryMask)}, seg_boundary ${hex(lim.segBoundaryMask)}`,
+      `  nr_phys_segments ${req.nrPhysSegments}, gap bit ${req.physGapBit}`,
+      ...segs.map((s, i) => `  segment ${i}: ${hex(s.paddr)} + ${hex(s.len)}`),
+    ],
+    data: { nrPhysSegments: req.nrPhysSegments, physGapBit: req.physGapBit, segments: segs },
+  });
+  // 2. Map and build (no doorbell yet).
+  const before = snapshotCounters(m, sources);
+  let status: BlkStatus = BLK_STS.OK;
+  let done = false;
+  const st = m.host.submit(
+    req,
+    (s) => {
+      status = s;
+      done = true;
+    },
+    { qid: 1, last: false },
+  );
+  if (st !== BLK_STS.OK) throw new RangeError(`the driver refused the request: block status ${st}`);
+  const q = m.host.queues[1];
+  const iod = q?.iods.find((x) => x.busy);
+  if (q === undefined || iod === undefined)
+    throw new RangeError("internal: no request in flight after submit");
+  const afterMap = snapshotCounters(m, sources);
+  const cmd = iod.cmd;
+  const sgl = cmd[SQE.FLAGS] !== 0;
+  const iova = dmaUseIova(iod.dmaState)
+    ? { addr: iod.dmaState.addr, size: iod.dmaState.size }
+    : null;
+  const ptes =
+    m.domain?.pgtable && iova
+      ? m.domain.pgtable
+          .dump(iova.addr - (iova.addr % 4096), iova.addr + iova.size + 4096)
+          .filter((e) => e.kind !== "table")
+      : [];
+  const mapLines = [
+    `  path: ${iova ? `two-step IOVA (one range ${hex(iova.addr)} + ${hex(iova.size)})` : "per-segment dma_map_phys"}`,
+    `  mapped length ${hex(iod.totalLen)}; descriptors ${iod.nrDescriptors}; dma_vec records ${iod.nrDmaVecs}${iod.dmaVecs ? " (array from the mempool)" : ""}`,
+    ...Object.entries(diff(before, afterMap)).map(([k, v]) => `  ${k} +${v}`),
+    ...ptes.map(
+      (e) =>
+        `  PTE L${e.level}[${e.index}] iova ${hex(e.iova)} → ${hex(e.addr)} (${e.kind}, ${hex(e.size)}) = ${e.pte}`,
+    ),
+  ];
+  steps.push({
+    step: "DMA mapping",
+    lines: mapLines,
+    data: { iova, totalLen: iod.totalLen, counters: diff(before, afterMap), ptes },
+  });
+  // 3. The command as it sits in the submission queue.
+  const slot = (q.sqTail + q.depth - 1) % q.depth;
+  const sqeAddr = q.sq.cpuAddr + slot * 64;
+  const sqe = m.memory.readBytes(sqeAddr, 64);
+  const dptr = sgl
+    ? `SGL1 ${Math.floor((cmd[SQE.SGL_TYPE] as number) / 16) === 0 ? "Data Block" : "Last Segment"} addr ${hex(getU64(cmd, SQE.SGL_ADDR))} len ${hex(getU32(cmd, SQE.SGL_LEN))}`
+    : `PRP1 ${hex(getU64(cmd, SQE.PRP1))} PRP2 ${hex(getU64(cmd, SQE.PRP2))}`;
+  steps.push({
+    step: "command",
+    lines: [
+      `  SQ 1 slot ${slot} at ${hex(sqeAddr)}: opcode ${hex(cmd[SQE.OPCODE] as number)} (${write ? "Write" : "Read"}), PSDT ${sgl ? "01b (SGL)" : "00b (PRP)"}, ${dptr}`,
+      ...hexdump(sqe, sqeAddr),
+    ],
+    data: { slot, addr: sqeAddr, bytes: Array.from(sqe) },
+  });
+  // 4. Descriptor memory.
+  const descLines: string[] = [];
+  const descData: { addr: number; bytes: number[] }[] = [];
+  for (let i = 0; i < iod.nrDescriptors; i++) {
+    const d = iod.descriptors[i];
+    if (!d) continue;
+    const n = sgl ? getU32(cmd, SQE.SGL_LEN) : Math.min(4096, 8 * Math.ceil(total / 4096) + 8);
+    const bytes = m.memory.readBytes(d.cpuAddr, Math.min(n, 4096));
+    descLines.push(
+      `  descriptor ${i}: cpu ${hex(d.cpuAddr)} dma ${hex(d.dmaAddr)}`,
+      ...hexdump(bytes.subarray(0, Math.min(bytes.length, 256)), d.cpuAddr),
+    );
+    descData.push({ addr: d.cpuAddr, bytes: Array.from(bytes) });
+  }
+  steps.push({
+    step: sgl ? "SGL segment" : "PRP list",
+    lines: descLines.length ? descLines : ["  none: the command holds the whole data pointer"],
+    data: descData,
+  });
+  // 5. The controller's walk, as the device sees it (through the IOMMU).
+  const ranges = new DmaRanges();
+  const dma = new DeviceDma(m.dev);
+  const wst = sgl
+    ? walkSgl(
+        dma,
+        cmd,
+        SQE.SGL_ADDR,
+        total,
+        {
+          support: job.controller.sgl === "dword" ? "dword" : "byte",
+          oversize: false,
+          bitBucket: false,
+        },
+        !write,
+        ranges,
+      )
+    : walkPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), total, 4096, ranges);
+  const walkLines = [
+    `  walk status ${hex(wst)}; descriptor reads ${ranges.descriptorReads} (${ranges.descriptorBytes} bytes)`,
+  ];
+  const walkData: unknown[] = [];
+  for (let i = 0; i < ranges.count; i++) {
+    const a = ranges.addr[i] as number;
+    const l = ranges.len[i] as number;
+    let runs: { phys: number; len: number }[] = [{ phys: a, len: l }];
+    if (m.domain) {
+      const t = translate(m.domain, a, l, write ? DMA_ACCESS.READ : DMA_ACCESS.WRITE);
+      runs = t.ok ? t.runs.map((r) => ({ phys: r.phys, len: r.len })) : [];
+    }
+    walkLines.push(
+      `  DMA ${hex(a)} + ${hex(l)} → ${runs.map((r) => `${hex(r.phys)}+${hex(r.len)}`).join(", ")}`,
+    );
+    walkData.push({ addr: a, len: l, phys: runs });
+  }
+  steps.push({ step: "controller walk", lines: walkLines, data: walkData });
+  // 6. Doorbell, device work, completion.
+  m.host.commit(1);
+  const cqAddr = q.cq.cpuAddr + q.cqHead * 16;
+  const cqe = m.memory.readBytes(cqAddr, 16);
+  const beforeTeardown = snapshotCounters(m, sources);
+  m.host.poll(1);
+  steps.push({
+    step: "completion",
+    lines: [
+      `  CQE at ${hex(cqAddr)}: status ${hex(Math.floor((cqe[14] as number) / 2) + (cqe[15] as number) * 128)} phase ${(cqe[14] as number) % 2}; block status ${done ? status : "pending"}`,
+      ...hexdump(cqe, cqAddr),
+    ],
+    data: { addr: cqAddr, bytes: Array.from(cqe), blockStatus: status },
+  });
+  // 7. Teardown.
+  const afterTeardown = snapshotCounters(m, sources);
+  m.clock.advance(2_000_000_000);
+  const afterTimer = snapshotCounters(m, sources);
+  steps.push({
+    step: "teardown",
+    lines: [
+      ...Object.entries(diff(beforeTeardown, afterTeardown)).map(([k, v]) => `  ${k} +${v}`),
+      "  after the flush-queue timer:",
+      ...Object.entries(diff(afterTeardown, afterTimer)).map(([k, v]) => `  ${k} +${v}`),
+    ],
+    data: { unmap: diff(beforeTeardown, afterTeardown), timer: diff(afterTeardown, afterTimer) },
+  });
+  return steps;
+}
