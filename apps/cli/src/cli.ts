@@ -267,9 +267,6 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
   });
   program.addCommand(sw);
 
-  program.action(() => {
-    program.outputHelp();
-  });
   for (const cmd of program.commands) {
     cmd.exitOverride();
     cmd.configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
@@ -284,6 +281,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     code = c;
   });
   try {
+    if (argv.length === 0) {
+      program.outputHelp();
+      return EXIT.OK;
+    }
     await program.parseAsync([...argv], { from: "user" });
     return code;
   } catch (err) {
@@ -299,7 +300,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
     const { UsageError } = await import("./commands/common.ts");
     if (err instanceof UsageError) {
-      io.stderr(`dmasim: ${err.message}\n`);
+      io.stderr(
+        err.message
+          .split("\n")
+          .map((l) => `dmasim: ${l}\n`)
+          .join(""),
+      );
       return EXIT.USAGE;
     }
     const stack = err instanceof Error ? (err.stack ?? err.message) : String(err);

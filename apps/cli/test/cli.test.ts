@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -49,6 +49,50 @@ describe("dmasim binary (smoke)", () => {
 
   it("is built", () => {
     expect(existsSync(bin), `${bin} is missing: run pnpm build first`).toBe(true);
+  });
+
+  it("runs the main job, compare, trace and map-bench as a real process", () => {
+    const run = spawnSync(process.execPath, [bin, "run"], { encoding: "utf8" });
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain("IOMMU lazy | two-step");
+    expect(run.stdout).toMatch(/verify\s+ok/);
+    const cmp = spawnSync(
+      process.execPath,
+      [bin, "compare", "--ios", "400", "--iommu", "none,lazy"],
+      { encoding: "utf8" },
+    );
+    expect(cmp.status).toBe(0);
+    expect(cmp.stdout).toMatch(/lazy\s+scatterlist/);
+    const tr = spawnSync(process.execPath, [bin, "trace", "--json"], { encoding: "utf8" });
+    expect(tr.status).toBe(0);
+    expect((JSON.parse(tr.stdout) as { steps: unknown[] }).steps).toHaveLength(8);
+    const mb = spawnSync(process.execPath, [bin, "map-bench", "-s", "1", "--max-loops", "1000"], {
+      encoding: "utf8",
+    });
+    expect(mb.status).toBe(0);
+    expect(mb.stdout.split("\n")[0]).toContain("dma mapping benchmark(SINGLE_MODE)");
+  });
+
+  it("runs a sweep on worker threads as a real process", () => {
+    const grid = join(here, "..", "test-results", "smoke-grid.json");
+    mkdirSync(dirname(grid), { recursive: true });
+    writeFileSync(
+      grid,
+      JSON.stringify({
+        base: { workload: { ios: 200 } },
+        vary: { "iommu.mode": ["none", "strict", "lazy"] },
+      }),
+    );
+    const sw = spawnSync(process.execPath, [bin, "sweep", grid, "--workers", "2", "--json"], {
+      encoding: "utf8",
+    });
+    expect(sw.status).toBe(0);
+    const lines = sw.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { index: number; verifyOk: boolean });
+    expect(lines.map((l) => l.index)).toEqual([0, 1, 2]);
+    expect(lines.every((l) => l.verifyOk)).toBe(true);
   });
 
   it("runs --help and --version as a real process", () => {

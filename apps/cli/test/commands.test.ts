@@ -1,0 +1,257 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import type { RunResult } from "../src/engine/index.ts";
+import { cli, tempFile } from "./helpers.ts";
+
+describe("dmasim run", () => {
+  it("runs the default job and prints a report", async () => {
+    const r = await cli("run", "--ios", "2000");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("default: randrw bs=4k iodepth=32 cpus=1 | IOMMU lazy | two-step");
+    expect(r.out).toMatch(/verify\s+ok/);
+    expect(r.out).toMatch(/CPU per I\/O\s+[\d.]+ ns/);
+    expect(r.out).toContain("lazy exposure window");
+    expect(r.out).toMatch(/simulated I\/Os per host second/);
+  });
+
+  it("prints JSON with --json, with overrides from the command line over the job file", async () => {
+    const job = tempFile(
+      "job.json",
+      JSON.stringify({
+        name: "mine",
+        workload: { bs: "8k", iodepth: 4, ios: 500 },
+        iommu: { mode: "strict" },
+      }),
+    );
+    const r = await cli("run", job, "--iodepth", "2", "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as RunResult;
+    expect(j.job.name).toBe("mine");
+    expect(j.job.iommu.mode).toBe("strict");
+    expect(j.job.workload.iodepth).toBe(2);
+    expect(j.ios).toBe(500);
+    expect(j.bytes).toBe(500 * 8192);
+    expect(j.verify.ok).toBe(true);
+    expect(j.perIo["domain.rangeInvalidations"]).toBeCloseTo(1, 5);
+    expect(j.latencyUs.p99).toBeGreaterThan(j.job.controller.latencyUs);
+  });
+
+  it("gives identical results for the same job and seed", async () => {
+    const a = JSON.parse(
+      (await cli("run", "--ios", "1500", "--bs", "16k", "--cpus", "2", "--json")).out,
+    ) as Record<string, unknown>;
+    const b = JSON.parse(
+      (await cli("run", "--ios", "1500", "--bs", "16k", "--cpus", "2", "--json")).out,
+    ) as Record<string, unknown>;
+    delete a.simulator;
+    delete b.simulator;
+    expect(JSON.stringify(a)).toBe(JSON.stringify(b));
+    const c = JSON.parse(
+      (await cli("run", "--ios", "1500", "--bs", "16k", "--cpus", "2", "--seed", "9", "--json"))
+        .out,
+    ) as Record<string, unknown>;
+    delete c.simulator;
+    expect(JSON.stringify(c)).not.toBe(JSON.stringify(a));
+  });
+
+  it("runs for simulated seconds and across several CPUs", async () => {
+    const r = JSON.parse(
+      (await cli("run", "--seconds", "0.002", "--cpus", "2", "--json")).out,
+    ) as RunResult;
+    expect(r.simulatedNs).toBeGreaterThanOrEqual(2e6);
+    expect(r.perCpu).toHaveLength(2);
+    expect(r.perCpu.every((c) => c.ios > 0)).toBe(true);
+  });
+
+  it("applies a user cost table", async () => {
+    const costs = tempFile("costs.json", JSON.stringify({ "block.submit": 1000 }));
+    const base = JSON.parse((await cli("run", "--ios", "300", "--json")).out) as RunResult;
+    const r = JSON.parse(
+      (await cli("run", "--ios", "300", "--json", "--costs", costs)).out,
+    ) as RunResult;
+    expect(r.cpuNsPerIoByCategory.block - base.cpuNsPerIoByCategory.block).toBeCloseTo(860, 0);
+  });
+
+  it("writes an HTML report with charts", async () => {
+    const html = tempFile("x.html", "");
+    const r = await cli("run", "--ios", "300", "--html", html);
+    expect(r.code).toBe(0);
+    const text = readFileSync(html, "utf8");
+    expect(text).toContain('<svg id="latency-chart"');
+    expect(text).toContain('<svg id="cpu-chart"');
+    expect(text).not.toMatch(/<script|https?:\/\//);
+  });
+});
+
+describe("dmasim compare", () => {
+  it("orders strict > lazy > passthrough in CPU per I/O, verifies every cell, and shows ratios", async () => {
+    const r = await cli("compare", "--ios", "1500", "--bs", "64k", "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as {
+      cells: { iommu: string; mapping: string; cpuRatioToFirst: number; result: RunResult }[];
+    };
+    expect(j.cells).toHaveLength(8);
+    const cell = (i: string, m: string) =>
+      j.cells.find((c) => c.iommu === i && c.mapping === m)?.result as RunResult;
+    for (const m of ["two-step", "scatterlist"]) {
+      expect(cell("strict", m).cpuNsPerIo).toBeGreaterThan(cell("lazy", m).cpuNsPerIo);
+      expect(cell("lazy", m).cpuNsPerIo).toBeGreaterThan(cell("passthrough", m).cpuNsPerIo);
+    }
+    for (const c of j.cells) expect(c.result.verify.ok).toBe(true);
+    // The two-step path links every segment and syncs once per I/O; the scatterlist path pays per segment.
+    expect(cell("lazy", "two-step").perIo["domain.syncMapCalls"]).toBeCloseTo(1, 5);
+    expect(cell("lazy", "two-step").perIo["dma.iovaLinks"]).toBeGreaterThan(4);
+    expect(cell("lazy", "scatterlist").cpuNsPerIoByCategory.scatterlist).toBeGreaterThan(0);
+    expect(cell("lazy", "scatterlist").cpuNsPerIo).toBeGreaterThan(
+      cell("lazy", "two-step").cpuNsPerIo,
+    );
+    expect(j.cells[0]?.cpuRatioToFirst).toBe(1);
+  });
+
+  it("prints a table for a chosen matrix", async () => {
+    const r = await cli(
+      "compare",
+      "--iommu",
+      "strict,lazy",
+      "--mapping",
+      "two-step",
+      "--ios",
+      "500",
+    );
+    expect(r.code).toBe(0);
+    const rows = r.out.trim().split("\n");
+    expect(rows.filter((l) => /^(strict|lazy)\s+two-step/.test(l))).toHaveLength(2);
+    expect(r.out).toContain("vs first");
+  });
+
+  it("writes the compare matrix as HTML", async () => {
+    const html = tempFile("c.html", "");
+    expect(
+      (await cli("compare", "--iommu", "none,strict", "--ios", "300", "--html", html)).code,
+    ).toBe(0);
+    expect(readFileSync(html, "utf8")).toContain('<svg id="compare-chart"');
+  });
+});
+
+describe("dmasim trace", () => {
+  it("traces one I/O from bvecs to teardown", async () => {
+    const r = await cli("trace", "--iommu", "strict", "--bs", "16k", "--buffers", "scattered");
+    expect(r.code).toBe(0);
+    for (const s of [
+      "bvecs",
+      "physical segments",
+      "DMA mapping",
+      "command",
+      "PRP list",
+      "controller walk",
+      "completion",
+      "teardown",
+    ])
+      expect(r.out).toContain(`${s}\n`);
+    expect(r.out).toMatch(/two-step IOVA \(one range 0x[0-9a-f]+ \+ 0x4000\)/);
+    expect(r.out).toMatch(/PTE L3\[\d+\] iova 0x[0-9a-f]+ →/);
+    expect(r.out).toContain("domain.rangeInvalidations +1");
+  });
+
+  it("takes explicit buffers and prints JSON", async () => {
+    const r = await cli(
+      "trace",
+      "--iommu",
+      "none",
+      "--sgl",
+      "none",
+      "--buf",
+      "0x1_0000_1000:4096",
+      "--buf",
+      "0x1_0000_8000:8192",
+      "--json",
+    );
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as { steps: { step: string; data: unknown }[] };
+    const bv = j.steps.find((s) => s.step === "bvecs")?.data as { phys: number; len: number }[];
+    expect(bv).toEqual([
+      { page: 0x100001, offset: 0, len: 4096, phys: 0x100001000 },
+      { page: 0x100008, offset: 0, len: 8192, phys: 0x100008000 },
+    ]);
+    const walk = j.steps.find((s) => s.step === "controller walk")?.data as {
+      addr: number;
+      len: number;
+    }[];
+    expect(walk.map((w) => w.addr)).toEqual([0x100001000, 0x100008000, 0x100009000]);
+  });
+});
+
+describe("dmasim map-bench", () => {
+  it("prints the three lines of dma_map_benchmark", async () => {
+    const r = await cli("map-bench", "-t", "2", "-s", "1", "-g", "4", "--max-loops", "2000");
+    expect(r.code).toBe(0);
+    const lines = r.out.trim().split("\n");
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toBe(
+      "dma mapping benchmark(SINGLE_MODE): threads:2 seconds:1 node:-1 dir:BIDIRECTIONAL granule:4",
+    );
+    expect(lines[1]).toMatch(/^average map latency\(us\):\d+\.\d standard deviation:\d+\.\d$/);
+    expect(lines[2]).toMatch(/^average unmap latency\(us\):\d+\.\d standard deviation:\d+\.\d$/);
+  });
+
+  it("reports strict unmap as the expensive half, in 100 ns units, and adds host timing in JSON", async () => {
+    const r = JSON.parse(
+      (await cli("map-bench", "-s", "1", "--max-loops", "3000", "--json")).out,
+    ) as {
+      avg_map_100ns: number;
+      avg_unmap_100ns: number;
+      simulator_host_ns_per_map_unmap: number;
+      loops: number;
+    };
+    expect(r.loops).toBe(3000);
+    expect(r.avg_unmap_100ns).toBeGreaterThan(r.avg_map_100ns);
+    expect(Number.isInteger(r.avg_map_100ns)).toBe(true);
+    expect(r.simulator_host_ns_per_map_unmap).toBeGreaterThan(0);
+    const sg = await cli(
+      "map-bench",
+      "-s",
+      "1",
+      "-m",
+      "1",
+      "-g",
+      "8",
+      "-d",
+      "2",
+      "--max-loops",
+      "500",
+    );
+    expect(sg.out.split("\n")[0]).toBe(
+      "dma mapping benchmark(SG_MODE): threads:1 seconds:1 node:-1 dir:FROM_DEVICE granule:8",
+    );
+  });
+});
+
+describe("dmasim sweep", () => {
+  it("runs a grid, one JSON line per job, and summarises as CSV", async () => {
+    const grid = tempFile(
+      "grid.json",
+      JSON.stringify({
+        base: { workload: { ios: 300 } },
+        vary: { "iommu.mode": ["strict", "lazy"], "workload.bs": ["4k", "16k"] },
+      }),
+    );
+    const out = tempFile("out.jsonl", "");
+    const r = await cli("sweep", grid, "--workers", "0", "--out", out, "--csv");
+    expect(r.code).toBe(0);
+    const lines = readFileSync(out, "utf8")
+      .trim()
+      .split("\n")
+      .map(
+        (l) =>
+          JSON.parse(l) as { index: number; params: Record<string, unknown>; verifyOk: boolean },
+      );
+    expect(lines.map((l) => l.index)).toEqual([0, 1, 2, 3]);
+    expect(lines[1]?.params).toEqual({ "iommu.mode": "strict", "workload.bs": "16k" });
+    expect(lines.every((l) => l.verifyOk)).toBe(true);
+    const csv = r.out.trim().split("\n");
+    expect(csv[0]).toBe(
+      "iommu.mode,workload.bs,iops,cpu_ns_per_io,p50_us,p99_us,mb_s,verify,error",
+    );
+    expect(csv).toHaveLength(5);
+  });
+});
