@@ -4,7 +4,11 @@ import { DEFAULT_JOB, parseJob, runJob } from "../src/engine/index.ts";
 
 const IOS = 4000;
 const job = parseJob({ ...DEFAULT_JOB, workload: { ...DEFAULT_JOB.workload, ios: IOS } });
-const strict = parseJob({ ...DEFAULT_JOB, iommu: { mode: "strict" }, workload: { ...DEFAULT_JOB.workload, ios: IOS } });
+const strict = parseJob({
+  ...DEFAULT_JOB,
+  iommu: { mode: "strict" },
+  workload: { ...DEFAULT_JOB.workload, ios: IOS },
+});
 
 export default defineBenchmarks([
   {

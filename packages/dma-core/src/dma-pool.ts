@@ -82,7 +82,8 @@ export class DmaPool {
     if (blk === undefined) {
       this.grow();
       blk = this.free.pop();
-      if (blk === undefined) throw new InternalError(`dma_pool ${this.name}: a new page yielded no block`);
+      if (blk === undefined)
+        throw new InternalError(`dma_pool ${this.name}: a new page yielded no block`);
     }
     this.busy.set(blk.cpuAddr, blk);
     this.counters.c.allocs++;

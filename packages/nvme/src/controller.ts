@@ -210,7 +210,8 @@ export class NvmeController {
     }
     this.maxRanges = o.maxRanges ?? Infinity;
     this.serviceTimeNs = o.serviceTimeNs;
-    if (this.serviceTimeNs !== undefined && this.clock === undefined) throw new NvmeError("EINVAL", "a service time model needs a clock");
+    if (this.serviceTimeNs !== undefined && this.clock === undefined)
+      throw new NvmeError("EINVAL", "a service time model needs a clock");
     this.faults = o.faults ?? {};
     this.rng = new Rng(this.faults.failCommand?.seed ?? 0);
     this.sglCaps = {
@@ -430,7 +431,10 @@ export class NvmeController {
       if (this.serviceTimeNs !== undefined && sq.qid !== 0) {
         const op = this.cmd[SQE.OPCODE] as number;
         const ns = this.namespaces[getU32(this.cmd, SQE.NSID) - 1];
-        const bytes = op === NVME_CMD.FLUSH || ns === undefined ? 0 : ((getU32(this.cmd, SQE.CDW12) % 65536) + 1) * ns.lbaSize;
+        const bytes =
+          op === NVME_CMD.FLUSH || ns === undefined
+            ? 0
+            : ((getU32(this.cmd, SQE.CDW12) % 65536) + 1) * ns.lbaSize;
         delay += Math.max(0, Math.round(this.serviceTimeNs(op, bytes, sq.qid)));
       }
       if (delay > 0 && this.clock) {
