@@ -25,14 +25,26 @@ function zoneFor(mask: number): Zone {
 }
 
 /**
- * Linux `dma_alloc_coherent`: allocates whole pages (order from the size), zeroed, reachable
- * under the coherent mask. Throws ENOMEM when memory or IOVA space is exhausted (Linux returns
- * NULL); nothing stays allocated after a failure.
+ * The page order of a coherent allocation: from the size, and under an IOMMU at least one
+ * granule (Linux `iommu_dma_alloc_remap` rounds to the smallest IOMMU page when it is larger
+ * than PAGE_SIZE), so that the pages can be mapped whole.
+ */
+function coherentOrder(dev: Device, size: number): number {
+  const ps = dev.memory.pageSize;
+  const order = orderBase2(Math.ceil(size / ps));
+  const g = dev.dmaIommu && dev.cookie ? dev.cookie.granule : ps;
+  return g > ps ? Math.max(order, orderBase2(g / ps)) : order;
+}
+
+/**
+ * Linux `dma_alloc_coherent`: allocates whole pages (order from the size, at least one IOMMU
+ * granule), zeroed, reachable under the coherent mask. Throws ENOMEM when memory or IOVA space
+ * is exhausted (Linux returns NULL); nothing stays allocated after a failure.
  */
 export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer {
   checkInt(size, "coherent allocation size", 1);
   const mem = dev.memory;
-  const order = orderBase2(Math.ceil(size / mem.pageSize));
+  const order = coherentOrder(dev, size);
   const bytes = 2 ** order * mem.pageSize;
   const zone = dev.dmaIommu ? ZONE.NORMAL : zoneFor(dev.coherentDmaMask);
   const pfn = mem.tryAllocPages(order, { zone });
@@ -84,7 +96,7 @@ export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer {
 export function dmaFreeCoherent(dev: Device, size: number, cpuAddr: number, dmaAddr: number): void {
   checkInt(size, "coherent allocation size", 1);
   const mem = dev.memory;
-  const order = orderBase2(Math.ceil(size / mem.pageSize));
+  const order = coherentOrder(dev, size);
   const bytes = 2 ** order * mem.pageSize;
   const pfn = cpuAddr / mem.pageSize;
   if (!Number.isInteger(pfn) || mem.allocatedOrder(pfn) !== order) {

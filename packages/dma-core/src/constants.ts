@@ -1,7 +1,7 @@
 /**
  * DMA API constants with Linux's values (include/linux/dma-direction.h, dma-mapping.h).
  */
-import { hex } from "@dmasim/bvec";
+import { PHYS_ADDR_BITS, checkAddr, hex } from "@dmasim/bvec";
 import { DmaError } from "./errors.ts";
 
 /** Linux `enum dma_data_direction`. */
@@ -55,15 +55,18 @@ export function hasAttr(attrs: number, flag: number): boolean {
 
 /** Checks an attrs value: only known `DMA_ATTR_*` bits. */
 export function checkAttrs(attrs: number): number {
+  if (attrs === 0) return 0;
   if (!Number.isInteger(attrs) || attrs < 0 || attrs > ATTR_ALL || attrsHasUnknown(attrs)) {
     throw new DmaError("EINVAL", `attrs ${hex(attrs)} has bits that are not DMA_ATTR_* flags`);
   }
   return attrs;
 }
 
+const ATTR_BITS = [4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 4, 2] as const;
+
 function attrsHasUnknown(attrs: number): boolean {
   let rest = attrs;
-  for (const f of [4096, 2048, 1024, 512, 256, 128, 64, 32, 16, 4, 2]) if (rest >= f) rest -= f;
+  for (const f of ATTR_BITS) if (rest >= f) rest -= f;
   return rest !== 0;
 }
 
@@ -91,4 +94,16 @@ export function dmaBitMask(bits: number): number {
     throw new DmaError("EINVAL", `DMA mask width ${String(bits)} is outside 1..64 bits`);
   }
   return bits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** bits - 1;
+}
+
+const PHYS_LIMIT = 2 ** PHYS_ADDR_BITS;
+
+/**
+ * `checkAddr(phys, what)` for the hot paths: the common valid case is decided with one
+ * precomputed limit (bvec's `checkAddr` computes `2 ** bits` per call); anything else goes to
+ * `checkAddr` for the error.
+ */
+export function checkPhys(phys: number, what = "physical address"): number {
+  if (phys >= 0 && phys < PHYS_LIMIT && Number.isInteger(phys)) return phys;
+  return checkAddr(phys, what);
 }

@@ -341,7 +341,7 @@ export class DmaDebug {
         `device driver syncs DMA memory with different direction [device address=${hex(addr)}] [size=${size} bytes] [mapped with ${directionName(e.dir)}] [synced with ${directionName(dir)}]`,
       );
     }
-    if (forCpu && e.dir === DMA_DIRECTION.TO_DEVICE) {
+    if (forCpu && e.dir === DMA_DIRECTION.TO_DEVICE && dir !== DMA_DIRECTION.TO_DEVICE) {
       this.report(
         dev,
         DMA_DEBUG_CLASS.SYNC_RO_FOR_CPU,
@@ -399,8 +399,17 @@ export class DmaDebug {
     return true;
   }
 
-  /** `dma_iova_link`. */
-  iovaLink(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
+  /** A call on a state that was already freed or destroyed (reported as use after free). */
+  iovaUseAfterFree(dev: Device, t: IovaTrack | undefined, call: string): void {
+    this.live(dev, t, call);
+  }
+
+  /**
+   * Before `dma_iova_link` maps anything: the range must lie inside the allocation and overlap
+   * no linked range. Checked first so that an overlap is reported even though the page table
+   * then refuses the map (EEXIST).
+   */
+  iovaLinkCheck(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
     if (!this.live(dev, t, "dma_iova_link")) return;
     if (offset + size > t.size) {
       this.report(
@@ -425,6 +434,11 @@ export class DmaDebug {
         return;
       }
     }
+  }
+
+  /** `dma_iova_link` succeeded: records the linked range (not yet synced). */
+  iovaLink(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
+    if (!this.live(dev, t, "dma_iova_link")) return;
     t.links.push({ offset, size, synced: false });
   }
 

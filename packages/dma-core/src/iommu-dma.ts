@@ -3,7 +3,15 @@
  * and flush queue), IOVA allocation with the 32-bit-first policy, single mappings, SWIOTLB
  * bouncing of sub-granule buffers for untrusted devices, and strict or lazy unmapping.
  */
-import { REGION_KIND, SimError, alignDown, alignUp, hex, lowestSetBit } from "@dmasim/bvec";
+import {
+  MAX_ADDR,
+  REGION_KIND,
+  SimError,
+  alignDown,
+  alignUp,
+  hex,
+  lowestSetBit,
+} from "@dmasim/bvec";
 import {
   FlushQueue,
   IOMMU_PROT,
@@ -34,6 +42,11 @@ export class IommuDmaCookie {
   readonly fq: FlushQueue | null;
   readonly granule: number;
   readonly options: IommuDmaOptions;
+  /**
+   * The gather every unmap of this domain uses (Linux keeps it on the stack): reset before each
+   * use, so unmapping allocates nothing unless page-table pages were freed.
+   */
+  readonly gather = new IotlbGather();
 
   constructor(
     domain: IommuDomain,
@@ -164,6 +177,17 @@ export function iommuDmaAllocIova(dev: Device, size: number, dmaLimit: number): 
   return pfn * g;
 }
 
+/** Linux `iommu_iotlb_gather_init` on the cookie's gather, allocating only to drop a freelist handed on. */
+export function iommuDmaGather(cookie: IommuDmaCookie, queued: boolean): IotlbGather {
+  const g = cookie.gather;
+  g.start = MAX_ADDR;
+  g.end = 0;
+  g.pgsize = 0;
+  if (g.freelist.length !== 0) g.freelist = [];
+  g.queued = queued;
+  return g;
+}
+
 /** Linux `iommu_dma_free_iova`: through the flush queue when the gather is queued, else at once. */
 export function iommuDmaFreeIova(
   dev: Device,
@@ -175,7 +199,8 @@ export function iommuDmaFreeIova(
   const g = cookie.granule;
   if (gather?.queued && cookie.fq) {
     cookie.fq.queueIova(iova / g, size / g, gather.freelist, dev.cpu);
-    gather.freelist = [];
+    // The queue owns the pages now.
+    if (gather.freelist.length !== 0) gather.freelist = [];
   } else {
     cookie.iovad.freeIovaFast(iova / g, size / g, dev.cpu);
   }
@@ -201,7 +226,7 @@ export function iommuDmaMapRaw(
       `device ${dev.name}: min_align_mask ${hex(dev.minAlignMask)} exceeds the IOMMU granule ${hex(g)} (unsupported alignment constraint)`,
     );
   }
-  const off = phys % g;
+  const off = iovaOffset(phys, g);
   const len = alignUp(size + off, g);
   const iova = iommuDmaAllocIova(dev, len, dmaMask);
   if (iova === 0)
@@ -221,20 +246,49 @@ export function iommuDmaMapRaw(
 /**
  * Linux `__iommu_dma_unmap`: unmaps the granule-rounded range; strict mode invalidates before
  * the IOVA is freed, lazy mode queues the IOVA and the freed table pages. Returns the bytes the
- * page table removed (Linux WARNs when it differs from the length).
+ * page table removed (a warning when it differs from the length, as Linux's WARN_ON).
+ *
+ * With `checkMapped` (callers that skipped `iommu_dma_unmap_phys`'s `iommu_iova_to_phys` check
+ * because they need no physical address), an unmap that removed nothing is looked up then: if
+ * `dmaAddr` is not mapped it returns -1 before syncing or freeing anything, as that check does
+ * (the page table stops at the first hole, so nothing was changed).
  */
-export function iommuDmaUnmapRaw(dev: Device, dmaAddr: number, size: number): number {
+export function iommuDmaUnmapRaw(
+  dev: Device,
+  dmaAddr: number,
+  size: number,
+  checkMapped = false,
+): number {
   const cookie = cookieOf(dev);
   const g = cookie.granule;
-  const off = dmaAddr % g;
+  const off = iovaOffset(dmaAddr, g);
   const start = dmaAddr - off;
   const len = alignUp(size + off, g);
-  const gather = new IotlbGather();
-  gather.queued = cookie.fq !== null;
+  const gather = iommuDmaGather(cookie, cookie.fq !== null);
   const unmapped = cookie.domain.unmapFast(start, len, gather);
+  if (unmapped !== len) {
+    if (checkMapped && unmapped === 0 && cookie.domain.iovaToPhys(dmaAddr) === 0) return -1;
+    dev.debug?.warn(
+      dev,
+      "__iommu_dma_unmap",
+      `unmapped ${hex(unmapped)} of ${hex(len)} bytes at ${hex(start)}`,
+      start,
+      len,
+    );
+  }
   if (!gather.queued) cookie.domain.iotlbSync(gather);
   iommuDmaFreeIova(dev, start, len, gather);
   return unmapped;
+}
+
+function warnUnmapped(dev: Device, dmaAddr: number, size: number): void {
+  dev.debug?.warn(
+    dev,
+    "unmap-unmapped-iova",
+    `unmap of ${hex(dmaAddr)}+${hex(size)}: the IOVA is not mapped (the mapping leaks)`,
+    dmaAddr,
+    size,
+  );
 }
 
 /** Linux `dev_use_swiotlb`: untrusted devices bounce sub-granule buffers (kmalloc bouncing is not modelled). */
@@ -242,9 +296,17 @@ export function devUseSwiotlb(dev: Device): boolean {
   return dev.untrusted;
 }
 
+/**
+ * Linux `iova_offset`: `x mod granule` for a power-of-two granule. Computed by division, which
+ * is exact here and several times faster than `%` on addresses above 2^31 (a libm fmod call).
+ */
+export function iovaOffset(x: number, granule: number): number {
+  return x - Math.floor(x / granule) * granule;
+}
+
 /** Linux `iova_unaligned`: the buffer shares an IOMMU granule with other data. */
 export function iovaUnaligned(phys: number, size: number, granule: number): boolean {
-  return phys % granule !== 0 || size % granule !== 0;
+  return iovaOffset(phys, granule) !== 0 || iovaOffset(size, granule) !== 0;
 }
 
 /**
@@ -327,22 +389,23 @@ export function iommuDmaUnmapPhys(
   attrs: number,
 ): void {
   const cookie = cookieOf(dev);
-  if (hasAttr(attrs, DMA_ATTR.MMIO)) {
+  if (attrs !== 0 && hasAttr(attrs, DMA_ATTR.MMIO)) {
     iommuDmaUnmapRaw(dev, dmaAddr, size);
+    return;
+  }
+  const skipSync = attrs !== 0 && hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC);
+  if (dev.swiotlb === null && (dev.coherent || skipSync)) {
+    // Nothing below needs the physical address (no cache maintenance, no bounce buffer): the
+    // page-table walk of the "is it mapped" check is only done when the unmap removed nothing.
+    if (iommuDmaUnmapRaw(dev, dmaAddr, size, true) < 0) warnUnmapped(dev, dmaAddr, size);
     return;
   }
   const phys = cookie.domain.iovaToPhys(dmaAddr);
   if (phys === 0) {
-    dev.debug?.warn(
-      dev,
-      "unmap-unmapped-iova",
-      `unmap of ${hex(dmaAddr)}+${hex(size)}: the IOVA is not mapped (the mapping leaks)`,
-      dmaAddr,
-      size,
-    );
+    warnUnmapped(dev, dmaAddr, size);
     return;
   }
-  if (!hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !dev.coherent) archSyncDmaForCpu(dev, size, dir);
+  if (!skipSync && !dev.coherent) archSyncDmaForCpu(dev, size, dir);
   iommuDmaUnmapRaw(dev, dmaAddr, size);
   if (dev.swiotlb?.isSwiotlbBuffer(phys))
     dev.swiotlb.unmapSingle(phys, size, dir, hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC));

@@ -5,9 +5,15 @@
  * `dmaIovaFree`). Without an IOMMU DMA domain `dmaIovaTryAlloc` returns false and the caller
  * uses the streaming API: the same code path works everywhere (review points R3, R11).
  */
-import { alignUp, checkAddr, checkInt, hex } from "@dmasim/bvec";
-import { IotlbGather } from "@dmasim/iommu";
-import { DMA_ATTR, type DmaDirection, checkAttrs, checkDirection, hasAttr } from "./constants.ts";
+import { alignUp, checkInt, hex } from "@dmasim/bvec";
+import {
+  DMA_ATTR,
+  type DmaDirection,
+  checkAttrs,
+  checkDirection,
+  checkPhys,
+  hasAttr,
+} from "./constants.ts";
 import type { IovaTrack } from "./debug.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
@@ -19,7 +25,9 @@ import {
   dmaInfoToProt,
   iommuDmaAllocIova,
   iommuDmaFreeIova,
+  iommuDmaGather,
   iommuDmaMapSwiotlb,
+  iovaOffset,
   iovaUnaligned,
 } from "./iommu-dma.ts";
 
@@ -109,7 +117,7 @@ export function dmaIovaTryAlloc(
   size: number,
 ): boolean {
   DmaIovaState.reset(state);
-  checkAddr(phys, "physical address");
+  checkPhys(phys);
   checkInt(size, "IOVA size");
   if (!dev.dmaIommu) return false;
   dev.counters.c.iovaTryAllocs++;
@@ -119,7 +127,7 @@ export function dmaIovaTryAlloc(
     return false;
   }
   const g = granuleOf(dev);
-  const off = phys % g;
+  const off = iovaOffset(phys, g);
   const base = iommuDmaAllocIova(dev, alignUp(size + off, g), dev.getMask());
   if (base === 0) {
     dev.counters.c.iovaTryAllocFailures++;
@@ -132,7 +140,7 @@ export function dmaIovaTryAlloc(
 
 function checkState(dev: Device, state: DmaIovaState, call: string): void {
   if (DmaIovaState.isFreed(state)) {
-    dev.debug?.iovaLink(dev, DmaIovaState.track(state), 0, 0);
+    dev.debug?.iovaUseAfterFree(dev, DmaIovaState.track(state), call);
     throw new DmaError("EINVAL", `${call} on an IOVA state that was already freed or destroyed`);
   }
 }
@@ -148,13 +156,11 @@ function iovaLinkRaw(
 ): void {
   if (!dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO))
     archSyncDmaForDevice(dev, len);
+  const cookie = dev.cookie;
+  if (cookie === null) return;
+  const prot = dmaInfoToProt(dir, dev.coherent, attrs);
   try {
-    (dev.cookie?.domain ?? undefined)?.mapNosync(
-      iova,
-      phys,
-      len,
-      dmaInfoToProt(dir, dev.coherent, attrs),
-    );
+    cookie.domain.mapNosync(iova, phys, len, prot);
   } catch (e) {
     throw asDmaError(e);
   }
@@ -162,11 +168,12 @@ function iovaLinkRaw(
 
 /**
  * Linux `iommu_dma_iova_link_swiotlb`: bounces the sub-granule head and tail of the range and
- * links the aligned middle directly; sets the sticky "used SWIOTLB" flag. The bounce slot keeps
- * the data's offset inside its granule (the link arithmetic needs it whatever the device's
- * min_align_mask says). On failure it undoes
- * what it linked (with the upstream quirk that the unwind unlinks from offset 0, which is only
- * exact for a first link at offset 0).
+ * links the aligned middle directly (skipped when empty); sets the sticky "used SWIOTLB" flag.
+ * The bounce slot keeps the data's offset inside its granule (the link arithmetic needs it
+ * whatever the device's min_align_mask says). On failure it unlinks what this call linked,
+ * starting at `offset` (upstream commit 6ec91df8aff7 "iommu/dma: Do not try to iommu_map a 0
+ * length region in swiotlb", 2026: before it the unwind started at offset 0 and unlinked the
+ * wrong window of a later link, leaving its pages mapped on a freed IOVA).
  */
 function iovaLinkSwiotlb(
   dev: Device,
@@ -178,8 +185,8 @@ function iovaLinkSwiotlb(
   attrs: number,
 ): void {
   const g = granuleOf(dev);
-  const startPad = phys % g;
-  const endPad = (phys + size) % g;
+  const startPad = iovaOffset(phys, g);
+  const endPad = iovaOffset(phys + size, g);
   const addr = state.addr + offset;
   let mapped = 0;
   let left = size;
@@ -188,7 +195,7 @@ function iovaLinkSwiotlb(
       const bounceLen = Math.min(left, g - startPad);
       const tlb = iommuDmaMapSwiotlb(dev, phys, bounceLen, g - 1);
       try {
-        iovaLinkRaw(dev, addr - startPad, tlb - (tlb % g), g, dir, attrs);
+        iovaLinkRaw(dev, addr - startPad, tlb - iovaOffset(tlb, g), g, dir, attrs);
       } catch (e) {
         dev.swiotlb?.unmapSingle(tlb, bounceLen, dir, true);
         throw e;
@@ -207,7 +214,7 @@ function iovaLinkSwiotlb(
     if (tail !== 0) {
       const tlb = iommuDmaMapSwiotlb(dev, phys + mapped, tail, g - 1);
       try {
-        iovaLinkRaw(dev, addr + mapped, tlb - (tlb % g), g, dir, attrs);
+        iovaLinkRaw(dev, addr + mapped, tlb - iovaOffset(tlb, g), g, dir, attrs);
       } catch (e) {
         dev.swiotlb?.unmapSingle(tlb, tail, dir, true);
         throw e;
@@ -216,7 +223,7 @@ function iovaLinkSwiotlb(
       mapped += tail;
     }
   } catch (e) {
-    if (mapped > 0) iovaUnlinkRaw(dev, state, 0, mapped, dir, attrs, false);
+    if (mapped > 0) iovaUnlinkRaw(dev, state, offset, mapped, dir, attrs, false);
     throw e;
   }
 }
@@ -237,7 +244,7 @@ export function dmaIovaLink(
   dir: DmaDirection,
   attrs = 0,
 ): number {
-  checkAddr(phys, "physical address");
+  checkPhys(phys);
   checkInt(offset, "link offset");
   checkInt(size, "link size", 1);
   checkAttrs(attrs);
@@ -250,7 +257,8 @@ export function dmaIovaLink(
   }
   checkState(dev, state, "dma_iova_link");
   const g = granuleOf(dev);
-  const pad = phys % g;
+  const pad = iovaOffset(phys, g);
+  const addr = state.addr + offset;
   if (pad !== 0 && offset > 0) {
     throw new DmaError(
       "EIO",
@@ -258,6 +266,7 @@ export function dmaIovaLink(
     );
   }
   if (
+    attrs !== 0 &&
     hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT) &&
     (DmaIovaState.usesSwiotlb(state) || !dev.coherent)
   ) {
@@ -266,6 +275,7 @@ export function dmaIovaLink(
       `dma_iova_link with DMA_ATTR_REQUIRE_COHERENT cannot be met on ${dev.name}`,
     );
   }
+  dev.debug?.iovaLinkCheck(dev, DmaIovaState.track(state), offset, size);
   if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, g)) {
     if (hasAttr(attrs, DMA_ATTR.MMIO)) {
       throw new DmaError(
@@ -275,11 +285,11 @@ export function dmaIovaLink(
     }
     iovaLinkSwiotlb(dev, state, phys, offset, size, d, attrs);
   } else {
-    iovaLinkRaw(dev, state.addr + offset - pad, phys - pad, alignUp(size + pad, g), d, attrs);
+    iovaLinkRaw(dev, addr - pad, phys - pad, alignUp(size + pad, g), d, attrs);
   }
   dev.counters.c.iovaLinks++;
   dev.debug?.iovaLink(dev, DmaIovaState.track(state), offset, size);
-  return state.addr + offset;
+  return addr;
 }
 
 /** Linux `dma_iova_sync`: one "sync after map" over the granule-rounded range. */
@@ -295,7 +305,7 @@ export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, si
   checkState(dev, state, "dma_iova_sync");
   const g = granuleOf(dev);
   const addr = state.addr + offset;
-  const pad = addr % g;
+  const pad = iovaOffset(addr, g);
   dev.counters.c.iovaSyncs++;
   dev.debug?.iovaSync(dev, DmaIovaState.track(state), offset, size);
   try {
@@ -323,7 +333,7 @@ function iovaUnlinkRaw(
   if (cookie === null) return;
   const g = cookie.granule;
   const addr = state.addr + offset;
-  const pad = addr % g;
+  const pad = iovaOffset(addr, g);
   const syncCpu =
     !dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO);
   if (DmaIovaState.usesSwiotlb(state) || syncCpu) {
@@ -350,8 +360,7 @@ function iovaUnlinkRaw(
       chunk = Math.min(left, g);
     }
   }
-  const gather = new IotlbGather();
-  gather.queued = freeIova && cookie.fq !== null;
+  const gather = iommuDmaGather(cookie, freeIova && cookie.fq !== null);
   const len = alignUp(size + pad, g);
   const start = addr - pad;
   const unmapped = cookie.domain.unmapFast(start, len, gather);
@@ -419,7 +428,7 @@ export function dmaIovaFree(dev: Device, state: DmaIovaState): void {
   if (!dev.dmaIommu || !dmaUseIova(state)) return;
   checkState(dev, state, "dma_iova_free");
   const g = granuleOf(dev);
-  const pad = state.addr % g;
+  const pad = iovaOffset(state.addr, g);
   dev.debug?.iovaFree(dev, DmaIovaState.track(state));
   iommuDmaFreeIova(dev, state.addr - pad, alignUp(state.size + pad, g), null);
   DmaIovaState.markFreed(state);

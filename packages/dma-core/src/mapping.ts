@@ -3,7 +3,14 @@
  * and the IOMMU path, the dma-debug hooks, and the query helpers.
  */
 import { MAX_ADDR, checkAddr, checkInt, hex } from "@dmasim/bvec";
-import { DMA_ATTR, type DmaDirection, checkAttrs, checkDirection, hasAttr } from "./constants.ts";
+import {
+  DMA_ATTR,
+  type DmaDirection,
+  checkAttrs,
+  checkDirection,
+  checkPhys,
+  hasAttr,
+} from "./constants.ts";
 import type { Device } from "./device.ts";
 import {
   dmaDirectMapPhys,
@@ -22,7 +29,7 @@ import {
 } from "./iommu-dma.ts";
 
 function checkMapArgs(phys: number, size: number, dir: number, attrs: number): DmaDirection {
-  checkAddr(phys, "physical address");
+  checkPhys(phys);
   checkInt(size, "DMA size", 1);
   checkAttrs(attrs);
   return checkDirection(dir);

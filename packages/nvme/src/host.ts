@@ -500,7 +500,15 @@ export class NvmeHost {
       return BLK_STS.RESOURCE;
     }
     const iod = q.iods[tag] as NvmeIod;
-    const st = this.prep(iod, req, ns, nsid);
+    let st: BlkStatus;
+    try {
+      st = this.prep(iod, req, ns, nsid);
+    } catch (e) {
+      // A misuse error (e.g. a request that is not whole logical blocks): the tag goes back.
+      iod.req = null;
+      q.freeTags.push(tag);
+      throw e;
+    }
     if (st !== BLK_STS.OK) {
       q.freeTags.push(tag);
       if (st === BLK_STS.RESOURCE) this.counters.c.requeues++;

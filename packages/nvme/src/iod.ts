@@ -92,6 +92,10 @@ export class NvmeIod {
     this.useSgl = false;
     this.cmd.fill(0);
     for (let i = 0; i < NVME_MAX_NR_DESCRIPTORS; i++) this.descriptors[i] = undefined;
+    // The state of the previous request is dead (destroyed at its unmap), but it still says
+    // "IOVA in use"; the single-segment path never reaches `dma_iova_try_alloc` (which zeroes
+    // it), so without this its unmap would destroy the stale range instead of unmapping.
+    DmaIovaState.reset(this.dmaState);
   }
 }
 

@@ -1,0 +1,125 @@
+/**
+ * NVMe benchmarks. `io/*` are whole I/Os end to end on one queue: map the request, build the
+ * command and its PRPs, ring the doorbell, the controller fetches the command, walks the PRPs
+ * through the IOMMU and copies the payload, posts the completion; the host polls, unmaps and
+ * completes. The IOMMU is in lazy mode (the clock is advanced every batch so the flush queue
+ * drains on its timer); dma-debug is off; the controller is PRP-only (SGLS 0). Reads into
+ * fragmented pages above 4 GiB. `prp/build/2m` is the builder alone (map + PRP list + unmap) for
+ * 512 scattered pages without an IOMMU. `memcpy/plain-set/128k` is the payload baseline.
+ */
+import {
+  type BlkStatus,
+  PhysMemory,
+  REQ_OP,
+  type Request,
+  SimClock,
+  bioFromBvecs,
+  blkRqFromBios,
+  bvecFromPhys,
+  queueLimits,
+} from "@dmasim/bvec";
+import { Device } from "@dmasim/dma-core";
+import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
+import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
+import { NvmeController, NvmeHost, NvmeIod, nvmeMapData, nvmeUnmapData } from "../src/index.ts";
+
+const GiB = 1024 ** 3;
+const BATCH = 64;
+
+function rig(mapping: "new" | "old", lazy: boolean) {
+  const clock = new SimClock();
+  const memory = new PhysMemory({ ramBytes: 16 * GiB });
+  const domain = lazy ? new IommuDomain({ type: IOMMU_DOMAIN.DMA_FQ, mem: memory, clock }) : null;
+  const dev = new Device({ name: "nvme0", memory, iommu: domain, clock });
+  const ctrl = new NvmeController({ dev, clock, sgl: "none" });
+  const host = new NvmeHost({ dev, ctrl, mapping });
+  host.enable();
+  return { clock, memory, dev, ctrl, host };
+}
+
+function readCase(mapping: "new" | "old", pages: number) {
+  const m = rig(mapping, true);
+  const buf = m.memory.allocScattered(pages, 7).map((p) => bvecFromPhys(p * 4096, 4096));
+  // Some data on the namespace, so reads copy real bytes.
+  const src = m.memory.allocScattered(pages, 8).map((p) => bvecFromPhys(p * 4096, 4096));
+  for (const b of src) m.memory.fill(b.page * 4096, 4096, 0x5a);
+  const w = blkRqFromBios(m.host.limits, [bioFromBvecs(REQ_OP.WRITE, 0, src)]);
+  let last: BlkStatus = 0;
+  const cb = (st: BlkStatus) => {
+    last = st;
+  };
+  m.host.submit(w, cb);
+  m.host.drain();
+  const req: Request = blkRqFromBios(m.host.limits, [bioFromBvecs(REQ_OP.READ, 0, buf)]);
+  return () => {
+    for (let i = 0; i < BATCH; i++) {
+      m.host.submit(req, cb);
+      m.host.poll();
+    }
+    m.clock.advance(BATCH * 2000);
+    if (last !== 0) throw new Error(`I/O failed with block status ${last}`);
+  };
+}
+
+function prpBuildCase() {
+  const m = rig("new", false);
+  const lim = queueLimits({
+    maxHwSectors: 4096,
+    maxSegments: 512,
+    maxSegmentSize: 0xffffffff,
+    virtBoundaryMask: 4095,
+    dmaAlignment: 3,
+  });
+  const bv = m.memory.allocScattered(512, 9).map((p) => bvecFromPhys(p * 4096, 4096));
+  const req = blkRqFromBios(lim, [bioFromBvecs(REQ_OP.READ, 0, bv)]);
+  const iod = new NvmeIod(1, 0);
+  const ctx = m.host.mapContext;
+  return () => {
+    iod.resetForSubmit();
+    if (nvmeMapData(ctx, iod, req) !== 0) throw new Error("prp build failed");
+    nvmeUnmapData(ctx, iod, req);
+  };
+}
+
+const src128 = new Uint8Array(128 * 1024).map((_, i) => i % 251);
+const dst128 = new Uint8Array(128 * 1024);
+
+export default defineBenchmarks([
+  {
+    name: "memcpy/plain-set/128k",
+    note: "Uint8Array.set of 128 KiB: the payload baseline",
+    fn: () => dst128.set(src128),
+  },
+  {
+    name: "io/4k-read/lazy/new",
+    ops: BATCH,
+    targetNs: 3333,
+    note: "one 4 KiB read end to end, two-step mapping (single-segment path)",
+    fn: readCase("new", 1),
+  },
+  {
+    name: "io/4k-read/lazy/old",
+    ops: BATCH,
+    note: "one 4 KiB read end to end, scatterlist-era driver (single-segment path)",
+    fn: readCase("old", 1),
+  },
+  {
+    name: "io/128k-read/lazy/new",
+    ops: BATCH,
+    baseline: "memcpy/plain-set/128k",
+    note: "32 scattered pages: one IOVA range (link x32, one sync), PRP list of 31; target: ratio <= 2",
+    fn: readCase("new", 32),
+  },
+  {
+    name: "io/128k-read/lazy/old",
+    ops: BATCH,
+    baseline: "memcpy/plain-set/128k",
+    note: "32 scattered pages: scatterlist from the mempool, dma_map_sg, PRP list of 31",
+    fn: readCase("old", 32),
+  },
+  {
+    name: "prp/build/2m",
+    note: "nvmeMapData + nvmeUnmapData, 512 scattered 4 KiB pages, no IOMMU: PRP list of 511",
+    fn: prpBuildCase(),
+  },
+]);

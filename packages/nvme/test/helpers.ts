@@ -1,0 +1,377 @@
+/**
+ * Shared test rig: a simulated machine (memory, optional IOMMU, dma-debug), a controller and an
+ * enabled host, plus helpers to build requests from page layouts, to read what the device sees
+ * through a command's PRPs or SGL, to submit raw commands, and to check that nothing leaked.
+ */
+import {
+  BLK_STS,
+  type BioVec,
+  type BlkStatus,
+  type PageSize,
+  PhysMemory,
+  type QueueLimits,
+  REQ_OP,
+  type ReqOp,
+  type Request,
+  SimClock,
+  bioFromBvecs,
+  blkRqFromBios,
+  bvecFromPhys,
+  queueLimits,
+} from "@dmasim/bvec";
+import { Device, DeviceDma, DmaDebug, Swiotlb } from "@dmasim/dma-core";
+import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
+import { expect } from "vitest";
+import {
+  DmaRanges,
+  NVME_REG,
+  NvmeController,
+  type NvmeControllerOptions,
+  NvmeHost,
+  type NvmeHostOptions,
+  NvmeIod,
+  SQE,
+  type SglSupport,
+  getU16,
+  getU64,
+  walkPrp,
+  walkSgl,
+} from "../src/index.ts";
+
+export const KiB = 1024;
+export const MiB = 1024 * 1024;
+export const GiB = 1024 ** 3;
+export const FOUR_GIB = 4 * GiB;
+
+export type IommuMode = "none" | "passthrough" | "strict" | "lazy";
+
+export interface RigOptions {
+  readonly mode?: IommuMode;
+  readonly mapping?: "new" | "old";
+  readonly sgl?: SglSupport;
+  readonly pageSize?: PageSize;
+  /** IOMMU translation granule (default 4 KiB). */
+  readonly granule?: 4096 | 16384 | 65536;
+  /** dma-debug on (default true). */
+  readonly debug?: boolean;
+  /** Force every streaming mapping through a SWIOTLB pool. */
+  readonly bounce?: boolean;
+  readonly ctrl?: Partial<Omit<NvmeControllerOptions, "dev" | "clock">>;
+  readonly host?: Partial<Omit<NvmeHostOptions, "dev" | "ctrl">>;
+  /** Do not call host.enable(). */
+  readonly noEnable?: boolean;
+}
+
+export interface Baseline {
+  readonly pages: number;
+  readonly iovaRanges: number;
+  readonly tablePages: number;
+}
+
+/** A machine with an NVMe controller and its host driver. */
+export class Rig {
+  readonly clock = new SimClock();
+  readonly memory: PhysMemory;
+  readonly debug: DmaDebug | null;
+  readonly domain: IommuDomain | null;
+  readonly swiotlb: Swiotlb | null;
+  readonly dev: Device;
+  readonly ctrl: NvmeController;
+  readonly host: NvmeHost;
+  readonly baseline: Baseline;
+  readonly mode: IommuMode;
+  /** Buffers the test allocated: freed by `checkNoLeaks`. */
+  private readonly owned: { pfn: number; order: number }[] = [];
+
+  constructor(o: RigOptions = {}) {
+    this.mode = o.mode ?? "none";
+    this.memory = new PhysMemory({ ramBytes: 16 * GiB, pageSize: o.pageSize ?? 4096 });
+    this.debug = (o.debug ?? true) ? new DmaDebug() : null;
+    const mode = this.mode;
+    const type =
+      mode === "strict"
+        ? IOMMU_DOMAIN.DMA
+        : mode === "lazy"
+          ? IOMMU_DOMAIN.DMA_FQ
+          : IOMMU_DOMAIN.IDENTITY;
+    this.domain =
+      mode === "none"
+        ? null
+        : new IommuDomain({
+            type,
+            mem: this.memory,
+            clock: this.clock,
+            pgtable: { granule: o.granule ?? 4096 },
+          });
+    this.swiotlb = (o.bounce ?? false) ? new Swiotlb(this.memory, { size: 4 * MiB }) : null;
+    this.dev = new Device({
+      name: "nvme0",
+      memory: this.memory,
+      iommu: this.domain,
+      clock: this.clock,
+      debug: this.debug,
+      swiotlb: this.swiotlb,
+      forceBounce: o.bounce ?? false,
+    });
+    this.baseline = {
+      pages: this.memory.pagesInUse,
+      iovaRanges: this.dev.cookie?.iovad.liveRanges ?? 0,
+      tablePages: this.domain?.pgtable?.tablePages ?? 0,
+    };
+    this.ctrl = new NvmeController({
+      dev: this.dev,
+      clock: this.clock,
+      sgl: o.sgl ?? "none",
+      ...o.ctrl,
+    });
+    this.host = new NvmeHost({
+      dev: this.dev,
+      ctrl: this.ctrl,
+      mapping: o.mapping ?? "new",
+      ...o.host,
+    });
+    if (!(o.noEnable ?? false)) this.host.enable();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Buffers
+
+  /** `count` single pages scattered over RAM (no two consecutive ones adjacent). */
+  scattered(count: number, seed: number): number[] {
+    const pfns = this.memory.allocScattered(count, seed);
+    for (const p of pfns) this.owned.push({ pfn: p, order: 0 });
+    return pfns.map((p) => p * this.memory.pageSize);
+  }
+
+  /** 2^order contiguous pages (the NORMAL zone: above 4 GiB); returns the physical address. */
+  contiguous(order: number): number {
+    const pfn = this.memory.allocPages(order);
+    this.owned.push({ pfn, order });
+    return pfn * this.memory.pageSize;
+  }
+
+  /** Single pages above 4 GiB, not adjacent to each other. */
+  highPages(count: number): number[] {
+    const out: number[] = [];
+    const ps = this.memory.pageSize;
+    let pfn = FOUR_GIB / ps + 7;
+    while (out.length < count) {
+      if (this.memory.allocPageAt(pfn)) {
+        this.owned.push({ pfn, order: 0 });
+        out.push(pfn * ps);
+      }
+      pfn += 3;
+    }
+    return out;
+  }
+
+  /** Fills `len` bytes at `phys` with seeded data and returns them. */
+  fill(phys: number, len: number, seed: number): Uint8Array {
+    const d = pattern(len, seed);
+    this.memory.write(phys, d);
+    return d;
+  }
+
+  /** The bytes of a bvec list, concatenated. */
+  gather(bvecs: readonly BioVec[]): Uint8Array {
+    const total = bvecs.reduce((n, b) => n + b.len, 0);
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const b of bvecs) {
+      this.memory.read(b.page * b.pageSize + b.offset, out, at, b.len);
+      at += b.len;
+    }
+    return out;
+  }
+
+  /** Writes `data` across a bvec list. */
+  scatter(bvecs: readonly BioVec[], data: Uint8Array): void {
+    let at = 0;
+    for (const b of bvecs) {
+      this.memory.write(b.page * b.pageSize + b.offset, data, at, b.len);
+      at += b.len;
+    }
+  }
+
+  /** bvecs for (phys, len) pairs. */
+  bvecs(parts: readonly (readonly [number, number])[]): BioVec[] {
+    return parts.map(([p, l]) => bvecFromPhys(p, l, this.memory.pageSize));
+  }
+
+  /** A request built directly under `limits` (default: the host's I/O queue limits). */
+  request(op: ReqOp, bvecs: readonly BioVec[], limits?: QueueLimits, sector = 0): Request {
+    return blkRqFromBios(limits ?? this.host.limits, [bioFromBvecs(op, sector, bvecs)]);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Builder access
+
+  /** A fresh I/O-queue iod. */
+  iod(tag = 0, qid = 1): NvmeIod {
+    const iod = new NvmeIod(qid, tag);
+    iod.resetForSubmit();
+    return iod;
+  }
+
+  /**
+   * What the device sees through `cmd`'s data pointer for `len` bytes: the walk status, its
+   * ranges, and the bytes read from those ranges (through the IOMMU).
+   */
+  deviceView(
+    cmd: Uint8Array,
+    len: number,
+  ): { status: number; ranges: DmaRanges; bytes: Uint8Array } {
+    const dma = new DeviceDma(this.dev);
+    const ranges = new DmaRanges();
+    const psdt = Math.floor((cmd[SQE.FLAGS] as number) / 64);
+    const status =
+      psdt === 0
+        ? walkPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), len, 4096, ranges)
+        : walkSgl(
+            dma,
+            cmd,
+            SQE.SGL_ADDR,
+            len,
+            { support: "byte", oversize: false, bitBucket: false },
+            false,
+            ranges,
+          );
+    const bytes = new Uint8Array(len);
+    if (status === 0) {
+      let at = 0;
+      for (let i = 0; i < ranges.count; i++) {
+        const n = ranges.len[i] as number;
+        const r = dma.read(ranges.addr[i] as number, bytes, at, n);
+        expect(r.ok).toBe(true);
+        at += n;
+      }
+    }
+    return { status, ranges, bytes };
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // I/O
+
+  /** Submits one bio and drains; returns the bio status. */
+  io(op: "read" | "write", sector: number, bvecs: readonly BioVec[]): BlkStatus {
+    let status: BlkStatus | -1 = -1;
+    const bio = bioFromBvecs(op, sector, bvecs);
+    bio.endIo = (b) => (status = b.status);
+    this.host.submitBio(bio);
+    this.host.drain();
+    expect(status).not.toBe(-1);
+    return status as BlkStatus;
+  }
+
+  /**
+   * Submits a raw 64-byte command on I/O queue `qid` (bypassing the driver: the CID must name
+   * an idle tag so the host ignores the completion), rings the doorbell, and returns the
+   * completion's status field (shifted form, DNR = 0x4000). The host's ring state is kept
+   * consistent so that normal I/O can continue afterwards.
+   */
+  rawCommand(cmd: Uint8Array, qid = 1): number {
+    const q = this.host.queues[qid];
+    if (q === undefined) throw new Error(`no queue ${qid}`);
+    this.memory.write(q.sq.cpuAddr + q.sqTail * 64, cmd, 0, 64);
+    q.sqTail = (q.sqTail + 1) % q.depth;
+    q.lastSqTailDb = q.sqTail;
+    this.ctrl.writeReg32(NVME_REG.DBS + 2 * qid * 4, q.sqTail);
+    while (this.ctrl.pending > 0) this.clock.runNext();
+    const e = this.memory.readBytes(q.cq.cpuAddr + q.cqHead * 16, 16);
+    const sf = getU16(e, 14);
+    expect(sf % 2).toBe(q.cqPhase);
+    expect(getU16(e, 12)).toBe(getU16(cmd, SQE.CID));
+    expect(this.host.poll(qid)).toBe(1);
+    return Math.floor(sf / 2);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Leak checks
+
+  /**
+   * Checks that nothing the data path allocates stays allocated: descriptor blocks, vec arrays
+   * and scatterlists before shutdown; then (after the clock drains the flush queue and the host
+   * shuts down) no IOVA beyond the reserved and rcache-cached ranges, no page-table leaf or
+   * pending table page, no bounce slot, no physical page beyond the baseline (so no coherent
+   * allocation, descriptor pool page or table page), and a silent dma-debug.
+   */
+  checkNoLeaks(): void {
+    const host = this.host;
+    for (const q of host.queues.slice(1)) expect(q.inflight).toBe(0);
+    expect(host.small.inUse).toBe(0);
+    expect(host.large.inUse).toBe(0);
+    expect(host.vecPool.counters.c.inUse).toBe(0);
+    expect(host.sgPool.counters.c.inUse).toBe(0);
+    expect(host.counters.c.inflightBytes).toBe(0);
+    expect(this.ctrl.pending).toBe(0);
+    this.clock.advance(2_000_000_000);
+    host.shutdown();
+    // Coherent frees at shutdown go through the flush queue too (lazy mode).
+    this.clock.advance(2_000_000_000);
+    for (const o of this.owned) this.memory.freePages(o.pfn, o.order);
+    this.owned.length = 0;
+    const cookie = this.dev.cookie;
+    if (cookie !== null) {
+      expect(cookie.fq?.pending ?? 0).toBe(0);
+      const iovad = cookie.iovad;
+      // Every range in the tree is reserved (the baseline) or parked in an rcache.
+      expect(iovad.liveRanges - iovad.counters.c.cachedRanges).toBe(this.baseline.iovaRanges);
+      iovad.freeGlobalCachedIovas();
+      for (let cpu = 0; cpu < iovad.numCpus; cpu++) iovad.freeCpuCachedIovas(cpu);
+      expect(iovad.liveRanges).toBe(this.baseline.iovaRanges);
+    }
+    const pt = this.domain?.pgtable;
+    if (pt !== undefined) {
+      expect(pt.leafCounts().reduce((n, l) => n + l.count, 0)).toBe(0);
+      expect(pt.pendingFreeTablePages).toBe(0);
+    }
+    if (this.swiotlb !== null) expect(this.swiotlb.counters.c.slotsInUse).toBe(0);
+    expect(this.memory.pagesInUse).toBe(this.baseline.pages);
+    if (this.debug !== null) {
+      expect(this.debug.errors).toEqual([]);
+      expect(this.debug.outstanding()).toBe(0);
+      expect(this.debug.checkLeaks(this.dev)).toBe(0);
+    }
+    expect(this.ctrl.fatal).toBe(false);
+  }
+}
+
+/** Seeded bytes. */
+export function pattern(len: number, seed: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let x = (seed * 2654435761 + 12345) % 4294967296;
+  for (let i = 0; i < len; i++) {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    out[i] = Math.floor(x / 65536) % 256;
+  }
+  return out;
+}
+
+/** Limits for requests built by hand (no virt boundary unless given). */
+export function limits(o: Partial<QueueLimits> = {}): QueueLimits {
+  return queueLimits({
+    maxHwSectors: 65536,
+    maxSegments: 4096,
+    maxSegmentSize: 0xffffffff,
+    dmaAlignment: 3,
+    ...o,
+  });
+}
+
+export const OK = BLK_STS.OK;
+export const READ = REQ_OP.READ;
+export const WRITE = REQ_OP.WRITE;
+
+/** A read/write command with a CID naming tag `tag` (generation 0). */
+export function rawRw(op: number, slba: number, nlb: number, tag: number): Uint8Array {
+  const cmd = new Uint8Array(64);
+  cmd[SQE.OPCODE] = op;
+  cmd[SQE.CID] = tag % 256;
+  cmd[SQE.CID + 1] = Math.floor(tag / 256);
+  cmd[SQE.NSID] = 1;
+  cmd[SQE.CDW10] = slba % 256;
+  cmd[SQE.CDW10 + 1] = Math.floor(slba / 256) % 256;
+  cmd[SQE.CDW12] = (nlb - 1) % 256;
+  cmd[SQE.CDW12 + 1] = Math.floor((nlb - 1) / 256);
+  return cmd;
+}
