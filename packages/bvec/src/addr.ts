@@ -14,6 +14,9 @@ export const MAX_ADDR = Number.MAX_SAFE_INTEGER;
 /** The default modelled physical address width (bits), as on x86-64 and arm64 LPA. */
 export const PHYS_ADDR_BITS = 52;
 
+/** 2^n for n = 0..53, precomputed (the bound checks run on every mapping call). */
+const POW2: readonly number[] = Array.from({ length: 54 }, (_, n) => 2 ** n);
+
 /** Formats a number as lowercase hex with a 0x prefix (`0x1000`). */
 export function hex(value: number): string {
   if (!Number.isFinite(value)) return String(value);
@@ -211,7 +214,7 @@ export function checkAddr(value: number, what = "address", bits = PHYS_ADDR_BITS
   if (!Number.isSafeInteger(value)) {
     throw new BvecError("ERANGE", `${what} ${hex(value)} is not below 2^53`);
   }
-  if (bits < 53 && value >= 2 ** bits) {
+  if (bits < 53 && value >= (POW2[bits] ?? 2 ** bits)) {
     throw new BvecError("ERANGE", `${what} ${hex(value)} is beyond the ${bits}-bit address width`);
   }
   return value;

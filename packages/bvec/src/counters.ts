@@ -26,9 +26,12 @@ export class CounterSet<K extends string> {
     }
     this.scope = scope;
     this.names = names;
-    const c = {} as Record<K, number>;
-    for (const n of names) c[n] = 0;
-    this.c = c;
+    // Built with JSON.parse so that V8 gives the object fast properties whatever the number of
+    // counters (an object filled key by key turns into a slow dictionary past ~16 keys).
+    this.c = JSON.parse(`{${names.map((n) => `${JSON.stringify(n)}:0`).join(",")}}`) as Record<
+      K,
+      number
+    >;
   }
 
   /** A copy of the current values. */
