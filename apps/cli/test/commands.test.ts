@@ -72,6 +72,21 @@ describe("dmasim run", () => {
     expect(r.cpuNsPerIoByCategory.block - base.cpuNsPerIoByCategory.block).toBeCloseTo(860, 0);
   });
 
+  it("exits 1 when I/Os fail: an untrusted device with no bounce buffers and sub-page buffers", async () => {
+    const job = tempFile(
+      "fail.json",
+      JSON.stringify({
+        device: { trusted: false, swiotlbMiB: 0 },
+        iommu: { mode: "strict" },
+        workload: { buffers: "offset", ios: 50 },
+      }),
+    );
+    const r = await cli("run", job);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/I\/O errors\s+50/);
+    expect(r.out).toContain("FAILED: 50 I/Os failed");
+  });
+
   it("writes an HTML report with charts", async () => {
     const html = tempFile("x.html", "");
     const r = await cli("run", "--ios", "300", "--html", html);

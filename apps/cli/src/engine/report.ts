@@ -34,7 +34,13 @@ export function formatRun(r: RunResult, color: boolean): string {
           r.verify.enabled
             ? r.verify.ok
               ? `ok (${bytes(r.verify.checkedBytes)} checked)`
-              : paint(color, "red", `FAILED: ${r.verify.mismatches} sectors differ`)
+              : paint(
+                  color,
+                  "red",
+                  r.errors > 0
+                    ? `FAILED: ${r.errors} I/Os failed${r.verify.mismatches > 0 ? `, ${r.verify.mismatches} sectors differ` : ""}`
+                    : `FAILED: ${r.verify.mismatches} sectors differ`,
+                )
             : "off",
         ],
       ],

@@ -512,6 +512,17 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     }
     if (next === Infinity) {
       if (completed === issued) break;
+      // Requests that keep getting BLK_STS_RESOURCE while nothing is in flight would be requeued
+      // forever; fail them so the run ends (and reports the errors) instead.
+      let failed = false;
+      for (const cpu of cpus) {
+        for (const b of cpu.backlog.splice(0)) {
+          onPieceDone(b.io)(BLK_STS.RESOURCE);
+          failed = true;
+        }
+        for (const io of completedNow.splice(0)) finishIo(io, Math.max(m.clock.now, cpu.busyUntil));
+      }
+      if (failed) continue;
       throw new InternalError(
         `the run stalled with ${issued - completed} I/Os in flight and nothing scheduled`,
       );

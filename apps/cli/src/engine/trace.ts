@@ -49,6 +49,10 @@ function hexdump(bytes: Uint8Array, base: number, width = 16): string[] {
   return out;
 }
 
+function signed(v: number): string {
+  return v > 0 ? `+${v}` : String(v);
+}
+
 function diff(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(b)) {
@@ -169,7 +173,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const mapLines = [
     `  path: ${iova ? `two-step IOVA (one range ${hex(iova.addr)} + ${hex(iova.size)})` : "per-segment dma_map_phys"}`,
     `  mapped length ${hex(iod.totalLen)}; descriptors ${iod.nrDescriptors}; dma_vec records ${iod.nrDmaVecs}${iod.dmaVecs ? " (array from the mempool)" : ""}`,
-    ...Object.entries(diff(before, afterMap)).map(([k, v]) => `  ${k} +${v}`),
+    ...Object.entries(diff(before, afterMap)).map(([k, v]) => `  ${k} ${signed(v)}`),
     ...ptes.map(
       (e) =>
         `  PTE L${e.level}[${e.index}] iova ${hex(e.iova)} → ${hex(e.addr)} (${e.kind}, ${hex(e.size)}) = ${e.pte}`,
@@ -271,9 +275,9 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   steps.push({
     step: "teardown",
     lines: [
-      ...Object.entries(diff(beforeTeardown, afterTeardown)).map(([k, v]) => `  ${k} +${v}`),
+      ...Object.entries(diff(beforeTeardown, afterTeardown)).map(([k, v]) => `  ${k} ${signed(v)}`),
       "  after the flush-queue timer:",
-      ...Object.entries(diff(afterTeardown, afterTimer)).map(([k, v]) => `  ${k} +${v}`),
+      ...Object.entries(diff(afterTeardown, afterTimer)).map(([k, v]) => `  ${k} ${signed(v)}`),
     ],
     data: { unmap: diff(beforeTeardown, afterTeardown), timer: diff(afterTeardown, afterTimer) },
   });
