@@ -14,6 +14,7 @@ export {
   checkInt,
   checkMask,
   checkPow2,
+  fastMod,
   ffs,
   fls,
   hex,
@@ -41,6 +42,7 @@ export { SimClock, type TimerId } from "./clock.ts";
 export { Rng } from "./random.ts";
 export {
   type AllocOptions,
+  type ByteSource,
   MAX_PAGE_ORDER,
   type MemoryCounter,
   PAGE_SIZES,

@@ -1,7 +1,7 @@
 /**
  * Queue limits (Linux `struct queue_limits`) and the per-segment rules that derive from them.
  */
-import { MAX_ADDR, and53, checkInt, checkMask, hex, isPow2 } from "./addr.ts";
+import { MAX_ADDR, and53, checkInt, checkMask, fastMod, hex, isPow2 } from "./addr.ts";
 import { type BioVec, bvecPhys } from "./bvec.ts";
 import { BvecError } from "./errors.ts";
 
@@ -119,7 +119,7 @@ export function queueLimits(partial: Partial<QueueLimits> = {}): QueueLimits {
  */
 export function getMaxSegmentSize(lim: QueueLimits, paddr: number, len: number): number {
   const mask = lim.segBoundaryMask;
-  const toBoundary = mask === MAX_ADDR ? MAX_ADDR : mask - (paddr % (mask + 1));
+  const toBoundary = mask === MAX_ADDR ? MAX_ADDR : mask - fastMod(paddr, mask + 1);
   return Math.min(len, Math.min(toBoundary, lim.maxSegmentSize - 1) + 1);
 }
 

@@ -9,6 +9,7 @@ import {
   alignUp,
   checkAddr,
   checkInt,
+  fastMod,
   hex,
   isAligned,
   join64,
@@ -69,6 +70,14 @@ export const MAX_PAGE_ORDER = 10;
 export const PAGE_SIZES = [4096, 16384, 65536] as const;
 /** A supported page size. */
 export type PageSize = (typeof PAGE_SIZES)[number];
+
+/**
+ * Something that can copy its bytes `[at, at + len)` into `dst[dstOff..]`: the source of
+ * `PhysMemory.writeFrom` (an NVMe namespace's `read` has this shape).
+ */
+export interface ByteSource {
+  read(at: number, dst: Uint8Array, dstOff: number, len: number): void;
+}
 
 /** Options for `PhysMemory`. */
 export interface PhysMemoryOptions {
@@ -292,7 +301,7 @@ export class PhysMemory {
     while (done < len) {
       if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
       const rel = p - store.region.start;
-      const off = rel % cs;
+      const off = fastMod(rel, cs);
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const chunk = this.lookup(store, (rel - off) / cs);
       if (chunk === undefined) dst.fill(0, dstOff + done, dstOff + done + n);
@@ -313,7 +322,7 @@ export class PhysMemory {
     while (done < len) {
       if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
       const rel = p - store.region.start;
-      const off = rel % cs;
+      const off = fastMod(rel, cs);
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const chunk = this.materialize(store, (rel - off) / cs);
       chunk.set(
@@ -322,6 +331,30 @@ export class PhysMemory {
           : src.subarray(srcOff + done, srcOff + done + n),
         off,
       );
+      done += n;
+      p += n;
+    }
+    this.counters.c.bytesWritten += len;
+  }
+
+  /**
+   * Like `write`, but the `len` bytes come from `src` (its bytes `[srcAt, srcAt + len)`), read
+   * straight into the backing chunks: a device model with its own store (an NVMe namespace)
+   * moves data into memory with one copy instead of two. Same checks, bytes and counters as
+   * `write`.
+   */
+  writeFrom(phys: number, src: ByteSource, srcAt: number, len: number): void {
+    if (len === 0) return;
+    let store = this.checkedStore(phys, len);
+    const cs = this.chunkBytes;
+    let p = phys;
+    let done = 0;
+    while (done < len) {
+      if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
+      const rel = p - store.region.start;
+      const off = fastMod(rel, cs);
+      const n = Math.min(cs - off, len - done, store.region.end - p);
+      src.read(srcAt + done, this.materialize(store, (rel - off) / cs), off, n);
       done += n;
       p += n;
     }
@@ -338,7 +371,7 @@ export class PhysMemory {
     while (done < len) {
       if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
       const rel = p - store.region.start;
-      const off = rel % cs;
+      const off = fastMod(rel, cs);
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const ci = (rel - off) / cs;
       if (value !== 0 || this.lookup(store, ci) !== undefined)
@@ -369,7 +402,7 @@ export class PhysMemory {
     const store = this.checkedStore(phys, 4);
     const rel = phys - store.region.start;
     const cs = this.chunkBytes;
-    const off = rel % cs;
+    const off = fastMod(rel, cs);
     if (off <= cs - 4 && phys + 4 <= store.region.end) {
       const chunk = this.lookup(store, (rel - off) / cs);
       this.counters.c.bytesRead += 4;
@@ -424,7 +457,7 @@ export class PhysMemory {
     const phys = pfn * this.pageSize;
     const store = this.checkedStore(phys, this.pageSize);
     const rel = phys - store.region.start;
-    const off = rel % this.chunkBytes;
+    const off = fastMod(rel, this.chunkBytes);
     return this.materialize(store, (rel - off) / this.chunkBytes).subarray(
       off,
       off + this.pageSize,

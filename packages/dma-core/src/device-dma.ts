@@ -3,7 +3,7 @@
  * (IOTLB, then a page-table walk; faults are data) or, on the direct path, through the bus
  * offset; then physical memory. Device models (the NVMe controller) use only this.
  */
-import { CounterSet, REGION_KIND, hex } from "@dmasim/bvec";
+import { type ByteSource, CounterSet, REGION_KIND, hex } from "@dmasim/bvec";
 import { DMA_ACCESS, type IommuFault, TranslationBuffer, translateInto } from "@dmasim/iommu";
 import type { Device } from "./device.ts";
 import { dmaToPhys } from "./direct.ts";
@@ -34,6 +34,8 @@ export class DeviceDma {
   ]);
   private readonly tb = new TranslationBuffer();
   private readonly result: DmaAccessResult = { ok: true, fault: undefined, busError: undefined };
+  /** While `writeFrom` runs: where the bytes come from (else they come from the buffer). */
+  private source: ByteSource | undefined = undefined;
 
   constructor(dev: Device) {
     this.dev = dev;
@@ -49,6 +51,21 @@ export class DeviceDma {
   write(addr: number, src: Uint8Array, off = 0, len = src.length - off): DmaAccessResult {
     this.counters.c.writes++;
     return this.access(addr, src, off, len, true);
+  }
+
+  /**
+   * Like `write`, but the `len` bytes are `src`'s bytes `[srcAt, srcAt + len)`, copied straight
+   * into memory (`PhysMemory.writeFrom`): a device with its own store skips a staging buffer.
+   * Same translation, checks, counters and result as `write`.
+   */
+  writeFrom(addr: number, src: ByteSource, srcAt: number, len: number): DmaAccessResult {
+    this.counters.c.writes++;
+    this.source = src;
+    try {
+      return this.access(addr, noBytes, srcAt, len, true);
+    } finally {
+      this.source = undefined;
+    }
   }
 
   /** Reads a little-endian 32-bit value; returns -1 on a fault (see `lastResult`). */
@@ -117,8 +134,11 @@ export class DeviceDma {
       this.busError(`DMA to ${hex(phys)}+${hex(len)} reaches no memory`);
       return false;
     }
-    if (write) mem.write(phys, buf, off, len);
-    else mem.read(phys, buf, off, len);
+    if (write) {
+      const src = this.source;
+      if (src === undefined) mem.write(phys, buf, off, len);
+      else mem.writeFrom(phys, src, off, len);
+    } else mem.read(phys, buf, off, len);
     return true;
   }
 
@@ -132,3 +152,4 @@ export class DeviceDma {
 }
 
 const scratch = new Uint8Array(4);
+const noBytes = new Uint8Array(0);

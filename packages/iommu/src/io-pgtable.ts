@@ -35,7 +35,15 @@
  * Partial large-page unmap: refused, as in current Linux (`__arm_lpae_unmap` after "Remove split
  * on unmap behavior"): unmapping part of a block returns 0 and leaves the block mapped.
  */
-import { CounterSet, InternalError, type PhysMemory, TWO_POW_32, hex, ilog2 } from "@dmasim/bvec";
+import {
+  CounterSet,
+  InternalError,
+  type PhysMemory,
+  TWO_POW_32,
+  fastMod,
+  hex,
+  ilog2,
+} from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import { type FreedTablePage, type IotlbGather, iommuIotlbGatherQueued } from "./iotlb-gather.ts";
@@ -423,7 +431,7 @@ export class IoPageTable {
     if (!(Number.isSafeInteger(iova) && iova >= 0)) checkNum(iova, "iova");
     if (!(Number.isSafeInteger(size) && size >= 0)) checkNum(size, "size");
     const min = this.granule;
-    if (iova % min !== 0 || size % min !== 0 || iova >= this.ivaLimit) return 0;
+    if (fastMod(iova, min) !== 0 || fastMod(size, min) !== 0 || iova >= this.ivaLimit) return 0;
     let done = 0;
     const ch = this.choice;
     const sizes = this.pageSizes;
@@ -475,9 +483,9 @@ export class IoPageTable {
     const last = this.levels - 1;
     for (let d = 0; ; d++) {
       const size = this.levelSize[d] as number;
-      const idx = Math.floor(iova / size) % (this.levelEntries[d] as number);
+      const idx = fastMod(Math.floor(iova / size), this.levelEntries[d] as number);
       const v = this.viewFor(t, idx);
-      const o = 2 * (idx % this.entriesPerView);
+      const o = 2 * fastMod(idx, this.entriesPerView);
       const lo = v[o] as number;
       c.pteReads++;
       if (lo === 0) return false;
@@ -486,12 +494,12 @@ export class IoPageTable {
       const isTable = d < last && (lo & PTE_LO.TYPE) !== 0;
       if (!isTable) {
         out.pageSize = size;
-        out.pageIova = iova - (iova % size);
+        out.pageIova = iova - fastMod(iova, size);
         out.pagePhys = this.pteAddr(lo, hi);
         out.prot = this.pteProt(lo, hi);
         return true;
       }
-      t = this.tableAt(this.pteAddr(lo, hi));
+      t = this.nextTable(t, idx, this.pteAddr(lo, hi));
     }
   }
 
@@ -525,7 +533,7 @@ export class IoPageTable {
     if (iova >= this.ivaLimit) return notPresent(this.startLevel, 0, 0, t.phys, t.phys);
     for (let d = 0; ; d++) {
       const size = this.levelSize[d] as number;
-      const idx = Math.floor(iova / size) % (this.levelEntries[d] as number);
+      const idx = fastMod(Math.floor(iova / size), this.levelEntries[d] as number);
       const v = this.viewFor(t, idx);
       const o = 2 * (idx % this.entriesPerView);
       const lo = v[o] as number;
@@ -633,7 +641,7 @@ export class IoPageTable {
       throw new IommuError("EINVAL", `prot ${hex(prot)} has bits outside IOMMU_READ..IOMMU_PRIV`);
     }
     const min = this.granule;
-    if (iova % min !== 0 || paddr % min !== 0 || size % min !== 0) {
+    if (fastMod(iova, min) !== 0 || fastMod(paddr, min) !== 0 || fastMod(size, min) !== 0) {
       throw new IommuError(
         "EINVAL",
         `unaligned: iova ${hex(iova)} pa ${hex(paddr)} size ${hex(size)} min_pagesz ${hex(min)}`,
@@ -700,7 +708,7 @@ export class IoPageTable {
   private writePte(t: Table, idx: number, addr: number, bitsLo: number, bitsHi: number): void {
     const v = this.viewFor(t, idx);
     const o = 2 * (idx % this.entriesPerView);
-    let aLo = addr % TWO_POW_32;
+    let aLo = fastMod(addr, TWO_POW_32);
     const aHi = Math.floor(addr / TWO_POW_32);
     let hiAddr = aHi;
     if (this.granule === 65536 && addr >= 2 ** 48) {
@@ -734,6 +742,16 @@ export class IoPageTable {
     if (t === undefined)
       throw new InternalError(`page-table entry points at ${hex(addr)}, which is not a live table`);
     return t;
+  }
+
+  /**
+   * The table at `addr`, which entry `idx` of `t` holds: the same table `tableAt` finds (a
+   * linked child is always a live table), taken from the CPU-side pointer when that child sits
+   * at `addr`, so a device walk skips the table map; any other address goes to `tableAt`.
+   */
+  private nextTable(t: Table, idx: number, addr: number): Table {
+    const ch = t.children?.[idx];
+    return ch !== undefined && ch.phys === addr ? ch : this.tableAt(addr);
   }
 
   /** The table a table entry of `t` points at (CPU-side pointer). */
@@ -802,7 +820,7 @@ export class IoPageTable {
     }
     for (let d = d0; ; d++) {
       const size = this.levelSize[d] as number;
-      const idx = Math.floor(iova / size) % (this.levelEntries[d] as number);
+      const idx = fastMod(Math.floor(iova / size), this.levelEntries[d] as number);
       pt[d] = t;
       pi[d] = idx;
       if (size === pgsize) {
@@ -883,7 +901,7 @@ export class IoPageTable {
     }
     for (let d = d0; ; d++) {
       const size = this.levelSize[d] as number;
-      const idx = Math.floor(iova / size) % (this.levelEntries[d] as number);
+      const idx = fastMod(Math.floor(iova / size), this.levelEntries[d] as number);
       pt[d] = t;
       pi[d] = idx;
       const v0 = this.viewFor(t, idx);
@@ -978,8 +996,10 @@ export class IoPageTable {
     let t = this.liveRoot();
     let d = 0;
     for (; d < this.levels - 1; d++) {
-      const idx =
-        Math.floor(iova / (this.levelSize[d] as number)) % (this.levelEntries[d] as number);
+      const idx = fastMod(
+        Math.floor(iova / (this.levelSize[d] as number)),
+        this.levelEntries[d] as number,
+      );
       this.pathTables[d] = t;
       this.pathIdx[d] = idx;
       const v = this.viewFor(t, idx);

@@ -13,7 +13,7 @@
  * the old physical page and is counted as a stale hit. This makes the lazy-mode exposure
  * window measurable.
  */
-import { CounterSet, hex } from "@dmasim/bvec";
+import { CounterSet, fastMod, hex } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import type { IommuProt } from "./prot.ts";
@@ -137,7 +137,7 @@ export class Iotlb {
   ): number {
     const c = this.counters.c;
     c.fills++;
-    const first = (Math.floor(pageIova / pageSize) % this.sets) * this.ways;
+    const first = fastMod(Math.floor(pageIova / pageSize), this.sets) * this.ways;
     let victim = -1;
     for (let s = first; s < first + this.ways; s++) {
       if (this.eAsid[s] === asid && this.eBase[s] === pageIova && this.eSize[s] === pageSize) {
@@ -252,8 +252,8 @@ export class Iotlb {
     for (let k = 0; k < sizes.length; k++) {
       if (counts[k] === 0) continue;
       const ps = sizes[k] as number;
-      const base = iova - (iova % ps);
-      const first = (Math.floor(iova / ps) % this.sets) * ways;
+      const base = iova - fastMod(iova, ps);
+      const first = fastMod(Math.floor(iova / ps), this.sets) * ways;
       for (let s = first; s < first + ways; s++) {
         if (this.eBase[s] === base && this.eAsid[s] === asid && this.eSize[s] === ps) return s;
       }
@@ -272,7 +272,7 @@ export class Iotlb {
     for (let k = 0; k < this.sizeList.length; k++) {
       if (this.sizeCnt[k] === 0) continue;
       const ps = this.sizeList[k] as number;
-      probes += Math.ceil((end - (iova - (iova % ps))) / ps);
+      probes += Math.ceil((end - (iova - fastMod(iova, ps))) / ps);
     }
     if (probes * this.ways > this.size) {
       for (let s = 0; s < this.size; s++) {
@@ -285,8 +285,8 @@ export class Iotlb {
     for (let k = 0; k < this.sizeList.length; k++) {
       if (this.sizeCnt[k] === 0) continue;
       const ps = this.sizeList[k] as number;
-      for (let p = iova - (iova % ps); p < end; p += ps) {
-        const first = (Math.floor(p / ps) % this.sets) * this.ways;
+      for (let p = iova - fastMod(iova, ps); p < end; p += ps) {
+        const first = fastMod(Math.floor(p / ps), this.sets) * this.ways;
         for (let s = first; s < first + this.ways; s++) {
           if (this.eBase[s] === p && this.eAsid[s] === asid && this.eSize[s] === ps)
             this.touch(s, stale);

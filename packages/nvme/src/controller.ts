@@ -643,19 +643,29 @@ export class NvmeController {
     if (this.mdts !== 0 && len > this.pageSize * 2 ** this.mdts)
       return { status: NVME_SC.INVALID_FIELD + NVME_STATUS_DNR, result: 0 };
     if (slba + nlb > ns.blocks) return { status: NVME_SC.LBA_RANGE + NVME_STATUS_DNR, result: 0 };
-    const isRead = op === NVME_CMD.READ;
-    if (this.data.length < len) this.data = new Uint8Array(len);
-    if (isRead) {
-      ns.read(slba * ns.lbaSize, this.data, 0, len);
-      return { status: this.transfer(this.data, len, true), result: 0 };
+    if (op === NVME_CMD.READ) {
+      // The namespace's bytes go straight into host memory, range by range (no staging copy;
+      // the LBA range was checked above, so the namespace read cannot fail).
+      return { status: this.transfer(this.data, len, true, ns, slba * ns.lbaSize), result: 0 };
     }
+    if (this.data.length < len) this.data = new Uint8Array(len);
     const st = this.transfer(this.data, len, false);
     if (st === 0) ns.write(slba * ns.lbaSize, this.data, 0, len);
     return { status: st, result: 0 };
   }
 
-  /** Walks the data pointer and moves `len` bytes: to the host when `toHost`, else from it. */
-  private transfer(buf: Uint8Array, len: number, toHost: boolean): number {
+  /**
+   * Walks the data pointer and moves `len` bytes: to the host when `toHost`, else from it. The
+   * bytes are `buf[0..len)`, or, when `src` is given (to the host only), `src`'s bytes from
+   * `srcAt` on, copied without staging.
+   */
+  private transfer(
+    buf: Uint8Array,
+    len: number,
+    toHost: boolean,
+    src?: NvmeNamespace,
+    srcAt = 0,
+  ): number {
     const c = this.counters.c;
     const psdt = this.psdt();
     const r = this.ranges;
@@ -688,7 +698,11 @@ export class NvmeController {
         continue;
       }
       if (toHost) {
-        if (!this.dma.write(a, buf, at, n).ok) {
+        const w =
+          src === undefined
+            ? this.dma.write(a, buf, at, n)
+            : this.dma.writeFrom(a, src, srcAt + at, n);
+        if (!w.ok) {
           c.dmaFaults++;
           return NVME_SC.DATA_XFER_ERROR;
         }

@@ -11,6 +11,7 @@ import {
   and53,
   blkRqPayloadBytes,
   bvecPhys,
+  fastMod,
   mpBvecIterBvec,
   reqPhysGapMask,
 } from "@dmasim/bvec";
@@ -67,7 +68,7 @@ export interface MapContext {
 /** The bytes of a descriptor block, as a view of simulated memory. */
 export function blockView(mem: PhysMemory, blk: DmaPoolBlock, size: number): Uint8Array {
   const ps = mem.pageSize;
-  const off = blk.cpuAddr % ps;
+  const off = fastMod(blk.cpuAddr, ps);
   return mem.pageBytes((blk.cpuAddr - off) / ps).subarray(off, off + size);
 }
 
@@ -203,7 +204,7 @@ function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
   let prp2 = 0;
   let status: BlkStatus = BLK_STS.OK;
   let malformed = false;
-  let chunk = Math.min(length, NVME_CTRL_PAGE_SIZE - (iter.addr % NVME_CTRL_PAGE_SIZE));
+  let chunk = Math.min(length, NVME_CTRL_PAGE_SIZE - fastMod(iter.addr, NVME_CTRL_PAGE_SIZE));
   iod.totalLen += chunk;
   iter.addr += chunk;
   iter.len -= chunk;

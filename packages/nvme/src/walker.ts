@@ -8,7 +8,7 @@
 import type { DeviceDma } from "@dmasim/dma-core";
 import { NVME_SC, NVME_SGL_TYPE, NVME_STATUS_DNR } from "./constants.ts";
 import { getU32, getU64Hi } from "./sqe.ts";
-import { InternalError, TWO_POW_32 } from "@dmasim/bvec";
+import { InternalError, TWO_POW_32, fastMod } from "@dmasim/bvec";
 
 /** A reusable list of DMA ranges produced by a walk. */
 export class DmaRanges {
@@ -95,13 +95,13 @@ export function walkPrp(
 ): number {
   out.reset();
   if (prp1 < 0) return NVME_SC.DATA_XFER_ERROR;
-  const first = Math.min(len, pageSize - (prp1 % pageSize));
+  const first = Math.min(len, pageSize - fastMod(prp1, pageSize));
   out.push(prp1, first);
   let rem = len - first;
   if (rem === 0) return 0;
   if (rem <= pageSize) {
     if (prp2 < 0) return NVME_SC.DATA_XFER_ERROR;
-    if (prp2 % pageSize !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
+    if (fastMod(prp2, pageSize) !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
     out.push(prp2, rem);
     return 0;
   }
@@ -109,7 +109,7 @@ export function walkPrp(
   if (prp2 < 0) return NVME_SC.DATA_XFER_ERROR;
   let cursor = prp2;
   for (;;) {
-    const slots = Math.floor((pageSize - (cursor % pageSize)) / 8);
+    const slots = Math.floor((pageSize - fastMod(cursor, pageSize)) / 8);
     const need = Math.min(slots, Math.ceil(rem / pageSize));
     if (!readDescriptors(dma, cursor, need * 8, out, hook, "prp-list"))
       return NVME_SC.DATA_XFER_ERROR;
@@ -118,12 +118,12 @@ export function walkPrp(
       const e = entry(buf, i * 8);
       if (e < 0) return NVME_SC.DATA_XFER_ERROR;
       if (i === slots - 1 && rem > pageSize) {
-        if (e % pageSize !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
+        if (fastMod(e, pageSize) !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
         cursor = e;
         linked = true;
         break;
       }
-      if (e % pageSize !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
+      if (fastMod(e, pageSize) !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
       const n = Math.min(rem, pageSize);
       out.push(e, n);
       rem -= n;
