@@ -5,6 +5,7 @@
  */
 import {
   BLK_STS,
+  type BioVec,
   type BlkStatus,
   type PhysMemory,
   type Request,
@@ -113,9 +114,24 @@ function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: Us
   const prpPossible = prp1Offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
   if (useSgl === USE_SGL.UNSUPPORTED && !prpPossible) return BLK_STS.AGAIN;
   if (ctx.dev.p2pState(phys) !== P2P_MAP.NONE) return BLK_STS.AGAIN;
+  return mapSingleSegment(ctx, iod, req, bv, useSgl === USE_SGL.FORCED || !prpPossible);
+}
+
+/**
+ * The one mapping of a single-segment request (Linux's `dma_map_bvec` in the simple paths of
+ * both driver generations): maps the bvec, records it in the inline pair, and describes it with
+ * PRP1/PRP2 or, when `sgl`, one SGL Data Block.
+ */
+export function mapSingleSegment(
+  ctx: MapContext,
+  iod: NvmeIod,
+  req: Request,
+  bv: BioVec,
+  sgl: boolean,
+): BlkStatus {
   let addr: number;
   try {
-    addr = dmaMapPhys(ctx.dev, phys, bv.len, rqDmaDir(req), 0);
+    addr = dmaMapPhys(ctx.dev, bvecPhys(bv), bv.len, rqDmaDir(req), 0);
   } catch (e) {
     if (e instanceof DmaError) return BLK_STS.RESOURCE;
     throw e;
@@ -126,13 +142,14 @@ function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: Us
   iod.totalLen = bv.len;
   iod.flags += IOD.SINGLE_SEGMENT;
   const cmd = iod.cmd;
-  if (useSgl === USE_SGL.FORCED || !prpPossible) {
+  if (sgl) {
     cmd[SQE.FLAGS] = NVME_CMD_SGL_METABUF;
     setSglDesc(cmd, SQE.SGL_ADDR, addr, bv.len, NVME_SGL_TYPE.DATA);
+    iod.useSgl = true;
     return BLK_STS.OK;
   }
+  const first = NVME_CTRL_PAGE_SIZE - (bv.offset % NVME_CTRL_PAGE_SIZE);
   setU64(cmd, SQE.PRP1, addr);
-  const first = NVME_CTRL_PAGE_SIZE - prp1Offset;
   setU64(cmd, SQE.PRP2, bv.len > first ? addr + first : 0);
   return BLK_STS.OK;
 }

@@ -20,7 +20,6 @@ import {
   type ScatterlistEntry,
   type SgTable,
   blkRqMapSg,
-  dmaMapPhys,
   dmaMapSgtable,
   dmaUnmapPhys,
   dmaUnmapSgtable,
@@ -33,7 +32,7 @@ import {
   NVME_SMALL_POOL_SIZE,
 } from "./constants.ts";
 import { IOD, type Mempool, type NvmeIod, iodHas } from "./iod.ts";
-import { type MapContext, blockView } from "./map-new.ts";
+import { type MapContext, blockView, mapSingleSegment } from "./map-new.ts";
 import { SQE, getU64, setSglDesc, setU64 } from "./sqe.ts";
 
 /** What the old path needs beyond the new one. */
@@ -65,28 +64,7 @@ function setupSimple(ctx: MapContext, iod: NvmeIod, req: Request): BlkStatus {
   const off = bv.offset % NVME_CTRL_PAGE_SIZE;
   const prp = off + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
   if (!prp && !(iod.qid !== 0 && ctx.sglThreshold !== 0 && ctx.sglSupported)) return BLK_STS.AGAIN;
-  let addr: number;
-  try {
-    addr = dmaMapPhys(ctx.dev, bvecPhys(bv), bv.len, rqDmaDir(req), 0);
-  } catch (e) {
-    if (e instanceof DmaError) return BLK_STS.RESOURCE;
-    throw e;
-  }
-  iod.dmaVec.addr = addr;
-  iod.dmaVec.len = bv.len;
-  iod.nrDmaVecs = 1;
-  iod.totalLen = bv.len;
-  iod.flags += IOD.SINGLE_SEGMENT;
-  if (prp) {
-    setU64(iod.cmd, SQE.PRP1, addr);
-    const first = NVME_CTRL_PAGE_SIZE - off;
-    setU64(iod.cmd, SQE.PRP2, bv.len > first ? addr + first : 0);
-  } else {
-    iod.cmd[SQE.FLAGS] = NVME_CMD_SGL_METABUF;
-    setSglDesc(iod.cmd, SQE.SGL_ADDR, addr, bv.len, NVME_SGL_TYPE.DATA);
-    iod.useSgl = true;
-  }
-  return BLK_STS.OK;
+  return mapSingleSegment(ctx, iod, req, bv, !prp);
 }
 
 /** Old `nvme_pci_setup_prps`: walks the mapped scatterlist; chains lists from the chosen pool. */
