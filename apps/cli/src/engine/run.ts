@@ -527,7 +527,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
         `the run stalled with ${issued - completed} I/Os in flight and nothing scheduled`,
       );
     }
-    m.clock.advanceTo(Math.max(next, m.clock.now));
+    // CPU costs may be fractional nanoseconds; the clock moves in whole ones.
+    m.clock.advanceTo(Math.max(Math.ceil(next), m.clock.now));
     if (++loops % progressEvery === 0) options.onProgress?.(completed, totalIos ?? -1);
   }
   chargeBackground();
