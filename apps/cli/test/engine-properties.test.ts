@@ -19,10 +19,17 @@ const jobArb = fc.record({
     lbaSize: fc.constantFrom(512, 4096),
   }),
   host: fc.record({ mapping: fc.constantFrom("two-step", "scatterlist") }),
-  machine: fc.record({ cpus: fc.integer({ min: 1, max: 2 }) }),
+  machine: fc.record({
+    cpus: fc.integer({ min: 1, max: 2 }),
+    pageSize: fc.constantFrom(4096, 16384, 65536),
+  }),
   workload: fc.record({
     rw: fc.constantFrom("randread", "randwrite", "randrw", "read", "write"),
-    bs: fc.constantFrom("4k", "8k", "64k", "256k", { min: "4k", max: "32k" }),
+    rwmixread: fc.integer({ min: 0, max: 100 }),
+    bs: fc.constantFrom("4k", "8k", "64k", "256k", { min: "4k", max: "32k" }, [
+      { bs: "4k", weight: 3 },
+      { bs: "128k", weight: 1 },
+    ]),
     iodepth: fc.integer({ min: 1, max: 8 }),
     ios: fc.integer({ min: 20, max: 120 }),
     buffers: fc.constantFrom("contiguous", "scattered", "offset", "hugepage"),
