@@ -1,12 +1,13 @@
 /**
  * A namespace of the simulated controller: a logical block size, a capacity, and real bytes
- * stored sparsely (64 KiB chunks created on first write), so large namespaces cost only what
+ * stored sparsely (4 KiB chunks created on first write), so large namespaces cost only what
  * is written.
  */
 import { checkInt, hex, isPow2 } from "@dmasim/bvec";
 import { NvmeError } from "./errors.ts";
 
-const CHUNK = 65536;
+/** Bytes per stored chunk: small, so that scattered small writes do not each zero a large block. */
+const CHUNK = 4096;
 
 /** Options of a namespace. */
 export interface NamespaceOptions {

@@ -129,6 +129,7 @@ interface Cpu {
 }
 
 const PATTERN_BYTES = 65536;
+const ZERO_SECTOR = new Uint8Array(SECTOR_SIZE);
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return 0;
@@ -312,7 +313,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const completedNow: InFlight[] = [];
   let nextId = 0;
 
-  const chargeBackground = (): void => {
+  const chargeBackground = (): number => {
     const p = pricer.total();
     if (p > lastPrice) {
       const cpu0 = cpus[0] as Cpu;
@@ -320,6 +321,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       cpu0.busyNs += p - lastPrice;
     }
     lastPrice = p;
+    return p;
   };
 
   const pickOffset = (bytes: number): number => {
@@ -389,8 +391,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
         at += r.len;
       }
     }
-    chargeBackground();
-    const before = pricer.total();
+    const before = chargeBackground();
     const bio = new Bio(write ? "write" : "read", offset / SECTOR_SIZE, rs.length);
     for (const r of rs) bioAddPage(bio, Math.floor(r.phys / ps), r.len, r.phys % ps, ps);
     const pieces = bioSplitToLimits(bio, lim);
@@ -405,8 +406,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       else if (st !== BLK_STS.OK) onPieceDone(io)(st);
     }
     m.engine.ios++;
-    const cost = pricer.total() - before;
     lastPrice = pricer.total();
+    const cost = lastPrice - before;
     const start = Math.max(m.clock.now, cpu.busyUntil);
     cpu.busyUntil = start + cost;
     cpu.busyNs += cost;
@@ -450,7 +451,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       const got = ioBuf.subarray(s * SECTOR_SIZE, (s + 1) * SECTOR_SIZE);
       const ok =
         g === undefined
-          ? got.every((x) => x === 0)
+          ? Buffer.compare(got, ZERO_SECTOR) === 0
           : Buffer.compare(
               got,
               pattern.subarray(patternAt(first + s, g), patternAt(first + s, g) + SECTOR_SIZE),
@@ -469,14 +470,13 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     for (const cpu of cpus) {
       while (cpu.backlog.length > 0 && cpu.busyUntil <= m.clock.now) {
         const b = cpu.backlog[0] as { req: Request; io: InFlight };
-        chargeBackground();
-        const before = pricer.total();
+        const before = chargeBackground();
         const st = m.host.submit(b.req, onPieceDone(b.io), { qid: cpu.id + 1, last: false });
         if (st === BLK_STS.RESOURCE) break;
         cpu.backlog.shift();
         if (st !== BLK_STS.OK) onPieceDone(b.io)(st);
-        const cost = pricer.total() - before;
         lastPrice = pricer.total();
+        const cost = lastPrice - before;
         cpu.busyUntil = Math.max(m.clock.now, cpu.busyUntil) + cost;
         cpu.busyNs += cost;
         submitOffsetNs = cpu.busyUntil - m.clock.now;
@@ -493,12 +493,11 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     }
     // Deliver completions that were posted.
     for (const cpu of cpus) {
-      chargeBackground();
-      const before = pricer.total();
+      const before = chargeBackground();
       const n = m.host.poll(cpu.id + 1);
       if (n === 0) continue;
-      const cost = pricer.total() - before;
       lastPrice = pricer.total();
+      const cost = lastPrice - before;
       cpu.busyUntil = Math.max(m.clock.now, cpu.busyUntil) + cost;
       cpu.busyNs += cost;
       for (const io of completedNow.splice(0)) finishIo(io, cpu.busyUntil);
