@@ -108,8 +108,7 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
   program
     .name("dmasim")
     .description(
-      "An executable model of the Linux DMA mapping stack: bio_vecs, the DMA API (streaming and\n" +
-        "two-step IOVA), an IOMMU with real page tables, and an NVMe host and controller.",
+      "An executable model of the Linux DMA mapping stack: bio_vecs, the DMA API (streaming and two-step IOVA), an IOMMU with real page tables, and an NVMe host and controller. Start with `dmasim run`.",
     )
     .version(readVersion(), "-V, --version", "print the version")
     .helpOption("-h, --help", "show help")
