@@ -1,13 +1,15 @@
 /**
  * A namespace of the simulated controller: a logical block size, a capacity, and real bytes
- * stored sparsely (4 KiB chunks created on first write), so large namespaces cost only what
+ * stored sparsely (16 KiB chunks created on first write), so large namespaces cost only what
  * is written.
  */
 import { checkInt, hex, isPow2 } from "@dmasim/bvec";
 import { NvmeError } from "./errors.ts";
 
 /** Bytes per stored chunk: small, so that scattered small writes do not each zero a large block. */
-const CHUNK = 4096;
+const CHUNK = 16384;
+/** Chunks per directory leaf. */
+const LEAF = 1024;
 
 /** Options of a namespace. */
 export interface NamespaceOptions {
@@ -22,7 +24,9 @@ export class NvmeNamespace {
   readonly nsid: number;
   readonly lbaSize: number;
   readonly blocks: number;
-  private readonly chunks = new Map<number, Uint8Array>();
+  /** Two-level directory of chunks (dir[floor(ci / LEAF)][ci % LEAF]); a chunk exists once written. */
+  private readonly dir: (Array<Uint8Array | undefined> | undefined)[] = [];
+  private chunkCount = 0;
 
   constructor(nsid: number, options: NamespaceOptions = {}) {
     this.nsid = nsid;
@@ -47,7 +51,7 @@ export class NvmeNamespace {
 
   /** Host bytes used by the store. */
   get backedBytes(): number {
-    return this.chunks.size * CHUNK;
+    return this.chunkCount * CHUNK;
   }
 
   /** Copies `len` bytes at byte offset `at` into `dst[off..]` (unwritten blocks read as zeros). */
@@ -59,7 +63,7 @@ export class NvmeNamespace {
       const ci = Math.floor(p / CHUNK);
       const o = p - ci * CHUNK;
       const n = Math.min(CHUNK - o, len - done);
-      const c = this.chunks.get(ci);
+      const c = this.dir[Math.floor(ci / LEAF)]?.[ci % LEAF];
       if (c === undefined) dst.fill(0, off + done, off + done + n);
       else dst.set(c.subarray(o, o + n), off + done);
       done += n;
@@ -75,10 +79,17 @@ export class NvmeNamespace {
       const ci = Math.floor(p / CHUNK);
       const o = p - ci * CHUNK;
       const n = Math.min(CHUNK - o, len - done);
-      let c = this.chunks.get(ci);
+      const li = Math.floor(ci / LEAF);
+      let leaf = this.dir[li];
+      if (leaf === undefined) {
+        leaf = new Array<Uint8Array | undefined>(LEAF);
+        this.dir[li] = leaf;
+      }
+      let c = leaf[ci % LEAF];
       if (c === undefined) {
         c = new Uint8Array(CHUNK);
-        this.chunks.set(ci, c);
+        leaf[ci % LEAF] = c;
+        this.chunkCount++;
       }
       c.set(src.subarray(off + done, off + done + n), o);
       done += n;
