@@ -179,6 +179,12 @@ function prpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolea
     first.addr = iod.dmaVec.addr;
     first.len = iod.dmaVec.len;
   }
+  if (iod.nrDmaVecs >= iod.dmaVecs.length) {
+    // More segments than one array holds (NVME_MAX_SEGS): only a request that broke the queue
+    // limits gets here; Linux would overrun its array, the model fails the request.
+    iter.status = BLK_STS.IOERR;
+    return false;
+  }
   const v = iod.dmaVecs[iod.nrDmaVecs] as DmaVec;
   v.addr = iter.addr;
   v.len = iter.len;

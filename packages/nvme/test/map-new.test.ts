@@ -3,7 +3,7 @@
  * host's mapping context: the edge cases of reference nvme.md §12.3, R5 and R8. Every layout is
  * also walked by the device-side walker, which must read exactly the request's bytes.
  */
-import type { BioVec, Request } from "@dmasim/bvec";
+import { BLK_STS, type BioVec, type Request } from "@dmasim/bvec";
 import { dmaUseIova } from "@dmasim/dma-core";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -436,6 +436,17 @@ describe("map-new: R5 dma_vec records", () => {
       nr: 40,
     });
     expect(r.host.vecPool.counters.c.allocs).toBe(2);
+    r.checkNoLeaks();
+  });
+
+  it("fails a request with more recorded segments than the array holds, leaking nothing", () => {
+    const r = prpRig(); // dma_need_unmap is true, every segment is recorded
+    const bv = r.bvecs(r.scattered(300, 19).map((p) => [p, PAGE] as const));
+    const req = r.request(WRITE, bv, limits({ virtBoundaryMask: 4095, maxSegments: 4096 }));
+    const iod = r.iod();
+    expect(nvmeMapData(r.host.mapContext, iod, req)).toBe(BLK_STS.IOERR);
+    expect(r.host.vecPool.counters.c.inUse).toBe(0);
+    expect(r.host.small.inUse + r.host.large.inUse).toBe(0);
     r.checkNoLeaks();
   });
 
