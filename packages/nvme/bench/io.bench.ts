@@ -37,9 +37,11 @@ function rig(mapping: "new" | "old", lazy: boolean) {
   return { clock, memory, dev, ctrl, host };
 }
 
-function readCase(mapping: "new" | "old", pages: number) {
+function readCase(mapping: "new" | "old", pages: number, contiguous = false) {
   const m = rig(mapping, true);
-  const buf = m.memory.allocScattered(pages, 7).map((p) => bvecFromPhys(p * 4096, 4096));
+  const buf = contiguous
+    ? [bvecFromPhys(m.memory.allocPages(Math.ceil(Math.log2(pages))) * 4096, pages * 4096)]
+    : m.memory.allocScattered(pages, 7).map((p) => bvecFromPhys(p * 4096, 4096));
   // Some data on the namespace, so reads copy real bytes.
   const src = m.memory.allocScattered(pages, 8).map((p) => bvecFromPhys(p * 4096, 4096));
   for (const b of src) m.memory.fill(b.page * 4096, 4096, 0x5a);
@@ -116,6 +118,13 @@ export default defineBenchmarks([
     baseline: "memcpy/plain-set/128k",
     note: "32 scattered pages: scatterlist from the mempool, dma_map_sg, PRP list of 31",
     fn: readCase("old", 32),
+  },
+  {
+    name: "io/128k-read/lazy/new/contiguous",
+    ops: BATCH,
+    baseline: "memcpy/plain-set/128k",
+    note: "one physically contiguous 128 KiB buffer (fio's default layout): one link of 32 pages, PRP list of 31",
+    fn: readCase("new", 32, true),
   },
   {
     name: "prp/build/2m",
