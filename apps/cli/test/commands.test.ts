@@ -87,6 +87,13 @@ describe("dmasim run", () => {
     expect(r.out).toContain("FAILED: 50 I/Os failed");
   });
 
+  it("gives an untrusted device a strict domain, as Linux does, and says so", async () => {
+    const r = await cli("run", "--untrusted", "--ios", "200", "--buffers", "offset");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("IOMMU strict (asked lazy; untrusted devices get a strict domain)");
+    expect(r.out).toMatch(/swiotlb\.bouncedBytesToDevice\s+[1-9]/);
+  });
+
   it("writes an HTML report with charts", async () => {
     const html = tempFile("x.html", "");
     const r = await cli("run", "--ios", "300", "--html", html);

@@ -26,6 +26,7 @@ export {
   type Machine,
   type MachineOptions,
   buildMachine,
+  effectiveIommuMode,
   counterGetter,
   counterSources,
   snapshotCounters,

@@ -31,6 +31,12 @@ export interface MachineOptions {
   readonly serviceTimeNs?: (opcode: number, bytes: number, qid: number) => number;
 }
 
+/** The IOMMU mode a job's device really gets: untrusted devices are forced to strict. */
+export function effectiveIommuMode(job: Job): Job["iommu"]["mode"] {
+  const mode = job.iommu.mode;
+  return !job.device.trusted && (mode === "passthrough" || mode === "lazy") ? "strict" : mode;
+}
+
 /** Builds and brings up the machine of `job`. */
 export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
   const clock = new SimClock();
@@ -39,7 +45,9 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
       Math.round((job.machine.memoryGiB * 1024 ** 3) / job.machine.pageSize) * job.machine.pageSize,
     pageSize: job.machine.pageSize,
   });
-  const mode = job.iommu.mode;
+  // Linux gives an untrusted (external-facing) PCI device a strict DMA domain whatever the
+  // default domain type is (iommu_get_default_domain_type): no passthrough, no flush queue.
+  const mode = effectiveIommuMode(job);
   const domain =
     mode === "none"
       ? null

@@ -1,5 +1,6 @@
 /** Human-readable reports of runs and comparisons. */
 import { COST_CATEGORIES } from "./cost.ts";
+import { effectiveIommuMode } from "./machine.ts";
 import { bytes, fixed, paint, si, table } from "./format.ts";
 import type { RunResult } from "./run.ts";
 
@@ -8,7 +9,12 @@ export function jobLine(r: RunResult): string {
   const j = r.job;
   const bs =
     typeof j.workload.bs === "object" ? JSON.stringify(j.workload.bs) : String(j.workload.bs);
-  return `${j.name}: ${j.workload.rw} bs=${bs} iodepth=${j.workload.iodepth} cpus=${j.machine.cpus} | IOMMU ${j.iommu.mode} | ${j.host.mapping} | SGL ${j.controller.sgl} | buffers ${j.workload.buffers}`;
+  const eff = effectiveIommuMode(j);
+  const iommu =
+    eff === j.iommu.mode
+      ? j.iommu.mode
+      : `${eff} (asked ${j.iommu.mode}; untrusted devices get a strict domain)`;
+  return `${j.name}: ${j.workload.rw} bs=${bs} iodepth=${j.workload.iodepth} cpus=${j.machine.cpus} | IOMMU ${iommu} | ${j.host.mapping} | SGL ${j.controller.sgl} | buffers ${j.workload.buffers}`;
 }
 
 /** The report of one run. */
