@@ -33,6 +33,7 @@ describe("dmasim run", () => {
     expect(j.bytes).toBe(500 * 8192);
     expect(j.verify.ok).toBe(true);
     expect(j.perIo["domain.rangeInvalidations"]).toBeCloseTo(1, 5);
+    expect(j.exposure).toEqual({ mode: "strict", maxUs: 0, p99Us: 0, staleHits: 0 });
     expect(j.latencyUs.p99).toBeGreaterThan(j.job.controller.latencyUs);
   });
 
@@ -52,6 +53,14 @@ describe("dmasim run", () => {
     ) as Record<string, unknown>;
     delete c.simulator;
     expect(JSON.stringify(c)).not.toBe(JSON.stringify(a));
+  });
+
+  it("measures the lazy exposure window, bounded by the 10 ms flush-queue timer", async () => {
+    const r = JSON.parse((await cli("run", "--ios", "3000", "--json")).out) as RunResult;
+    expect(r.exposure?.mode).toBe("lazy");
+    expect(r.exposure?.maxUs ?? 0).toBeGreaterThan(0);
+    expect(r.exposure?.maxUs ?? Infinity).toBeLessThanOrEqual(10_000);
+    expect(r.exposure?.p99Us ?? Infinity).toBeLessThanOrEqual(r.exposure?.maxUs ?? 0);
   });
 
   it("runs for simulated seconds and across several CPUs", async () => {

@@ -115,7 +115,9 @@ export function formatRun(r: RunResult, color: boolean): string {
   if (r.exposure) {
     out.push("");
     out.push(
-      `lazy exposure window: max ${fixed(r.exposure.maxUs, 1)} µs, p99 ${fixed(r.exposure.p99Us, 1)} µs; stale IOTLB hits ${r.exposure.staleHits}`,
+      r.exposure.mode === "lazy"
+        ? `lazy exposure window: max ${fixed(r.exposure.maxUs, 1)} µs, p99 ${fixed(r.exposure.p99Us, 1)} µs; stale IOTLB hits ${r.exposure.staleHits}`
+        : `exposure window: none (strict: every unmap is invalidated before its IOVA is freed); stale IOTLB hits ${r.exposure.staleHits}`,
     );
   }
   if (r.perCpu.length > 1) {

@@ -86,6 +86,7 @@ export interface RunResult {
   readonly iotlbHitRate: number | null;
   /** Lazy mode: time from unmap to invalidation (µs) and stale IOTLB hits. */
   readonly exposure: {
+    readonly mode: "lazy" | "strict";
     readonly maxUs: number;
     readonly p99Us: number;
     readonly staleHits: number;
@@ -592,9 +593,18 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     perIo,
     hostMemoryPerIo: hostMem,
     iotlbHitRate: iotlb && iotlb.lookups > 0 ? iotlb.hits / iotlb.lookups : null,
+    // Lazy: the flush queue's histogram. Strict: every unmap invalidated before its IOVA was
+    // freed, so the window is zero by construction (stale hits are still counted, as proof).
     exposure: exposure
-      ? { maxUs: us(exposure.maxNs), p99Us: us(exposure.p99Ns), staleHits: iotlb?.staleHits ?? 0 }
-      : null,
+      ? {
+          mode: "lazy" as const,
+          maxUs: us(exposure.maxNs),
+          p99Us: us(exposure.p99Ns),
+          staleHits: iotlb?.staleHits ?? 0,
+        }
+      : m.dev.cookie !== null
+        ? { mode: "strict" as const, maxUs: 0, p99Us: 0, staleHits: iotlb?.staleHits ?? 0 }
+        : null,
     faults: m.domain?.counters.c.faults ?? 0,
     errors,
     verify: { enabled: verify, checkedBytes, mismatches, ok: mismatches === 0 && errors === 0 },
