@@ -195,7 +195,7 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
       new Option("-s, --seconds <n>", "test seconds").argParser(c.intOption(1, 300)).default(20),
     )
     .addOption(
-      new Option("-n, --node <n>", "NUMA node (-1: any)")
+      new Option("-n, --node <n>", "NUMA node (-1: no preference)")
         .argParser(c.intOption(-1, 1024))
         .default(-1),
     )

@@ -1,16 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { DmaError, DmaPool } from "../src/index.ts";
-import { NO_LEAKS, baseline, leaks, machine } from "./machine.ts";
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
+import { DmaPool } from "../src/index.ts";
+import { NO_LEAKS, baseline, leaks, machine, codeOf } from "./machine.ts";
 
 describe("dma-pool", () => {
   it("carves aligned blocks from one page, lowest address first", () => {

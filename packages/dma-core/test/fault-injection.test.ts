@@ -3,7 +3,6 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   DMA_TO_DEVICE,
-  DmaError,
   DmaIovaState,
   DmaPool,
   blkDmaIter,
@@ -29,17 +28,8 @@ import {
   leaks,
   machine,
   request,
+  codeOf,
 } from "./machine.ts";
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 /** Makes the k-th page allocation from now on fail (k >= 1); returns how many were attempted. */
 function failNthPage(m: Machine, k: number): { calls: number } {

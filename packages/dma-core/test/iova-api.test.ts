@@ -17,17 +17,7 @@ import {
   dmaIovaUnlink,
   dmaUseIova,
 } from "../src/index.ts";
-import { G4, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine } from "./machine.ts";
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
+import { G4, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "./machine.ts";
 
 describe("iova-api", () => {
   describe("worked example A (reference §4.11): one unaligned buffer", () => {

@@ -22,6 +22,7 @@ import {
   type DeviceOptions,
   DmaDebug,
   type DmaDebugOptions,
+  DmaError,
   Swiotlb,
 } from "../src/index.ts";
 
@@ -219,3 +220,14 @@ export const NO_LEAKS = {
   outstanding: 0,
   reports: 0,
 } as const;
+
+/** The errno a call throws as a `DmaError`, or "no error". */
+export function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof DmaError) return e.code;
+    throw e;
+  }
+  return "no error";
+}

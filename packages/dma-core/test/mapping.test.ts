@@ -7,7 +7,6 @@ import {
   DMA_DEBUG_CLASS,
   DMA_FROM_DEVICE,
   DMA_TO_DEVICE,
-  DmaError,
   dmaGetMergeBoundary,
   dmaMapPage,
   dmaMapPhys,
@@ -21,17 +20,7 @@ import {
   dmaUnmapPhys,
   dmaUnmapResource,
 } from "../src/index.ts";
-import { G4, GiB, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine } from "./machine.ts";
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
+import { G4, GiB, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "./machine.ts";
 
 describe("mapping", () => {
   describe("dmaMapPhys under an IOMMU", () => {

@@ -10,23 +10,13 @@ import {
   IO_TLB_SIZE,
   Swiotlb,
 } from "../src/index.ts";
-import { G4, GiB, KiB, MiB, fillRandom } from "./machine.ts";
+import { G4, GiB, KiB, MiB, fillRandom, codeOf } from "./machine.ts";
 
 function pool(size = MiB) {
   const memory = new PhysMemory({ ramBytes: 8 * GiB });
   const base0 = memory.pagesInUse;
   const sw = new Swiotlb(memory, { size });
   return { memory, sw, base0 };
-}
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof DmaError) return e.code;
-    throw e;
-  }
-  return "no error";
 }
 
 describe("swiotlb", () => {
