@@ -793,6 +793,17 @@ export class IoPageTable {
   }
 
   /**
+   * The one-entry walk cache shared by map and unmap: true when a granule-sized operation
+   * falls in the leaf table the last walk ended in (`pathTables[last]` is still that table);
+   * otherwise the cache is dropped and the walk starts at the root.
+   */
+  private walkCacheHit(pgsize: number, key: number): boolean {
+    if (pgsize === this.granule && key === this.wcKey) return true;
+    this.wcKey = -1;
+    return false;
+  }
+
+  /**
    * `arm_lpae_map_pages` + `__arm_lpae_map`: walks to the level of `pgsize`, creating tables,
    * and installs up to `count` leaves without crossing the end of the table. Returns the bytes
    * mapped. All target entries are checked before any is written (EEXIST maps nothing).
@@ -811,11 +822,10 @@ export class IoPageTable {
     let t: Table;
     let d0 = 0;
     const key = Math.floor(iova / this.leafSpan);
-    if (pgsize === this.granule && key === this.wcKey) {
+    if (this.walkCacheHit(pgsize, key)) {
       t = pt[last] as Table;
       d0 = last;
     } else {
-      this.wcKey = -1;
       t = this.liveRoot();
     }
     for (let d = d0; ; d++) {
@@ -892,11 +902,10 @@ export class IoPageTable {
     let t: Table;
     let d0 = 0;
     const key = Math.floor(iova / this.leafSpan);
-    if (pgsize === this.granule && key === this.wcKey) {
+    if (this.walkCacheHit(pgsize, key)) {
       t = pt[last] as Table;
       d0 = last;
     } else {
-      this.wcKey = -1;
       t = this.liveRoot();
     }
     for (let d = d0; ; d++) {
