@@ -161,6 +161,29 @@ export function dmaUnmapResource(
   dmaUnmapPhys(dev, addr, size, dir, attrs + (hasAttr(attrs, DMA_ATTR.MMIO) ? 0 : DMA_ATTR.MMIO));
 }
 
+/** Both sync directions: dma-debug's check, then the direct or IOMMU implementation. */
+function syncSingle(
+  dev: Device,
+  addr: number,
+  size: number,
+  dir: DmaDirection,
+  forCpu: boolean,
+): void {
+  const d = checkDirection(dir);
+  if (forCpu) dev.counters.c.syncsForCpu++;
+  else dev.counters.c.syncsForDevice++;
+  dev.debug?.sync(dev, addr, size, d, forCpu);
+  if (dev.dmaSkipSync && dev.debug === null) return;
+  if (forCpu) {
+    if (dev.dmaIommu) iommuDmaSyncSingleForCpu(dev, addr, size, d);
+    else dmaDirectSyncSingleForCpu(dev, addr, size, d);
+  } else if (dev.dmaIommu) {
+    iommuDmaSyncSingleForDevice(dev, addr, size, d);
+  } else {
+    dmaDirectSyncSingleForDevice(dev, addr, size, d);
+  }
+}
+
 /** Linux `dma_sync_single_for_cpu`: gives the buffer back to the CPU (cache invalidate, bounce copy-out). */
 export function dmaSyncSingleForCpu(
   dev: Device,
@@ -168,12 +191,7 @@ export function dmaSyncSingleForCpu(
   size: number,
   dir: DmaDirection,
 ): void {
-  const d = checkDirection(dir);
-  dev.counters.c.syncsForCpu++;
-  dev.debug?.sync(dev, addr, size, d, true);
-  if (dev.dmaSkipSync && dev.debug === null) return;
-  if (dev.dmaIommu) iommuDmaSyncSingleForCpu(dev, addr, size, d);
-  else dmaDirectSyncSingleForCpu(dev, addr, size, d);
+  syncSingle(dev, addr, size, dir, true);
 }
 
 /** Linux `dma_sync_single_for_device`: gives the buffer to the device (bounce copy-in, cache clean). */
@@ -183,12 +201,7 @@ export function dmaSyncSingleForDevice(
   size: number,
   dir: DmaDirection,
 ): void {
-  const d = checkDirection(dir);
-  dev.counters.c.syncsForDevice++;
-  dev.debug?.sync(dev, addr, size, d, false);
-  if (dev.dmaSkipSync && dev.debug === null) return;
-  if (dev.dmaIommu) iommuDmaSyncSingleForDevice(dev, addr, size, d);
-  else dmaDirectSyncSingleForDevice(dev, addr, size, d);
+  syncSingle(dev, addr, size, dir, false);
 }
 
 /**
