@@ -72,6 +72,12 @@ export const PAGE_SIZES = [4096, 16384, 65536] as const;
 export type PageSize = (typeof PAGE_SIZES)[number];
 
 /**
+ * Copies of at most this many bytes (command and completion entries, PRP and SGL entries) go
+ * byte by byte: cheaper than the typed-array view `set` needs.
+ */
+const SMALL_COPY = 64;
+
+/**
  * Something that can copy its bytes `[at, at + len)` into `dst[dstOff..]`: the source of
  * `PhysMemory.writeFrom` (an NVMe namespace's `read` has this shape).
  */
@@ -305,7 +311,10 @@ export class PhysMemory {
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const chunk = this.lookup(store, (rel - off) / cs);
       if (chunk === undefined) dst.fill(0, dstOff + done, dstOff + done + n);
-      else dst.set(off === 0 && n === cs ? chunk : chunk.subarray(off, off + n), dstOff + done);
+      else if (n <= SMALL_COPY) {
+        const d = dstOff + done;
+        for (let i = 0; i < n; i++) dst[d + i] = chunk[off + i] as number;
+      } else dst.set(off === 0 && n === cs ? chunk : chunk.subarray(off, off + n), dstOff + done);
       done += n;
       p += n;
     }
@@ -325,12 +334,16 @@ export class PhysMemory {
       const off = fastMod(rel, cs);
       const n = Math.min(cs - off, len - done, store.region.end - p);
       const chunk = this.materialize(store, (rel - off) / cs);
-      chunk.set(
-        srcOff + done === 0 && n === src.length
-          ? src
-          : src.subarray(srcOff + done, srcOff + done + n),
-        off,
-      );
+      if (n <= SMALL_COPY) {
+        const from = srcOff + done;
+        for (let i = 0; i < n; i++) chunk[off + i] = src[from + i] as number;
+      } else
+        chunk.set(
+          srcOff + done === 0 && n === src.length
+            ? src
+            : src.subarray(srcOff + done, srcOff + done + n),
+          off,
+        );
       done += n;
       p += n;
     }

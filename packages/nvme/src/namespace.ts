@@ -10,6 +10,12 @@ import { NvmeError } from "./errors.ts";
 const CHUNK = 16384;
 /** Chunks per directory leaf. */
 const LEAF = 1024;
+/**
+ * Chunks carved from one slab. A fresh `Uint8Array` per chunk costs an allocation, its zeroing
+ * and external-memory bookkeeping on every first write (a random-write workload over a large
+ * namespace hits that on nearly every write); one zeroed slab holds this many chunks.
+ */
+const SLAB_CHUNKS = 64;
 
 /** Options of a namespace. */
 export interface NamespaceOptions {
@@ -27,6 +33,9 @@ export class NvmeNamespace {
   /** Two-level directory of chunks (dir[floor(ci / LEAF)][ci % LEAF]); a chunk exists once written. */
   private readonly dir: (Array<Uint8Array | undefined> | undefined)[] = [];
   private chunkCount = 0;
+  /** The slab new chunks are carved from, and how many of its chunks are taken. */
+  private slab: ArrayBuffer | undefined = undefined;
+  private slabUsed = SLAB_CHUNKS;
 
   constructor(nsid: number, options: NamespaceOptions = {}) {
     this.nsid = nsid;
@@ -49,7 +58,7 @@ export class NvmeNamespace {
     return this.blocks * this.lbaSize;
   }
 
-  /** Host bytes used by the store. */
+  /** Host bytes of the chunks written so far (their slabs may hold up to 1 MiB more). */
   get backedBytes(): number {
     return this.chunkCount * CHUNK;
   }
@@ -87,13 +96,24 @@ export class NvmeNamespace {
       }
       let c = leaf[ci % LEAF];
       if (c === undefined) {
-        c = new Uint8Array(CHUNK);
+        c = this.newChunk();
         leaf[ci % LEAF] = c;
-        this.chunkCount++;
       }
       c.set(src.subarray(off + done, off + done + n), o);
       done += n;
     }
+  }
+
+  /** A zeroed chunk from the current slab (a new slab when it is used up). */
+  private newChunk(): Uint8Array {
+    if (this.slab === undefined || this.slabUsed === SLAB_CHUNKS) {
+      this.slab = new ArrayBuffer(SLAB_CHUNKS * CHUNK);
+      this.slabUsed = 0;
+    }
+    const c = new Uint8Array(this.slab, this.slabUsed * CHUNK, CHUNK);
+    this.slabUsed++;
+    this.chunkCount++;
+    return c;
   }
 
   private check(at: number, len: number): void {

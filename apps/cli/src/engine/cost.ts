@@ -279,26 +279,60 @@ export function loadCostTable(input: unknown, base: CostTable = DEFAULT_COSTS): 
   return out;
 }
 
-/** A compiled pricer over live counters: `total()` is the CPU ns of everything counted so far. */
+/** Where a live counter is read: `target[key]`. */
+export interface CounterRef {
+  readonly target: Readonly<Record<string, number>>;
+  readonly key: string;
+}
+
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+
+/**
+ * A compiled pricer over live counters: `total()` is the CPU ns of everything counted so far.
+ * The engine asks for it several times per simulated I/O, so the sum is compiled into one
+ * function of plain property reads (one object per counter set, one literal key per term) rather
+ * than a loop of computed-key lookups; the terms and their order are the table's.
+ */
 export class Pricer {
   private readonly terms: { get: () => number; ns: number; category: number }[] = [];
   readonly table: CostTable;
+  /** The compiled sum; `total()` calls it. */
+  private readonly sum: () => number;
 
-  constructor(table: CostTable, lookup: (name: string) => (() => number) | undefined) {
+  constructor(table: CostTable, lookup: (name: string) => CounterRef | undefined) {
     this.table = table;
+    const targets: Readonly<Record<string, number>>[] = [];
+    const ns: number[] = [];
+    const parts: string[] = [];
     for (const e of Object.values(table)) {
       for (const c of e.counters) {
-        const get = lookup(c);
-        if (get) this.terms.push({ get, ns: e.ns, category: COST_CATEGORIES.indexOf(e.category) });
+        const ref = lookup(c);
+        if (ref === undefined) continue;
+        const { target, key } = ref;
+        this.terms.push({
+          get: () => target[key] ?? 0,
+          ns: e.ns,
+          category: COST_CATEGORIES.indexOf(e.category),
+        });
+        let ti = targets.indexOf(target);
+        if (ti < 0) ti = targets.push(target) - 1;
+        const read = IDENT.test(key) ? `t[${ti}].${key}` : `t[${ti}][${JSON.stringify(key)}]`;
+        parts.push(`(${read} ?? 0) * n[${ns.length}]`);
+        ns.push(e.ns);
       }
     }
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- built from counter names checked above
+    const make = new Function(
+      "t",
+      "n",
+      `return () => 0${parts.map((p) => ` + ${p}`).join("")};`,
+    ) as (t: readonly Readonly<Record<string, number>>[], n: readonly number[]) => () => number;
+    this.sum = make(targets, ns);
   }
 
   /** CPU ns of everything counted so far. */
   total(): number {
-    let s = 0;
-    for (const t of this.terms) s += t.get() * t.ns;
-    return s;
+    return this.sum();
   }
 
   /** CPU ns by category of everything counted so far. */

@@ -18,6 +18,7 @@ export {
   type CostCategory,
   type CostEntry,
   type CostTable,
+  type CounterRef,
   DEFAULT_COSTS,
   Pricer,
   loadCostTable,
@@ -28,6 +29,7 @@ export {
   buildMachine,
   effectiveIommuMode,
   counterGetter,
+  counterRef,
   counterSources,
   snapshotCounters,
 } from "./machine.ts";

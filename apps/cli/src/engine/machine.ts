@@ -6,6 +6,7 @@ import { type CounterSet, PhysMemory, SimClock } from "@dmasim/bvec";
 import { Device, DmaDebug, Swiotlb } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain, Iotlb } from "@dmasim/iommu";
 import { NvmeController, NvmeHost } from "@dmasim/nvme";
+import type { CounterRef } from "./cost.ts";
 import type { Job } from "./job.ts";
 
 /** Everything a run needs. */
@@ -154,20 +155,31 @@ export function counterSources(m: Machine): Map<string, CounterSet<string>> {
   return out;
 }
 
+/** Where `scope.name` (engine counters included) is read, or undefined when absent. */
+export function counterRef(
+  m: Machine,
+  sources: Map<string, CounterSet<string>>,
+  name: string,
+): CounterRef | undefined {
+  if (name === "engine.sgEntries" || name === "engine.ios")
+    return { target: m.engine, key: name.slice(7) };
+  const dot = name.lastIndexOf(".");
+  const set = sources.get(name.slice(0, dot));
+  const key = name.slice(dot + 1);
+  if (set === undefined || !set.names.includes(key)) return undefined;
+  return { target: set.c, key };
+}
+
 /** A getter for `scope.name` (engine counters included), or undefined when absent. */
 export function counterGetter(
   m: Machine,
   sources: Map<string, CounterSet<string>>,
   name: string,
 ): (() => number) | undefined {
-  if (name === "engine.sgEntries") return () => m.engine.sgEntries;
-  if (name === "engine.ios") return () => m.engine.ios;
-  const dot = name.lastIndexOf(".");
-  const set = sources.get(name.slice(0, dot));
-  const key = name.slice(dot + 1);
-  if (set === undefined || !set.names.includes(key)) return undefined;
-  const c = set.c;
-  return () => c[key] ?? 0;
+  const ref = counterRef(m, sources, name);
+  if (ref === undefined) return undefined;
+  const { target, key } = ref;
+  return () => target[key] ?? 0;
 }
 
 /** A flat snapshot of every counter. */

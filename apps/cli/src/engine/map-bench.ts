@@ -16,7 +16,7 @@ import {
 } from "@dmasim/dma-core";
 import { type CostTable, DEFAULT_COSTS, Pricer } from "./cost.ts";
 import { parseJob } from "./job.ts";
-import { buildMachine, counterGetter, counterSources } from "./machine.ts";
+import { buildMachine, counterRef, counterSources } from "./machine.ts";
 
 /** Options, as the user tool takes them. */
 export interface MapBenchOptions {
@@ -83,7 +83,7 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
   const m = buildMachine(job);
   m.dev.setMaskBits(o.bits);
   const sources = counterSources(m);
-  const pricer = new Pricer(o.costs ?? DEFAULT_COSTS, (n) => counterGetter(m, sources, n));
+  const pricer = new Pricer(o.costs ?? DEFAULT_COSTS, (n) => counterRef(m, sources, n));
   const ps = m.memory.pageSize;
   const size = o.granule * ps;
   const dir = o.dir as DmaDirection;

@@ -28,7 +28,7 @@ import { type Job, jobIos, sizeOf } from "./job.ts";
 import {
   type Machine,
   buildMachine,
-  counterGetter,
+  counterRef,
   counterSources,
   snapshotCounters,
 } from "./machine.ts";
@@ -181,7 +181,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   };
   const m: Machine = buildMachine(job, { debug: options.debug ?? false, serviceTimeNs });
   const sources = counterSources(m);
-  const pricer = new Pricer(costs, (n) => counterGetter(m, sources, n));
+  const pricer = new Pricer(costs, (n) => counterRef(m, sources, n));
   const startCounters = snapshotCounters(m, sources);
   const startCat = pricer.byCategory();
   const mem = m.memory;
@@ -276,7 +276,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     const pr = new Rng(job.seed + 1);
     for (let i = 0; i < pattern.length; i++) pattern[i] = pr.nextU32() % 256;
   }
-  const written = new Map<number, number>(); // sector -> generation
+  const written = new SectorGens(); // sector -> generation of its last write
   let genCounter = 0;
   let checkedBytes = 0;
   let mismatches = 0;
@@ -612,4 +612,32 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     costTable: costs,
     simulator: { wallMs, iosPerSecond: wallMs > 0 ? (completed * 1000) / wallMs : 0 },
   };
+}
+
+/**
+ * The write generation of every written sector, for verification: a sparse two-level table of
+ * typed arrays (64 Ki sectors per page, 0 = never written) instead of a `Map` of every sector,
+ * which a long random-write run fills with millions of entries.
+ */
+class SectorGens {
+  private static readonly PAGE = 65536;
+  private readonly pages: (Uint32Array | undefined)[] = [];
+
+  /** Records that `sector` was last written with generation `gen` (0 or more). */
+  set(sector: number, gen: number): void {
+    const pi = Math.floor(sector / SectorGens.PAGE);
+    let page = this.pages[pi];
+    if (page === undefined) {
+      page = new Uint32Array(SectorGens.PAGE);
+      this.pages[pi] = page;
+    }
+    page[sector - pi * SectorGens.PAGE] = gen + 1;
+  }
+
+  /** The generation `sector` was last written with, or undefined when never written. */
+  get(sector: number): number | undefined {
+    const pi = Math.floor(sector / SectorGens.PAGE);
+    const v = this.pages[pi]?.[sector - pi * SectorGens.PAGE] ?? 0;
+    return v === 0 ? undefined : v - 1;
+  }
 }
