@@ -21,7 +21,14 @@ import {
 import { Device } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
-import { NvmeController, NvmeHost, NvmeIod, nvmeMapData, nvmeUnmapData } from "../src/index.ts";
+import {
+  NvmeController,
+  NvmeHost,
+  NvmeIod,
+  NvmeNamespace,
+  nvmeMapData,
+  nvmeUnmapData,
+} from "../src/index.ts";
 
 const GiB = 1024 ** 3;
 const BATCH = 64;
@@ -83,6 +90,22 @@ function prpBuildCase() {
   };
 }
 
+/**
+ * The payload alone: the 32 namespace-to-memory page copies a 128 KiB read into the same
+ * scattered pages makes (`PhysMemory.writeFrom` from the namespace), with no command, mapping,
+ * translation or completion. The floor under `io/128k-read/*`.
+ */
+function payloadCase() {
+  const memory = new PhysMemory({ ramBytes: 16 * GiB });
+  const pages = memory.allocScattered(32, 7);
+  const ns = new NvmeNamespace(1, { blocks: 2048 });
+  ns.write(0, new Uint8Array(128 * 1024).fill(0x5a), 0, 128 * 1024);
+  return () => {
+    for (let i = 0; i < pages.length; i++)
+      memory.writeFrom((pages[i] as number) * 4096, ns, i * 4096, 4096);
+  };
+}
+
 const src128 = new Uint8Array(128 * 1024).map((_, i) => i % 251);
 const dst128 = new Uint8Array(128 * 1024);
 
@@ -91,6 +114,12 @@ export default defineBenchmarks([
     name: "memcpy/plain-set/128k",
     note: "Uint8Array.set of 128 KiB: the payload baseline",
     fn: () => dst128.set(src128),
+  },
+  {
+    name: "payload/128k-scattered",
+    baseline: "memcpy/plain-set/128k",
+    note: "the payload copies of a 128 KiB read alone: 32 namespace-to-memory 4 KiB copies into scattered pages",
+    fn: payloadCase(),
   },
   {
     name: "io/4k-read/lazy/new",

@@ -16,6 +16,8 @@ const LEAF = 1024;
  * namespace hits that on nearly every write); one zeroed slab holds this many chunks.
  */
 const SLAB_CHUNKS = 64;
+/** Bytes of each cached page view of a chunk. */
+const PAGE = 4096;
 
 /** Options of a namespace. */
 export interface NamespaceOptions {
@@ -32,6 +34,11 @@ export class NvmeNamespace {
   readonly blocks: number;
   /** Two-level directory of chunks (dir[floor(ci / LEAF)][ci % LEAF]); a chunk exists once written. */
   private readonly dir: (Array<Uint8Array | undefined> | undefined)[] = [];
+  /**
+   * Views of each chunk's 4 KiB pages, beside `dir`: a read of one aligned page (the common
+   * device transfer) copies from a ready view instead of creating a `subarray` per copy.
+   */
+  private readonly pageViews: (Array<Uint8Array[] | undefined> | undefined)[] = [];
   private chunkCount = 0;
   /** The slab new chunks are carved from, and how many of its chunks are taken. */
   private slab: ArrayBuffer | undefined = undefined;
@@ -72,9 +79,13 @@ export class NvmeNamespace {
       const ci = Math.floor(p / CHUNK);
       const o = p - ci * CHUNK;
       const n = Math.min(CHUNK - o, len - done);
-      const c = this.dir[Math.floor(ci / LEAF)]?.[ci % LEAF];
+      const li = Math.floor(ci / LEAF);
+      const c = this.dir[li]?.[ci % LEAF];
       if (c === undefined) dst.fill(0, off + done, off + done + n);
-      else dst.set(c.subarray(o, o + n), off + done);
+      else if (n === PAGE && o % PAGE === 0) {
+        const views = (this.pageViews[li] as Uint8Array[][])[ci % LEAF] as Uint8Array[];
+        dst.set(views[o / PAGE] as Uint8Array, off + done);
+      } else dst.set(c.subarray(o, o + n), off + done);
       done += n;
     }
   }
@@ -93,11 +104,15 @@ export class NvmeNamespace {
       if (leaf === undefined) {
         leaf = new Array<Uint8Array | undefined>(LEAF);
         this.dir[li] = leaf;
+        this.pageViews[li] = new Array<Uint8Array[] | undefined>(LEAF);
       }
       let c = leaf[ci % LEAF];
       if (c === undefined) {
         c = this.newChunk();
         leaf[ci % LEAF] = c;
+        const views: Uint8Array[] = [];
+        for (let v = 0; v < CHUNK; v += PAGE) views.push(c.subarray(v, v + PAGE));
+        (this.pageViews[li] as Uint8Array[][])[ci % LEAF] = views;
       }
       c.set(src.subarray(off + done, off + done + n), o);
       done += n;
