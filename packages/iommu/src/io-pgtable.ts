@@ -26,11 +26,16 @@
  *
  * A table descriptor is VALID | TYPE plus the next table's physical address.
  *
- * Table-freeing policy (dmasim's, documented deviation): an intermediate table is freed as soon
- * as an unmap clears its last entry, and its page goes to the unmap's gather freelist (or back
- * to the allocator at once without a gather), so the table footprint always equals what the live
- * mappings need and leaks are detectable. Linux io-pgtable-arm keeps empty tables until a
- * block-sized unmap covers them. The root table lives until `destroy()`.
+ * Table-freeing policy: as Linux (io-pgtable-arm `__arm_lpae_unmap`, and VT-d's
+ * `dma_pte_clear_level` alike), a table is freed only when an unmap at the level above covers
+ * its whole span (a block-sized unmap over a table entry), and its page goes to the unmap's
+ * gather freelist (or back to the allocator at once without a gather). A table that empties
+ * through smaller unmaps stays linked and is reused by the next mapping in its span, so a
+ * steady stream of DMA mappings allocates no table pages; a failed map keeps the tables it
+ * created, as Linux's `iommu_map` unwind does. `freeEmptyTables: true` selects dmasim's
+ * stricter policy instead: a table is freed as soon as its last entry is cleared (and a failed
+ * map prunes what it created), so the table footprint always equals what live mappings need.
+ * The root table lives until `destroy()`.
  *
  * Partial large-page unmap: refused, as in current Linux (`__arm_lpae_unmap` after "Remove split
  * on unmap behavior"): unmapping part of a block returns 0 and leaves the block mapped.
@@ -89,6 +94,11 @@ export interface IoPgtableConfig {
   readonly ias?: number;
   /** Output (physical) address size in bits: up to 48, or 52 with the 64 KiB granule (default 48). */
   readonly oas?: number;
+  /**
+   * Free a table as soon as an unmap clears its last entry (dmasim's option; default false:
+   * empty tables stay linked until a covering unmap or `destroy()`, as in Linux).
+   */
+  readonly freeEmptyTables?: boolean;
 }
 
 /**
@@ -234,6 +244,8 @@ export class IoPageTable {
   /** IOTLB callbacks (set by the owning domain). */
   tlb: IoPgtableTlbOps | undefined;
 
+  /** The table-freeing policy (see the file comment). */
+  readonly freeEmptyTables: boolean;
   private readonly mem: PhysMemory;
   private readonly cpuPage: number;
   /** Page-allocator order of one table. */
@@ -301,6 +313,7 @@ export class IoPageTable {
       );
     }
     this.mem = mem;
+    this.freeEmptyTables = config.freeEmptyTables ?? false;
     this.granule = granule;
     this.ias = ias;
     this.oas = oas;
@@ -358,6 +371,11 @@ export class IoPageTable {
   /** Tables currently linked into the tree (the root included). */
   get tablePages(): number {
     return this.tables.size;
+  }
+
+  /** CPU pages of memory the linked tables occupy (a 64 KiB table spans 16 pages of 4 KiB). */
+  get tableMemoryPages(): number {
+    return this.tables.size * 2 ** this.tableOrder;
   }
 
   /** Table pages freed by unmaps but still waiting in a gather or the flush queue. */
@@ -423,7 +441,7 @@ export class IoPageTable {
       // Linux unrolls with iommu_unmap(orig_iova, mapped so far); tables the failing step
       // created are pruned too so nothing is left behind.
       if (done > 0) this.unmap(iova, done);
-      this.pruneEmpty(iova + done);
+      if (this.freeEmptyTables) this.pruneEmpty(iova + done);
       throw e;
     }
   }
@@ -859,16 +877,23 @@ export class IoPageTable {
       if (size === pgsize) {
         if (d === last) this.wcKey = key;
         const n = Math.min(count, (this.levelEntries[d] as number) - idx);
+        let emptyTables = 0;
         for (let i = 0; i < n; i++) {
           const v = this.viewFor(t, idx + i);
           const o = 2 * ((idx + i) % this.entriesPerView);
-          if ((v[o] as number) !== 0) {
-            throw new IommuError(
-              "EEXIST",
-              `iova ${hex(iova + i * size)} is already mapped (level ${this.startLevel + d} entry ${formatPte(v[o + 1] as number, v[o] as number)})`,
-            );
+          const lo = v[o] as number;
+          if (lo === 0) continue;
+          // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
+          if (d < last && (lo & PTE_LO.TYPE) !== 0 && !this.hasLeaves(this.child(t, idx + i))) {
+            emptyTables++;
+            continue;
           }
+          throw new IommuError(
+            "EEXIST",
+            `iova ${hex(iova + i * size)} is already mapped (level ${this.startLevel + d} entry ${formatPte(v[o + 1] as number, lo)})`,
+          );
         }
+        if (emptyTables > 0) this.replaceEmptyTables(t, idx, n, iova, size);
         // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
         const typeLo = d === last ? (pLo | PTE_LO.TYPE) >>> 0 : pLo;
         for (let i = 0; i < n; i++) this.writePte(t, idx + i, paddr + i * size, typeLo, pHi);
@@ -970,7 +995,7 @@ export class IoPageTable {
           }
         }
         t.live -= i;
-        if (t.live === 0 && d > 0) this.freeEmptyPath(d, freed);
+        if (t.live === 0 && d > 0 && this.freeEmptyTables) this.freeEmptyPath(d, freed);
         return i * size;
       }
       // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
@@ -981,6 +1006,43 @@ export class IoPageTable {
       }
       t = this.child(t, idx);
     }
+  }
+
+  /** True when a leaf is mapped anywhere under table `t`. */
+  private hasLeaves(t: Table): boolean {
+    if (t.live === 0) return false;
+    if (t.depth === this.levels - 1) return true;
+    const n = this.levelEntries[t.depth] as number;
+    for (let i = 0; i < n; i++) {
+      const v = this.viewFor(t, i);
+      const lo = v[2 * (i % this.entriesPerView)] as number;
+      if (lo === 0) continue;
+      // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
+      if ((lo & PTE_LO.TYPE) === 0) return true;
+      if (this.hasLeaves(this.child(t, i))) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Before a block goes where an empty table is linked (entries `idx..idx+n` of `t`): unlinks and
+   * frees each such table at once, after a walk flush, as `arm_lpae_init_pte` does (it unmaps
+   * the old table with no gather). Tables holding leaves never get here (EEXIST instead: Linux
+   * would drop their live leaves silently; dmasim refuses to).
+   */
+  private replaceEmptyTables(t: Table, idx: number, n: number, iova: number, size: number): void {
+    const freed: FreedTablePage[] = [];
+    for (let i = 0; i < n; i++) {
+      const sub = t.children?.[idx + i];
+      if (sub === undefined) continue;
+      this.clearPte(t, idx + i);
+      (t.children as (Table | undefined)[])[idx + i] = undefined;
+      t.live--;
+      this.tlb?.flushWalk(iova + i * size, size);
+      this.freeSubtree(sub, freed);
+    }
+    this.putPages(freed);
+    // The scratch path may run through a freed table; the caller's walk is above it.
   }
 
   /** After the table at depth `d` of the scratch path became empty, frees it and any emptied parents. */

@@ -1,4 +1,4 @@
-import { PhysMemory, SimClock } from "@dmasim/bvec";
+import { PhysMemory, SimClock, fastMod } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
 import {
   DMA_ACCESS,
@@ -115,15 +115,19 @@ describe("FlushQueue", () => {
     expect(s.iovad.counters.c.freeRcache).toBe(1);
   });
 
-  it("defers freed page-table pages with the IOVA and leaks nothing once drained", () => {
+  it("defers a page-table page freed by an unmap with the IOVA and leaks nothing once drained", () => {
     const s = setup({ lazy: true });
-    const pfn = s.map(2 ** 38, 4);
-    const tablePages = s.mem.pagesInUse;
-    s.unmap(pfn, 4);
-    expect(s.domain.pgtable!.tablePages).toBe(1);
-    expect(s.mem.pagesInUse).toBe(tablePages); // freed tables still allocated while queued
+    // 512 pages at a physical address off the 2 MiB grid map as 4K leaves of one leaf table; the
+    // unmap of the size-aligned 2 MiB IOVA range is block-sized, so it tears that table down.
+    const pfn = s.map(2 ** 38 + G, 512);
+    expect(fastMod(pfn * G, 2 ** 21)).toBe(0);
+    const inUse = s.mem.pagesInUse;
+    const tables = s.domain.pgtable!.tablePages;
+    s.unmap(pfn, 512);
+    expect(s.domain.pgtable!.tablePages).toBe(tables - 1);
+    expect(s.mem.pagesInUse).toBe(inUse); // the freed table stays allocated while queued
     s.clock.advance(IOVA_DEFAULT_FQ_TIMEOUT_NS);
-    expect(s.mem.pagesInUse).toBe(s.pagesAtStart + 1);
+    expect(s.mem.pagesInUse).toBe(inUse - 1);
     s.iovad.putIovaDomain();
     expect(s.iovad.liveRanges).toBe(0);
   });

@@ -29,8 +29,11 @@ function newMem(pageSize: 4096 | 16384 | 65536 = 4096): PhysMemory {
 }
 
 describe("IoPageTable", () => {
-  for (const f of FORMATS) {
-    const name = `granule ${f.granule / 1024}K, ${f.ias}-bit`;
+  for (const [f, freeEmptyTables] of FORMATS.flatMap((f) => [
+    [f, false] as const,
+    [f, true] as const,
+  ])) {
+    const name = `granule ${f.granule / 1024}K, ${f.ias}-bit, ${freeEmptyTables ? "eager table freeing" : "Linux table retention"}`;
     it(`maps and unmaps every page size at the bottom and top of the space (${name})`, () => {
       const mem = newMem();
       const before = mem.pagesInUse;
@@ -38,6 +41,7 @@ describe("IoPageTable", () => {
         granule: f.granule,
         ias: f.ias,
         oas: f.granule === 65536 ? 52 : 48,
+        freeEmptyTables,
       });
       expect(pt.levels).toBe(f.levels);
       expect(pt.pageSizes).toEqual(f.sizes);
@@ -59,7 +63,9 @@ describe("IoPageTable", () => {
           expect(pt.iovaToPhys(iova + size)).not.toBe(pa + size);
           expect(pt.unmap(iova, size)).toBe(size);
           expect(pt.iovaToPhys(iova)).toBe(0);
-          expect(pt.tablePages).toBe(1);
+          // Linux keeps the emptied tables linked; the eager policy frees them at once.
+          if (freeEmptyTables) expect(pt.tablePages).toBe(1);
+          else expect(pt.tablePages).toBeGreaterThan(size === f.sizes.at(-1) ? 0 : 1);
         }
       }
       pt.destroy();
@@ -115,9 +121,9 @@ describe("IoPageTable", () => {
     expect(mem.pagesInUse).toBe(3 * 16);
   });
 
-  it("refuses an overlapping map with EEXIST and keeps the old mapping", () => {
+  it("refuses an overlapping map with EEXIST and keeps the old mapping (eager table freeing)", () => {
     const mem = newMem();
-    const pt = new IoPageTable(mem);
+    const pt = new IoPageTable(mem, { freeEmptyTables: true });
     const base = 2 ** 32;
     pt.map(base, 0x200000, 0x200000, RW);
     const tables = pt.tablePages;
@@ -151,9 +157,9 @@ describe("IoPageTable", () => {
     expect(() => new IoPageTable(newMem(), { granule: 4096, ias: 52 })).toThrow(IommuError);
   });
 
-  it("gives the expected leaves per size for a mixed range", () => {
+  it("gives the expected leaves per size for a mixed range (eager table freeing)", () => {
     const mem = newMem();
-    const pt = new IoPageTable(mem);
+    const pt = new IoPageTable(mem, { freeEmptyTables: true });
     const iova = 2 ** 34 + 0x3ff000; // 4K below a 2M boundary, 2M+1G layout after
     const pa = 2 ** 36 + 0x3ff000;
     // 1 x 4K, 511 x 2M up to the 1G boundary, 1 x 1G, 3 x 2M, 5 x 4K
@@ -191,30 +197,36 @@ describe("IoPageTable", () => {
     expect(pt.unmap(2 ** 32, 0x4000)).toBe(0x2000);
   });
 
-  it("tears down a whole table when a block-sized unmap covers 4K pages", () => {
-    const mem = newMem();
-    const before = mem.pagesInUse;
-    const pt = new IoPageTable(mem);
-    const flushed: number[] = [];
-    pt.tlb = { addPage: () => undefined, flushWalk: (iova, size) => flushed.push(iova, size) };
-    const iova = 2 ** 45;
-    pt.map(iova, 0x1000, 0x1000, RW);
-    pt.map(iova + 0x5000, 0x9000, 0x2000, RW);
-    const gather = new IotlbGather();
-    expect(pt.unmap(iova, 0x200000, gather)).toBe(0x200000);
-    expect(flushed).toEqual([iova, 0x200000]);
-    expect(pt.iovaToPhys(iova + 0x5000)).toBe(0);
-    // The leaf table and the now-empty upper tables wait in the gather.
-    expect(gather.freelist.length).toBe(3);
-    expect(pt.pendingFreeTablePages).toBe(3);
-    pt.putPages(gather.freelist);
-    pt.destroy();
-    expect(mem.pagesInUse).toBe(before);
-  });
+  it.each([true, false])(
+    "tears down a whole table when a block-sized unmap covers 4K pages (eager freeing: %s)",
+    (freeEmptyTables) => {
+      const mem = newMem();
+      const before = mem.pagesInUse;
+      const pt = new IoPageTable(mem, { freeEmptyTables });
+      const flushed: number[] = [];
+      pt.tlb = { addPage: () => undefined, flushWalk: (iova, size) => flushed.push(iova, size) };
+      const iova = 2 ** 45;
+      pt.map(iova, 0x1000, 0x1000, RW);
+      pt.map(iova + 0x5000, 0x9000, 0x2000, RW);
+      const gather = new IotlbGather();
+      expect(pt.unmap(iova, 0x200000, gather)).toBe(0x200000);
+      expect(flushed).toEqual([iova, 0x200000]);
+      expect(pt.iovaToPhys(iova + 0x5000)).toBe(0);
+      // The leaf table waits in the gather; the now-empty upper tables too under the eager policy,
+      // while Linux keeps them linked.
+      const freed = freeEmptyTables ? 3 : 1;
+      expect(gather.freelist.length).toBe(freed);
+      expect(pt.pendingFreeTablePages).toBe(freed);
+      expect(pt.tablePages).toBe(4 - freed);
+      pt.putPages(gather.freelist);
+      pt.destroy();
+      expect(mem.pagesInUse).toBe(before);
+    },
+  );
 
-  it("hands freed tables to the gather and keeps them allocated until released", () => {
+  it("hands freed tables to the gather and keeps them allocated until released (eager table freeing)", () => {
     const mem = newMem();
-    const pt = new IoPageTable(mem);
+    const pt = new IoPageTable(mem, { freeEmptyTables: true });
     const start = mem.pagesInUse;
     pt.map(2 ** 47 - 0x1000, 0x1000, 0x1000, RW);
     expect(mem.pagesInUse).toBe(start + 3);
@@ -227,9 +239,9 @@ describe("IoPageTable", () => {
     expect(mem.pagesInUse).toBe(start);
   });
 
-  it("leaves nothing behind when a table allocation fails mid-map", () => {
+  it("leaves nothing behind when a table allocation fails mid-map (eager table freeing)", () => {
     const mem = newMem();
-    const pt = new IoPageTable(mem);
+    const pt = new IoPageTable(mem, { freeEmptyTables: true });
     const start = mem.pagesInUse;
     // Map 4K pages across a 2M boundary: the second leaf table is the 4th allocation.
     let calls = 0;
@@ -275,6 +287,81 @@ describe("IoPageTable", () => {
     expect(mem.pagesInUse).toBe(pages);
   });
 
+  it("keeps an emptied leaf table and reuses it, as Linux does: a map/unmap stream allocates no tables", () => {
+    const mem = newMem();
+    const pt = new IoPageTable(mem);
+    const iova = 2 ** 40 + 0x7000;
+    pt.map(iova, 2 ** 33, 0x20000, RW);
+    const tables = pt.tablePages;
+    const allocated = pt.counters.c.tablePagesAllocated;
+    const pages = mem.pagesInUse;
+    expect(pt.unmap(iova, 0x20000)).toBe(0x20000);
+    expect(pt.tablePages).toBe(tables);
+    expect(mem.pagesInUse).toBe(pages);
+    for (let i = 0; i < 50; i++) {
+      pt.map(iova + i * 0x1000, 2 ** 34 + i * 0x3000, 0x8000, RW);
+      expect(pt.iovaToPhys(iova + i * 0x1000 + 0x7fff)).toBe(2 ** 34 + i * 0x3000 + 0x7fff);
+      expect(pt.unmap(iova + i * 0x1000, 0x8000)).toBe(0x8000);
+    }
+    expect(pt.counters.c.tablePagesAllocated).toBe(allocated);
+    expect(pt.counters.c.tablePagesFreed).toBe(0);
+    expect(pt.leafCount(4096)).toBe(0);
+  });
+
+  it("maps a block over an emptied table, freeing it at once after a walk flush (arm_lpae_init_pte)", () => {
+    const mem = newMem();
+    const before = mem.pagesInUse;
+    const pt = new IoPageTable(mem);
+    const flushed: number[] = [];
+    pt.tlb = { addPage: () => undefined, flushWalk: (iova, size) => flushed.push(iova, size) };
+    const iova = 2 ** 47 + 2 ** 21;
+    pt.map(iova + 0x3000, 0x1000, 0x2000, RW);
+    expect(pt.unmap(iova + 0x3000, 0x2000)).toBe(0x2000);
+    const tables = pt.tablePages;
+    const freed = pt.counters.c.tablePagesFreed;
+    pt.map(iova, 2 ** 41, 2 ** 21, RW);
+    expect(flushed).toEqual([iova, 2 ** 21]);
+    expect(pt.tablePages).toBe(tables - 1);
+    expect(pt.counters.c.tablePagesFreed).toBe(freed + 1);
+    expect(pt.pendingFreeTablePages).toBe(0);
+    expect(pt.walk(iova + 0x3000)).toMatchObject({
+      present: true,
+      pageSize: 2 ** 21,
+      phys: 2 ** 41 + 0x3000,
+    });
+    expect(pt.unmap(iova, 2 ** 21)).toBe(2 ** 21);
+    // A table still holding a leaf is refused instead (Linux would drop the leaf silently).
+    pt.map(iova + 0x1000, 0x1000, 0x1000, RW);
+    expect(() => pt.map(iova, 2 ** 41, 2 ** 21, RW)).toThrow(
+      expect.objectContaining({ code: "EEXIST" }),
+    );
+    expect(pt.iovaToPhys(iova + 0x1000)).toBe(0x1000);
+    pt.destroy();
+    expect(mem.pagesInUse).toBe(before);
+  });
+
+  it("keeps the tables a failed map created (Linux's unwind), and frees them with the table", () => {
+    const mem = newMem();
+    const start = mem.pagesInUse;
+    const pt = new IoPageTable(mem);
+    let calls = 0;
+    mem.allocFaultHook = () => ++calls === 4;
+    const iova = 2 ** 39 - 0x3000;
+    expect(() => pt.map(iova, 0x100000, 0x6000, RW)).toThrow(
+      expect.objectContaining({ code: "ENOMEM" }),
+    );
+    mem.allocFaultHook = undefined;
+    expect(pt.iovaToPhys(iova)).toBe(0);
+    expect(pt.leafCount(4096)).toBe(0);
+    expect(pt.tablePages).toBe(4); // the root, L1, L2 and the first leaf table
+    expect(mem.pagesInUse - start).toBe(4);
+    pt.map(iova, 0x100000, 0x6000, RW); // succeeds now, reusing them
+    expect(pt.iovaToPhys(iova + 0x5000)).toBe(0x105000);
+    expect(pt.tablePages).toBe(7); // the range crosses a 512 GiB boundary: three more tables
+    pt.destroy();
+    expect(mem.pagesInUse).toBe(start);
+  });
+
   it("dumps the entries in IOVA order", () => {
     const pt = new IoPageTable(newMem());
     pt.map(2 ** 33, 2 ** 33, 0x200000, RW);
@@ -301,45 +388,51 @@ describe("IoPageTable", () => {
       unmap: fc.boolean(),
     });
     fc.assert(
-      fc.property(fc.array(op, { minLength: 1, maxLength: 40 }), (ops) => {
-        const mem = newMem();
-        const start = mem.pagesInUse;
-        const pt = new IoPageTable(mem);
-        const live = new Map<number, { iova: number; pa: number; size: number }>();
-        for (const o of ops) {
-          const base = bases[o.slot]!;
-          const cur = live.get(o.slot);
-          if (o.unmap && cur !== undefined) {
-            expect(pt.unmap(cur.iova, cur.size)).toBe(cur.size);
-            live.delete(o.slot);
-          } else if (cur === undefined) {
-            const size = Math.min(o.pages, 1024 - o.offPages) * G;
-            if (size === 0) continue;
-            const iova = base + o.offPages * G;
-            const pa = o.pa + o.paShift + (o.offPages % 512) * G;
-            pt.map(iova, pa, size, RW);
-            live.set(o.slot, { iova, pa, size });
-          }
-          for (const [s, b] of bases.entries()) {
-            const m = live.get(s);
-            for (const probe of [b, b + M2 - G, b + M2, b + 2 * M2 + 0x123, b + 4 * M2 - 1]) {
-              const want =
-                m !== undefined && probe >= m.iova && probe < m.iova + m.size
-                  ? m.pa + (probe - m.iova)
-                  : 0;
-              expect(pt.iovaToPhys(probe)).toBe(want);
+      fc.property(
+        fc.array(op, { minLength: 1, maxLength: 40 }),
+        fc.boolean(),
+        (ops, freeEmptyTables) => {
+          const mem = newMem();
+          const start = mem.pagesInUse;
+          const pt = new IoPageTable(mem, { freeEmptyTables });
+          const live = new Map<number, { iova: number; pa: number; size: number }>();
+          for (const o of ops) {
+            const base = bases[o.slot]!;
+            const cur = live.get(o.slot);
+            if (o.unmap && cur !== undefined) {
+              expect(pt.unmap(cur.iova, cur.size)).toBe(cur.size);
+              live.delete(o.slot);
+            } else if (cur === undefined) {
+              const size = Math.min(o.pages, 1024 - o.offPages) * G;
+              if (size === 0) continue;
+              const iova = base + o.offPages * G;
+              const pa = o.pa + o.paShift + (o.offPages % 512) * G;
+              pt.map(iova, pa, size, RW);
+              live.set(o.slot, { iova, pa, size });
             }
-            if (m !== undefined) {
-              expect(pt.iovaToPhys(m.iova)).toBe(m.pa);
-              expect(pt.iovaToPhys(m.iova + m.size - 1)).toBe(m.pa + m.size - 1);
+            for (const [s, b] of bases.entries()) {
+              const m = live.get(s);
+              for (const probe of [b, b + M2 - G, b + M2, b + 2 * M2 + 0x123, b + 4 * M2 - 1]) {
+                const want =
+                  m !== undefined && probe >= m.iova && probe < m.iova + m.size
+                    ? m.pa + (probe - m.iova)
+                    : 0;
+                expect(pt.iovaToPhys(probe)).toBe(want);
+              }
+              if (m !== undefined) {
+                expect(pt.iovaToPhys(m.iova)).toBe(m.pa);
+                expect(pt.iovaToPhys(m.iova + m.size - 1)).toBe(m.pa + m.size - 1);
+              }
             }
           }
-        }
-        for (const m of live.values()) expect(pt.unmap(m.iova, m.size)).toBe(m.size);
-        expect(pt.tablePages).toBe(1);
-        pt.destroy();
-        expect(mem.pagesInUse).toBe(start);
-      }),
+          for (const m of live.values()) expect(pt.unmap(m.iova, m.size)).toBe(m.size);
+          expect(pt.leafCounts().every((l) => l.count === 0)).toBe(true);
+          if (freeEmptyTables) expect(pt.tablePages).toBe(1);
+          else expect(mem.pagesInUse - start).toBe(pt.tablePages); // kept, linked, not leaked
+          pt.destroy();
+          expect(mem.pagesInUse).toBe(start);
+        },
+      ),
       { numRuns: 60 },
     );
   });

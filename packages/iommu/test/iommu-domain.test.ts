@@ -67,10 +67,14 @@ describe("IommuDomain", () => {
     expect(d.iotlb.counters.c.invalidateRangeCmds).toBe(1);
   });
 
-  it("syncs the gathered range once for a contiguous unmap and releases table pages after it", () => {
+  it("syncs the gathered range once for a contiguous unmap and releases table pages after it (eager table freeing)", () => {
     const m = mem();
     const start = m.pagesInUse;
-    const d = new IommuDomain({ type: IOMMU_DOMAIN.DMA, mem: m });
+    const d = new IommuDomain({
+      type: IOMMU_DOMAIN.DMA,
+      mem: m,
+      pgtable: { freeEmptyTables: true },
+    });
     const iova = 2 ** 36;
     d.map(iova, 0x100000, 0x10000, RW);
     for (let i = 0; i < 16; i++) translate(d, iova + i * 0x1000, 1, DMA_ACCESS.READ);
