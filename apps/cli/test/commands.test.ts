@@ -103,6 +103,35 @@ describe("dmasim run", () => {
     expect(r.out).toMatch(/swiotlb\.bouncedBytesToDevice\s+[1-9]/);
   });
 
+  it("keeps emptied page tables as Linux does, or frees them at once with iommu.freeEmptyTables", async () => {
+    const perIo = async (freeEmptyTables: boolean) => {
+      const job = tempFile(
+        "tables.json",
+        JSON.stringify({
+          iommu: { mode: "lazy", freeEmptyTables },
+          workload: { rw: "randread", bs: "128k", iodepth: 1, ios: 400, buffers: "scattered" },
+        }),
+      );
+      const r = await cli("run", job, "--json");
+      expect(r.code).toBe(0);
+      const out = JSON.parse(r.out) as {
+        job: { iommu: { freeEmptyTables: boolean } };
+        perIo: Record<string, number>;
+      };
+      expect(out.job.iommu.freeEmptyTables).toBe(freeEmptyTables);
+      return out.perIo;
+    };
+    const linux = await perIo(false);
+    const eager = await perIo(true);
+    // Linux: the tables of the first I/Os serve every later one.
+    expect(linux["pgtable.tablePagesAllocated"] ?? 0).toBeLessThan(0.05);
+    expect(linux["pgtable.tablePagesFreed"] ?? 0).toBe(0);
+    // Eager: most I/Os empty a leaf table at unmap, and a later map allocates one again.
+    expect(eager["pgtable.tablePagesAllocated"]).toBeGreaterThan(0.5);
+    expect(eager["pgtable.tablePagesFreed"]).toBeGreaterThan(0.5);
+    expect(eager["pgtable.pteWrites"]).toBeGreaterThan(linux["pgtable.pteWrites"] as number);
+  });
+
   it("writes an HTML report with charts", async () => {
     const html = tempFile("x.html", "");
     const r = await cli("run", "--ios", "300", "--html", html);

@@ -7,6 +7,7 @@ const jobArb = fc.record({
   iommu: fc.record({
     mode: fc.constantFrom("none", "passthrough", "strict", "lazy"),
     granule: fc.constantFrom(4096, 65536),
+    freeEmptyTables: fc.boolean(),
   }),
   device: fc.record({
     trusted: fc.boolean(),

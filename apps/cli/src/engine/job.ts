@@ -55,6 +55,7 @@ export const jobSchema = z
         iotlbWays: z.number().int().min(1).max(64).default(4),
         singleQueue: z.boolean().default(false),
         syncMapNeeded: z.boolean().default(false),
+        freeEmptyTables: z.boolean().default(false),
       })
       .strict()
       .default({
@@ -65,6 +66,7 @@ export const jobSchema = z
         iotlbWays: 4,
         singleQueue: false,
         syncMapNeeded: false,
+        freeEmptyTables: false,
       }),
     device: z
       .object({

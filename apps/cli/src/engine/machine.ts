@@ -65,6 +65,7 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
             granule: job.iommu.granule,
             ias: job.iommu.addressBits,
             oas: job.iommu.granule === 65536 ? 52 : 48,
+            freeEmptyTables: job.iommu.freeEmptyTables,
           },
           iotlb: new Iotlb({
             entries: job.iommu.iotlbEntries,
