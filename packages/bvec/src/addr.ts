@@ -17,6 +17,14 @@ export const PHYS_ADDR_BITS = 52;
 /** 2^n for n = 0..53, precomputed (the bound checks run on every mapping call). */
 const POW2: readonly number[] = Array.from({ length: 54 }, (_, n) => 2 ** n);
 
+/**
+ * 2^n for an integer n (from a table for 0..53): the `**` operator with a computed exponent is
+ * a call to the C library's pow on hot paths.
+ */
+export function pow2(n: number): number {
+  return POW2[n] ?? 2 ** n;
+}
+
 /** Formats a number as lowercase hex with a 0x prefix (`0x1000`). */
 export function hex(value: number): string {
   if (!Number.isFinite(value)) return String(value);
@@ -103,13 +111,13 @@ export function orderBase2(n: number): number {
 /** Linux `roundup_pow_of_two`: the smallest power of two >= n (n >= 1). */
 export function roundupPow2(n: number): number {
   if (n <= 1) return 1;
-  return 2 ** orderBase2(n);
+  return pow2(orderBase2(n));
 }
 
 /** Linux `rounddown_pow_of_two`: the largest power of two <= n (n >= 1). */
 export function rounddownPow2(n: number): number {
   if (n < 1) throw new BvecError("EINVAL", `rounddown_pow_of_two of ${n}`);
-  return 2 ** ilog2(n);
+  return pow2(ilog2(n));
 }
 
 /** Linux `ALIGN_DOWN(x, a)` for any positive integer `a` (usually a power of two). */

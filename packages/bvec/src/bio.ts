@@ -2,7 +2,7 @@
  * `struct bio` and `struct request`, the parts the data path needs: the bvec table and its
  * iterator, chaining for split bios, the per-bio gap bit, and the request built from bios.
  */
-import { MAX_ADDR, checkInt, ffs, hex, or53 } from "./addr.ts";
+import { MAX_ADDR, checkInt, fastMod, ffs, hex, or53 } from "./addr.ts";
 import {
   type BioVec,
   type BvecIter,
@@ -146,7 +146,7 @@ export function bioAddPage(
 
 /** Adds `len` bytes at physical address `phys` (Linux `bio_add_phys`-style helper over `bioAddPage`). */
 export function bioAddPhys(bio: Bio, phys: number, len: number, pageSize = 4096): number {
-  const off = phys % pageSize;
+  const off = fastMod(phys, pageSize);
   return bioAddPage(bio, (phys - off) / pageSize, len, off, pageSize);
 }
 

@@ -3,7 +3,7 @@
  * a length; it may span several physically contiguous pages ("multi-page bvec"), in which case
  * `offset` may exceed the page size.
  */
-import { checkAddr, checkInt, hex } from "./addr.ts";
+import { checkAddr, checkInt, fastMod, hex } from "./addr.ts";
 import { BvecError } from "./errors.ts";
 
 /** Linux `struct bio_vec`: `page` is a page frame number, `pageSize` the size of that frame. */
@@ -32,7 +32,7 @@ export function bvec(page: number, offset: number, len: number, pageSize = 4096)
 /** Builds a bvec for `len` bytes at physical address `phys` (Linux `bvec_set_phys`). */
 export function bvecFromPhys(phys: number, len: number, pageSize = 4096): BioVec {
   checkAddr(phys, "bvec physical address");
-  const off = phys % pageSize;
+  const off = fastMod(phys, pageSize);
   return bvec((phys - off) / pageSize, off, len, pageSize);
 }
 

@@ -32,6 +32,7 @@ export {
   parseAddress,
   pfnOf,
   pfnPhys,
+  pow2,
   rounddownPow2,
   roundupPow2,
   xor53,

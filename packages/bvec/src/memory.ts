@@ -10,6 +10,7 @@ import {
   checkAddr,
   checkInt,
   fastMod,
+  pow2,
   hex,
   isAligned,
   join64,
@@ -75,7 +76,7 @@ export type PageSize = (typeof PAGE_SIZES)[number];
  * Copies of at most this many bytes (command and completion entries, PRP and SGL entries) go
  * byte by byte: cheaper than the typed-array view `set` needs.
  */
-const SMALL_COPY = 64;
+const SMALL_COPY = 32;
 
 /**
  * Something that can copy its bytes `[at, at + len)` into `dst[dstOff..]`: the source of
@@ -503,7 +504,7 @@ export class PhysMemory {
     if (pfn < 0) {
       throw new BvecError(
         "ENOMEM",
-        `no free block of order ${order} (${hex(2 ** order * this.pageSize)} bytes) in zone ${options.zone ?? ZONE.NORMAL} or below`,
+        `no free block of order ${order} (${hex(pow2(order) * this.pageSize)} bytes) in zone ${options.zone ?? ZONE.NORMAL} or below`,
       );
     }
     return pfn;
@@ -535,7 +536,7 @@ export class PhysMemory {
         let cur = o;
         while (cur > order) {
           cur--;
-          this.addFree(area, head + 2 ** cur, cur);
+          this.addFree(area, head + pow2(cur), cur);
         }
         this.markAllocated(head, order);
         return head;
@@ -562,14 +563,14 @@ export class PhysMemory {
     }
     this.allocated.delete(pfn);
     const c = this.counters.c;
-    c.pagesInUse -= 2 ** order;
-    c.pagesFreed += 2 ** order;
+    c.pagesInUse -= pow2(order);
+    c.pagesFreed += pow2(order);
     const area = this.areas[this.zoneOf(pfn * this.pageSize)];
     let head = pfn;
     let o = order;
     while (o < MAX_PAGE_ORDER) {
-      const size = 2 ** o;
-      const buddy = Math.floor(head / size) % 2 === 0 ? head + size : head - size;
+      const size = pow2(o);
+      const buddy = fastMod(head / size, 2) === 0 ? head + size : head - size;
       if (
         this.freeHeads.get(buddy) !== o ||
         this.zoneOf(buddy * this.pageSize) !== this.zoneOf(head * this.pageSize)
@@ -585,7 +586,7 @@ export class PhysMemory {
   /** Allocates the specific free page `pfn` (order 0); returns false if it is not free RAM. */
   allocPageAt(pfn: number): boolean {
     for (let o = 0; o <= MAX_PAGE_ORDER; o++) {
-      const size = 2 ** o;
+      const size = pow2(o);
       const head = alignDown(pfn, size);
       if (this.freeHeads.get(head) !== o) continue;
       const area = this.areas[this.zoneOf(head * this.pageSize)];
@@ -595,7 +596,7 @@ export class PhysMemory {
       let cur = o;
       while (cur > 0) {
         cur--;
-        const half = 2 ** cur;
+        const half = pow2(cur);
         if (pfn >= h + half) {
           this.addFree(area, h, cur);
           h += half;
@@ -704,7 +705,8 @@ export class PhysMemory {
   }
 
   private lookup(store: RegionStore, chunk: number): Uint8Array | undefined {
-    return store.dir[Math.floor(chunk / LEAF)]?.[chunk % LEAF];
+    const li = Math.floor(chunk / LEAF);
+    return store.dir[li]?.[chunk - li * LEAF];
   }
 
   private materialize(store: RegionStore, chunk: number): Uint8Array {
@@ -714,11 +716,12 @@ export class PhysMemory {
       leaf = new Array<Uint8Array | undefined>(LEAF);
       store.dir[li] = leaf;
     }
-    let bytes = leaf[chunk % LEAF];
+    const at = chunk - li * LEAF;
+    let bytes = leaf[at];
     if (bytes === undefined) {
       const size = Math.min(this.chunkBytes, store.region.size - chunk * this.chunkBytes);
       bytes = new Uint8Array(size);
-      leaf[chunk % LEAF] = bytes;
+      leaf[at] = bytes;
       this.counters.c.chunksMaterialized++;
     }
     return bytes;
@@ -737,10 +740,10 @@ export class PhysMemory {
       const area = this.areas[this.zoneOf(p * ps)];
       while (p < end) {
         let o = MAX_PAGE_ORDER;
-        while (o > 0 && (!isAligned(p, 2 ** o) || p + 2 ** o > end)) o--;
+        while (o > 0 && (!isAligned(p, pow2(o)) || p + pow2(o) > end)) o--;
         this.addFree(area, p, o);
-        area.totalPages += 2 ** o;
-        p += 2 ** o;
+        area.totalPages += pow2(o);
+        p += pow2(o);
       }
     }
   }
@@ -748,20 +751,20 @@ export class PhysMemory {
   private addFree(area: FreeArea, head: number, order: number): void {
     (area.lists[order] as Set<number>).add(head);
     this.freeHeads.set(head, order);
-    area.freePages += 2 ** order;
+    area.freePages += pow2(order);
   }
 
   private removeFree(area: FreeArea, head: number, order: number): void {
     (area.lists[order] as Set<number>).delete(head);
     this.freeHeads.delete(head);
-    area.freePages -= 2 ** order;
+    area.freePages -= pow2(order);
   }
 
   private markAllocated(head: number, order: number): void {
     this.allocated.set(head, order);
     const c = this.counters.c;
-    c.pagesInUse += 2 ** order;
-    c.pagesAllocated += 2 ** order;
+    c.pagesInUse += pow2(order);
+    c.pagesAllocated += pow2(order);
   }
 
   /** Pages of RAM per zone (for reports). */

@@ -50,7 +50,8 @@ const ATTR_ALL = 2 + 4 + 16 + 32 + 64 + 128 + 256 + 512 + 1024 + 2048 + 4096;
 
 /** True when `attrs` has `flag` set (flags are single bits below 2^13). */
 export function hasAttr(attrs: number, flag: number): boolean {
-  return Math.floor(attrs / flag) % 2 === 1;
+  // eslint-disable-next-line no-bitwise -- attrs is a 13-bit flag set, not an address
+  return (attrs & flag) !== 0;
 }
 
 /** Checks an attrs value: only known `DMA_ATTR_*` bits. */

@@ -3,6 +3,7 @@
  * window: exact below 64, then 64 sub-buckets per power of two (under 1.6 % relative error).
  * Max and count are exact.
  */
+import { pow2 } from "@dmasim/bvec";
 
 const SUB = 64;
 
@@ -18,7 +19,7 @@ export interface HistogramSummary {
 function bucketOf(v: number): number {
   if (v < SUB) return v;
   const e = Math.floor(Math.log2(v));
-  let sub = Math.floor(v / 2 ** (e - 6)) - SUB;
+  let sub = Math.floor(v / pow2(e - 6)) - SUB;
   if (sub >= SUB) sub = SUB - 1;
   if (sub < 0) sub = 0;
   return SUB + (e - 6) * SUB + sub;
@@ -28,7 +29,7 @@ function bucketHigh(b: number): number {
   if (b < SUB) return b;
   const e = Math.floor((b - SUB) / SUB) + 6;
   const sub = (b - SUB) % SUB;
-  return (SUB + sub + 1) * 2 ** (e - 6) - 1;
+  return (SUB + sub + 1) * pow2(e - 6) - 1;
 }
 
 /** A histogram of nanosecond values. */

@@ -574,7 +574,7 @@ export class IoPageTable {
       const size = this.levelSize[d] as number;
       const idx = fastMod(Math.floor(iova / size), this.levelEntries[d] as number);
       const v = this.viewFor(t, idx);
-      const o = 2 * (idx % this.entriesPerView);
+      const o = 2 * this.viewOffset(idx);
       const lo = v[o] as number;
       const hi = v[o + 1] as number;
       this.counters.c.pteReads++;
@@ -625,7 +625,7 @@ export class IoPageTable {
         const iova = base + i * size;
         if (iova + size <= start || iova >= end) continue;
         const v = this.viewFor(t, i);
-        const o = 2 * (i % this.entriesPerView);
+        const o = 2 * this.viewOffset(i);
         const lo = v[o] as number;
         if (lo === 0) continue;
         const hi = v[o + 1] as number;
@@ -746,7 +746,7 @@ export class IoPageTable {
   /** Writes a PTE: `addr` (granule-aligned) plus attribute bits. */
   private writePte(t: Table, idx: number, addr: number, bitsLo: number, bitsHi: number): void {
     const v = this.viewFor(t, idx);
-    const o = 2 * (idx % this.entriesPerView);
+    const o = 2 * this.viewOffset(idx);
     let aLo = fastMod(addr, TWO_POW_32);
     const aHi = Math.floor(addr / TWO_POW_32);
     let hiAddr = aHi;
@@ -763,10 +763,19 @@ export class IoPageTable {
 
   private clearPte(t: Table, idx: number): void {
     const v = this.viewFor(t, idx);
-    const o = 2 * (idx % this.entriesPerView);
+    const o = 2 * this.viewOffset(idx);
     v[o] = 0;
     v[o + 1] = 0;
     this.counters.c.pteWrites++;
+  }
+
+  /**
+   * Entry `idx`'s place in its view (`idx % entriesPerView`). Avoids the `%` operator: on a
+   * value V8 holds as a double it becomes a call to the C library's fmod.
+   */
+  private viewOffset(idx: number): number {
+    const epv = this.entriesPerView;
+    return idx < epv ? idx : fastMod(idx, epv);
   }
 
   private viewFor(t: Table, idx: number): Uint32Array {
@@ -880,7 +889,7 @@ export class IoPageTable {
         let emptyTables = 0;
         for (let i = 0; i < n; i++) {
           const v = this.viewFor(t, idx + i);
-          const o = 2 * ((idx + i) % this.entriesPerView);
+          const o = 2 * this.viewOffset(idx + i);
           const lo = v[o] as number;
           if (lo === 0) continue;
           // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
@@ -903,7 +912,7 @@ export class IoPageTable {
         return n * size;
       }
       const v = this.viewFor(t, idx);
-      const o = 2 * (idx % this.entriesPerView);
+      const o = 2 * this.viewOffset(idx);
       const lo = v[o] as number;
       if (lo === 0) {
         const nt = this.allocTable(d + 1);
@@ -962,7 +971,7 @@ export class IoPageTable {
       pt[d] = t;
       pi[d] = idx;
       const v0 = this.viewFor(t, idx);
-      const o0 = 2 * (idx % this.entriesPerView);
+      const o0 = 2 * this.viewOffset(idx);
       const lo0 = v0[o0] as number;
       c.pteReads++;
       if (lo0 === 0) {
@@ -976,7 +985,7 @@ export class IoPageTable {
         let i = 0;
         for (; i < n; i++) {
           const v = this.viewFor(t, idx + i);
-          const o = 2 * ((idx + i) % this.entriesPerView);
+          const o = 2 * this.viewOffset(idx + i);
           const lo = v[o] as number;
           if (lo === 0) break;
           // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
@@ -1015,7 +1024,7 @@ export class IoPageTable {
     const n = this.levelEntries[t.depth] as number;
     for (let i = 0; i < n; i++) {
       const v = this.viewFor(t, i);
-      const lo = v[2 * (i % this.entriesPerView)] as number;
+      const lo = v[2 * this.viewOffset(i)] as number;
       if (lo === 0) continue;
       // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
       if ((lo & PTE_LO.TYPE) === 0) return true;
@@ -1066,7 +1075,7 @@ export class IoPageTable {
     const last = this.levels - 1;
     for (let i = 0; t.live > 0 && i < n; i++) {
       const v = this.viewFor(t, i);
-      const o = 2 * (i % this.entriesPerView);
+      const o = 2 * this.viewOffset(i);
       const lo = v[o] as number;
       if (lo === 0) continue;
       // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
@@ -1097,7 +1106,7 @@ export class IoPageTable {
       this.pathTables[d] = t;
       this.pathIdx[d] = idx;
       const v = this.viewFor(t, idx);
-      const o = 2 * (idx % this.entriesPerView);
+      const o = 2 * this.viewOffset(idx);
       const lo = v[o] as number;
       // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
       if (lo === 0 || (lo & PTE_LO.TYPE) === 0) break;

@@ -5,7 +5,7 @@
  * IOMMU translates and faults). A translation fault during any transfer is a Data Transfer
  * Error (04h), never an exception.
  */
-import { CounterSet, Rng, type SimClock, TWO_POW_32, hex } from "@dmasim/bvec";
+import { CounterSet, Rng, type SimClock, TWO_POW_32, hex, pow2 } from "@dmasim/bvec";
 import { type Device, DeviceDma } from "@dmasim/dma-core";
 import {
   NVME_ADMIN,
@@ -640,7 +640,7 @@ export class NvmeController {
     const nlb = (getU32(this.cmd, SQE.CDW12) % 65536) + 1;
     const len = nlb * ns.lbaSize;
     // MDTS is checked before any descriptor is read (QEMU `nvme_check_mdts`).
-    if (this.mdts !== 0 && len > this.pageSize * 2 ** this.mdts)
+    if (this.mdts !== 0 && len > this.pageSize * pow2(this.mdts))
       return { status: NVME_SC.INVALID_FIELD + NVME_STATUS_DNR, result: 0 };
     if (slba + nlb > ns.blocks) return { status: NVME_SC.LBA_RANGE + NVME_STATUS_DNR, result: 0 };
     if (op === NVME_CMD.READ) {

@@ -16,6 +16,7 @@ import {
   bioEndio,
   bioSplitToLimits,
   blkRqFromBios,
+  fastMod,
   hex,
   queueLimits,
 } from "@dmasim/bvec";
@@ -532,7 +533,7 @@ export class NvmeHost {
     }
     cmd[SQE.OPCODE] = req.op === REQ_OP.WRITE ? NVME_CMD.WRITE : NVME_CMD.READ;
     const bytes = req.dataLen;
-    if (bytes % ns.lbaSize !== 0 || (req.sector * SECTOR_SIZE) % ns.lbaSize !== 0) {
+    if (fastMod(bytes, ns.lbaSize) !== 0 || fastMod(req.sector * SECTOR_SIZE, ns.lbaSize) !== 0) {
       throw new NvmeError(
         "EINVAL",
         `request at sector ${req.sector} of ${bytes} bytes is not aligned to the ${ns.lbaSize}-byte LBA size`,

@@ -27,7 +27,8 @@ export const IOD = {
 
 /** True when `flags` has `flag` (single bits below 2^8). */
 export function iodHas(flags: number, flag: number): boolean {
-  return Math.floor(flags / flag) % 2 === 1;
+  // eslint-disable-next-line no-bitwise -- flags is an 8-bit flag set, not an address
+  return (flags & flag) !== 0;
 }
 
 /**

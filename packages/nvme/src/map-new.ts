@@ -110,7 +110,7 @@ function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: Us
   if (bio === null) return BLK_STS.IOERR;
   const bv = mpBvecIterBvec(bio.bvecs, bio.iter);
   const phys = bvecPhys(bv);
-  const prp1Offset = bv.offset % NVME_CTRL_PAGE_SIZE;
+  const prp1Offset = fastMod(bv.offset, NVME_CTRL_PAGE_SIZE);
   const prpPossible = prp1Offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
   if (useSgl === USE_SGL.UNSUPPORTED && !prpPossible) return BLK_STS.AGAIN;
   if (ctx.dev.p2pState(phys) !== P2P_MAP.NONE) return BLK_STS.AGAIN;
@@ -148,7 +148,7 @@ export function mapSingleSegment(
     iod.useSgl = true;
     return BLK_STS.OK;
   }
-  const first = NVME_CTRL_PAGE_SIZE - (bv.offset % NVME_CTRL_PAGE_SIZE);
+  const first = NVME_CTRL_PAGE_SIZE - fastMod(bv.offset, NVME_CTRL_PAGE_SIZE);
   setU64(cmd, SQE.PRP1, addr);
   setU64(cmd, SQE.PRP2, bv.len > first ? addr + first : 0);
   return BLK_STS.OK;

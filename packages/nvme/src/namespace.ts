@@ -80,10 +80,11 @@ export class NvmeNamespace {
       const o = p - ci * CHUNK;
       const n = Math.min(CHUNK - o, len - done);
       const li = Math.floor(ci / LEAF);
-      const c = this.dir[li]?.[ci % LEAF];
+      const k = ci - li * LEAF;
+      const c = this.dir[li]?.[k];
       if (c === undefined) dst.fill(0, off + done, off + done + n);
-      else if (n === PAGE && o % PAGE === 0) {
-        const views = (this.pageViews[li] as Uint8Array[][])[ci % LEAF] as Uint8Array[];
+      else if (n === PAGE && Math.floor(o / PAGE) * PAGE === o) {
+        const views = (this.pageViews[li] as Uint8Array[][])[k] as Uint8Array[];
         dst.set(views[o / PAGE] as Uint8Array, off + done);
       } else dst.set(c.subarray(o, o + n), off + done);
       done += n;
@@ -106,13 +107,14 @@ export class NvmeNamespace {
         this.dir[li] = leaf;
         this.pageViews[li] = new Array<Uint8Array[] | undefined>(LEAF);
       }
-      let c = leaf[ci % LEAF];
+      const k = ci - li * LEAF;
+      let c = leaf[k];
       if (c === undefined) {
         c = this.newChunk();
-        leaf[ci % LEAF] = c;
+        leaf[k] = c;
         const views: Uint8Array[] = [];
         for (let v = 0; v < CHUNK; v += PAGE) views.push(c.subarray(v, v + PAGE));
-        (this.pageViews[li] as Uint8Array[][])[ci % LEAF] = views;
+        (this.pageViews[li] as Uint8Array[][])[k] = views;
       }
       c.set(src.subarray(off + done, off + done + n), o);
       done += n;

@@ -3,7 +3,7 @@
  * (Linux `struct nvme_command` / `struct nvme_completion`, NVMe Base 2.2 Figs 92, 99). 64-bit
  * fields are written and read as two little-endian 32-bit halves.
  */
-import { TWO_POW_32, fastMod, join64 } from "@dmasim/bvec";
+import { TWO_POW_32, join64 } from "@dmasim/bvec";
 
 /** Size of a submission queue entry. */
 export const SQE_SIZE = 64;
@@ -37,10 +37,17 @@ export function getU16(b: Uint8Array, off: number): number {
   return (b[off] as number) + (b[off + 1] as number) * 0x100;
 }
 
+/*
+ * The writers below lean on the typed-array store itself: storing a number into a Uint8Array
+ * keeps its integer part modulo 256 (ToUint8), so `b[i] = v / 2^k` stores byte k/8 of any
+ * non-negative integer v below 2^53 exactly, with no `%` (a libm call on doubles) and no
+ * bitwise operator.
+ */
+
 /** Writes a little-endian 16-bit value. */
 export function setU16(b: Uint8Array, off: number, v: number): void {
-  b[off] = v % 0x100;
-  b[off + 1] = Math.floor(v / 0x100) % 0x100;
+  b[off] = v;
+  b[off + 1] = v / 0x100;
 }
 
 /** Reads a little-endian 32-bit value. */
@@ -55,10 +62,10 @@ export function getU32(b: Uint8Array, off: number): number {
 
 /** Writes a little-endian 32-bit value. */
 export function setU32(b: Uint8Array, off: number, v: number): void {
-  b[off] = fastMod(v, 0x100);
-  b[off + 1] = fastMod(Math.floor(v / 0x100), 0x100);
-  b[off + 2] = fastMod(Math.floor(v / 0x10000), 0x100);
-  b[off + 3] = fastMod(Math.floor(v / 0x1000000), 0x100);
+  b[off] = v;
+  b[off + 1] = v / 0x100;
+  b[off + 2] = v / 0x10000;
+  b[off + 3] = v / 0x1000000;
 }
 
 /** Reads a 64-bit value as two halves (throws above 2^53). */
@@ -73,8 +80,14 @@ export function getU64Hi(b: Uint8Array, off: number): number {
 
 /** Writes a 64-bit value (below 2^53) as two halves. */
 export function setU64(b: Uint8Array, off: number, v: number): void {
-  setU32(b, off, fastMod(v, TWO_POW_32));
-  setU32(b, off + 4, Math.floor(v / TWO_POW_32));
+  b[off] = v;
+  b[off + 1] = v / 0x100;
+  b[off + 2] = v / 0x10000;
+  b[off + 3] = v / 0x1000000;
+  b[off + 4] = v / TWO_POW_32;
+  b[off + 5] = v / 0x10000000000;
+  b[off + 6] = v / 0x1000000000000;
+  b[off + 7] = v / 0x100000000000000;
 }
 
 /** Writes a 16-byte SGL descriptor {addr, len, type byte} at `off`. */
