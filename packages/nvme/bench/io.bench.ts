@@ -106,6 +106,22 @@ function payloadCase() {
   };
 }
 
+/**
+ * A plain copy into scattered pages, without the simulator: 128 KiB from one buffer into 32
+ * separate 64 KiB host buffers, 4 KiB each at a page offset, through ready-made views (no
+ * lookup, no allocation). What the host's memory layout alone costs over `memcpy/plain-set/128k`.
+ */
+function scatteredSetCase() {
+  const src = new Uint8Array(128 * 1024).fill(0x5a);
+  const views = Array.from({ length: 32 }, (_, i) => src.subarray(i * 4096, (i + 1) * 4096));
+  const dst = Array.from({ length: 32 }, () => new Uint8Array(65536));
+  const offs = Array.from({ length: 32 }, (_, i) => ((i * 7) % 16) * 4096);
+  return () => {
+    for (let i = 0; i < 32; i++)
+      (dst[i] as Uint8Array).set(views[i] as Uint8Array, offs[i] as number);
+  };
+}
+
 const src128 = new Uint8Array(128 * 1024).map((_, i) => i % 251);
 const dst128 = new Uint8Array(128 * 1024);
 
@@ -114,6 +130,12 @@ export default defineBenchmarks([
     name: "memcpy/plain-set/128k",
     note: "Uint8Array.set of 128 KiB: the payload baseline",
     fn: () => dst128.set(src128),
+  },
+  {
+    name: "memcpy/scattered-set/128k",
+    baseline: "memcpy/plain-set/128k",
+    note: "32 plain 4 KiB set calls into 32 separate host buffers: the host memory layout alone",
+    fn: scatteredSetCase(),
   },
   {
     name: "payload/128k-scattered",
