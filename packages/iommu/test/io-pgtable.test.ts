@@ -28,6 +28,21 @@ function newMem(pageSize: 4096 | 16384 | 65536 = 4096): PhysMemory {
   return new PhysMemory({ pageSize, ramBytes: 8 * 1024 ** 3 });
 }
 
+/**
+ * Maps six 4K pages across a 512 GiB boundary with the 4th table allocation failing (the leaf
+ * table past the boundary needs three new tables); returns the IOVA.
+ */
+function failMidMap(mem: PhysMemory, pt: IoPageTable): number {
+  let calls = 0;
+  mem.allocFaultHook = () => ++calls === 4;
+  const iova = 2 ** 39 - 0x3000;
+  expect(() => pt.map(iova, 0x100000, 0x6000, RW)).toThrow(
+    expect.objectContaining({ code: "ENOMEM" }),
+  );
+  mem.allocFaultHook = undefined;
+  return iova;
+}
+
 describe("IoPageTable", () => {
   for (const [f, freeEmptyTables] of FORMATS.flatMap((f) => [
     [f, false] as const,
@@ -243,14 +258,7 @@ describe("IoPageTable", () => {
     const mem = newMem();
     const pt = new IoPageTable(mem, { freeEmptyTables: true });
     const start = mem.pagesInUse;
-    // Map 4K pages across a 2M boundary: the second leaf table is the 4th allocation.
-    let calls = 0;
-    mem.allocFaultHook = () => ++calls === 4;
-    const iova = 2 ** 39 - 0x3000;
-    expect(() => pt.map(iova, 0x100000, 0x6000, RW)).toThrow(
-      expect.objectContaining({ code: "ENOMEM" }),
-    );
-    mem.allocFaultHook = undefined;
+    const iova = failMidMap(mem, pt);
     expect(mem.pagesInUse).toBe(start);
     expect(pt.tablePages).toBe(1);
     expect(pt.iovaToPhys(iova)).toBe(0);
@@ -344,13 +352,7 @@ describe("IoPageTable", () => {
     const mem = newMem();
     const start = mem.pagesInUse;
     const pt = new IoPageTable(mem);
-    let calls = 0;
-    mem.allocFaultHook = () => ++calls === 4;
-    const iova = 2 ** 39 - 0x3000;
-    expect(() => pt.map(iova, 0x100000, 0x6000, RW)).toThrow(
-      expect.objectContaining({ code: "ENOMEM" }),
-    );
-    mem.allocFaultHook = undefined;
+    const iova = failMidMap(mem, pt);
     expect(pt.iovaToPhys(iova)).toBe(0);
     expect(pt.leafCount(4096)).toBe(0);
     expect(pt.tablePages).toBe(4); // the root, L1, L2 and the first leaf table
