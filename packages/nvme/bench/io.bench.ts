@@ -117,8 +117,7 @@ function scatteredSetCase() {
   const dst = Array.from({ length: 32 }, () => new Uint8Array(65536));
   const offs = Array.from({ length: 32 }, (_, i) => ((i * 7) % 16) * 4096);
   return () => {
-    for (let i = 0; i < 32; i++)
-      (dst[i] as Uint8Array).set(views[i] as Uint8Array, offs[i]);
+    for (let i = 0; i < 32; i++) (dst[i] as Uint8Array).set(views[i] as Uint8Array, offs[i]);
   };
 }
 
