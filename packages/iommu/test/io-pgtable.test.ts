@@ -348,6 +348,33 @@ describe("IoPageTable", () => {
     expect(mem.pagesInUse).toBe(before);
   });
 
+  it("maps a 1G block over emptied nested tables, freeing the level-2 table and its leaf tables", () => {
+    const mem = newMem();
+    const pt = new IoPageTable(mem);
+    const base = 2 ** 44;
+    pt.map(base + 0x1000, 0x1000, 0x1000, RW);
+    pt.map(base + 2 ** 29, 0x2000, 0x1000, RW);
+    const tables = pt.tablePages; // root, L1, one L2, two leaf tables
+    expect(tables).toBe(5);
+    // A leaf anywhere below refuses the block.
+    expect(pt.unmap(base + 0x1000, 0x1000)).toBe(0x1000);
+    expect(() => pt.map(base, 2 ** 40, 2 ** 30, RW)).toThrow(
+      expect.objectContaining({ code: "EEXIST" }),
+    );
+    expect(pt.tablePages).toBe(tables);
+    expect(pt.unmap(base + 2 ** 29, 0x1000)).toBe(0x1000);
+    const pages = mem.pagesInUse;
+    pt.map(base, 2 ** 40, 2 ** 30, RW);
+    expect(pt.tablePages).toBe(2);
+    expect(mem.pagesInUse).toBe(pages - 3);
+    expect(pt.iovaToPhys(base + 2 ** 29 + 5)).toBe(2 ** 40 + 2 ** 29 + 5);
+    expect(pt.leafCounts()).toEqual([
+      { pageSize: 4096, count: 0 },
+      { pageSize: 2 ** 21, count: 0 },
+      { pageSize: 2 ** 30, count: 1 },
+    ]);
+  });
+
   it("keeps the tables a failed map created (Linux's unwind), and frees them with the table", () => {
     const mem = newMem();
     const start = mem.pagesInUse;
