@@ -27,7 +27,7 @@ function readVersion(): string {
 }
 
 const IOMMU = ["none", "passthrough", "strict", "lazy"] as const;
-const MAPPING = ["two-step", "scatterlist"] as const;
+const MAPPING = ["two-step", "per-segment", "scatterlist"] as const;
 
 /** Adds the options that override job fields. */
 async function jobOptions(cmd: Command, single: boolean): Promise<Command> {
@@ -40,9 +40,10 @@ async function jobOptions(cmd: Command, single: boolean): Promise<Command> {
         ),
       )
       .addOption(
-        new Option("--mapping <style>", "host mapping: two-step or scatterlist").argParser(
-          c.choiceOption(MAPPING),
-        ),
+        new Option(
+          "--mapping <style>",
+          "host mapping: two-step, per-segment or scatterlist",
+        ).argParser(c.choiceOption(MAPPING)),
       );
   }
   return cmd
@@ -148,9 +149,10 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
       ),
     )
     .addOption(
-      new Option("--mapping <styles>", "comma-separated mapping styles (default both)").argParser(
-        c.listOption(MAPPING),
-      ),
+      new Option(
+        "--mapping <styles>",
+        "comma-separated mapping styles (default all three)",
+      ).argParser(c.listOption(MAPPING)),
     );
   await jobOptions(compare, false);
   reportOpts(compare).addHelpText(

@@ -150,10 +150,10 @@ describe("dmasim compare", () => {
     const j = JSON.parse(r.out) as {
       cells: { iommu: string; mapping: string; cpuRatioToFirst: number; result: RunResult }[];
     };
-    expect(j.cells).toHaveLength(8);
+    expect(j.cells).toHaveLength(12);
     const cell = (i: string, m: string) =>
       j.cells.find((c) => c.iommu === i && c.mapping === m)?.result as RunResult;
-    for (const m of ["two-step", "scatterlist"]) {
+    for (const m of ["two-step", "per-segment", "scatterlist"]) {
       expect(cell("strict", m).cpuNsPerIo).toBeGreaterThan(cell("lazy", m).cpuNsPerIo);
       expect(cell("lazy", m).cpuNsPerIo).toBeGreaterThan(cell("passthrough", m).cpuNsPerIo);
     }
@@ -164,6 +164,19 @@ describe("dmasim compare", () => {
     expect(cell("lazy", "scatterlist").cpuNsPerIoByCategory.scatterlist).toBeGreaterThan(0);
     expect(cell("lazy", "scatterlist").cpuNsPerIo).toBeGreaterThan(
       cell("lazy", "two-step").cpuNsPerIo,
+    );
+    // Per-segment mapping pays an IOVA allocation and a sync per segment, and in strict mode an
+    // invalidation per segment; without an IOMMU it is the two-step driver's own path.
+    const perSeg = cell("strict", "per-segment").perIo;
+    expect(perSeg["dma.iovaLinks"] ?? 0).toBe(0);
+    expect(perSeg["domain.syncMapCalls"]).toBeGreaterThan(4);
+    expect(perSeg["domain.rangeInvalidations"]).toBeGreaterThan(4);
+    expect(cell("strict", "per-segment").cpuNsPerIo).toBeGreaterThan(
+      cell("strict", "two-step").cpuNsPerIo,
+    );
+    expect(cell("none", "per-segment").cpuNsPerIo).toBeCloseTo(
+      cell("none", "two-step").cpuNsPerIo,
+      5,
     );
     expect(j.cells[0]?.cpuRatioToFirst).toBe(1);
   });

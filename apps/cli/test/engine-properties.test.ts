@@ -19,7 +19,7 @@ const jobArb = fc.record({
     mdts: fc.constantFrom(0, 5, 9),
     lbaSize: fc.constantFrom(512, 4096),
   }),
-  host: fc.record({ mapping: fc.constantFrom("two-step", "scatterlist") }),
+  host: fc.record({ mapping: fc.constantFrom("two-step", "per-segment", "scatterlist") }),
   machine: fc.record({
     cpus: fc.integer({ min: 1, max: 2 }),
     pageSize: fc.constantFrom(4096, 16384, 65536),

@@ -79,6 +79,13 @@ export interface DeviceOptions {
   readonly swiotlb?: Swiotlb | null;
   /** Linux `swiotlb=force` / confidential guest: every direct mapping bounces. */
   readonly forceBounce?: boolean;
+  /**
+   * The two-step IOVA API may be used (default true). False is a what-if: `dmaIovaTryAlloc`
+   * fails as it does without an IOMMU DMA domain, so its callers (the request mapper, NVMe)
+   * take their per-segment `dmaMapPhys` fallback even under an IOMMU: one IOVA allocation, one
+   * sync and one unmap per segment instead of one per request.
+   */
+  readonly iovaApi?: boolean;
   /** P2P providers (region owners) the device can reach, and how. */
   readonly p2p?: Readonly<Record<string, P2pRoute>>;
   /** The simulated clock (needed for lazy IOMMU mode). */
@@ -137,6 +144,8 @@ export class Device {
   pci32bitWorkaround: boolean;
   readonly swiotlb: Swiotlb | null;
   readonly forceBounce: boolean;
+  /** See `DeviceOptions.iovaApi`. */
+  readonly iovaApi: boolean;
   readonly p2p: Readonly<Record<string, P2pRoute>>;
   /** Linux `dev->dma_skip_sync`: set for coherent devices, cleared on the first bounce. */
   dmaSkipSync: boolean;
@@ -200,6 +209,7 @@ export class Device {
     this.pci32bitWorkaround = this.pci && !(this.cookie?.options.forcedac ?? false);
     this.swiotlb = o.swiotlb ?? null;
     this.forceBounce = o.forceBounce ?? false;
+    this.iovaApi = o.iovaApi ?? true;
     if (this.forceBounce && this.swiotlb === null) {
       throw new DmaError("EINVAL", `device ${this.name}: forced bouncing needs a SWIOTLB pool`);
     }

@@ -107,8 +107,9 @@ function granuleOf(dev: Device): number {
 
 /**
  * Linux `dma_iova_try_alloc`: reserves IOVA for `size` bytes whose first byte is at `phys`
- * (phys only sets the sub-granule alignment). Returns false without an IOMMU DMA domain, for
- * size 0, and on IOVA exhaustion, always leaving the state zeroed (R11).
+ * (phys only sets the sub-granule alignment). Returns false without an IOMMU DMA domain (or
+ * with the device's `iovaApi` what-if off), for size 0, and on IOVA exhaustion, always leaving
+ * the state zeroed (R11).
  */
 export function dmaIovaTryAlloc(
   dev: Device,
@@ -119,7 +120,7 @@ export function dmaIovaTryAlloc(
   DmaIovaState.reset(state);
   checkPhys(phys);
   checkInt(size, "IOVA size");
-  if (!dev.dmaIommu) return false;
+  if (!dev.dmaIommu || !dev.iovaApi) return false;
   dev.counters.c.iovaTryAllocs++;
   if (size === 0) {
     dev.debug?.warn(dev, "dma_iova_try_alloc", "dma_iova_try_alloc with size 0", phys, 0);

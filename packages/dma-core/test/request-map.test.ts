@@ -122,6 +122,28 @@ describe("request-map", () => {
     expect(leaks(m, b)).toEqual(NO_LEAKS);
   });
 
+  it("maps segment by segment under an IOMMU when the IOVA API what-if is off", () => {
+    for (const backend of ["strict", "lazy"] as const) {
+      const m = machine(backend, { dev: { iovaApi: false } });
+      const { ranges, data } = pagesReq(m, 6, 0x200, 0x800, 1);
+      const b = baseline(m);
+      const req = request("write", ranges);
+      const syncs = m.domain!.counters.c.syncMapCalls;
+      const mp = mapRequest(req, m.dev);
+      expect(mp.ok).toBe(true);
+      expect(blkRqDmaMapCoalesce(mp.state)).toBe(false);
+      expect(mp.segs.map((s) => s.len)).toEqual(ranges.map((r) => r.len));
+      expect(m.dev.counters.c.iovaTryAllocs).toBe(0);
+      expect(m.dev.counters.c.iommuMaps).toBe(6);
+      expect(m.domain!.counters.c.syncMapCalls - syncs).toBe(6);
+      // Six separate IOVA ranges, one per segment.
+      expect(new Set(mp.segs.map((x) => x.addr - (x.addr % 4096))).size).toBe(6);
+      expect(readSegs(m, mp.segs)).toEqual(data);
+      expect(unmapRequest(req, m.dev, mp)).toBe(false);
+      expect(leaks(m, b)).toEqual(NO_LEAKS);
+    }
+  });
+
   it("maps page-gapped requests segment by segment under a 64 KiB granule", () => {
     const m = machine("granule64k");
     const { ranges, data } = pagesReq(m, 4, 0, 4096, 3);

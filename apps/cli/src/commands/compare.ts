@@ -6,7 +6,7 @@ import { type CommandIo, type JobOptions, loadCosts, loadJob, writeOut } from ".
 
 /** The IOMMU modes and mapping styles. */
 export const IOMMU_MODES = ["none", "passthrough", "strict", "lazy"] as const;
-export const MAPPINGS = ["two-step", "scatterlist"] as const;
+export const MAPPINGS = ["two-step", "per-segment", "scatterlist"] as const;
 
 /** Options of `compare`. */
 export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping"> {

@@ -99,7 +99,7 @@ export const jobSchema = z
       }),
     host: z
       .object({
-        mapping: z.enum(["two-step", "scatterlist"]).default("two-step"),
+        mapping: z.enum(["two-step", "per-segment", "scatterlist"]).default("two-step"),
         sglThresholdKiB: z
           .number()
           .int()

@@ -84,6 +84,8 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
     dmaMaskBits: job.device.dmaMaskBits,
     coherent: job.device.coherent,
     untrusted: !job.device.trusted,
+    // "per-segment": the new driver with the IOVA API unusable, so each segment is mapped alone.
+    iovaApi: job.host.mapping !== "per-segment",
     iommu: domain,
     iommuDma: { numCpus: job.machine.cpus, singleQueue: job.iommu.singleQueue },
     swiotlb,
@@ -108,7 +110,7 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
   const host = new NvmeHost({
     dev,
     ctrl,
-    mapping: job.host.mapping === "two-step" ? "new" : "old",
+    mapping: job.host.mapping === "scatterlist" ? "old" : "new",
     sglThreshold: job.host.sglThresholdKiB * 1024,
     ioQueues: job.machine.cpus,
     queueDepth: job.controller.queueDepth,

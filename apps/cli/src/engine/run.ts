@@ -14,6 +14,7 @@ import {
   bioAddPage,
   bioSplitToLimits,
   blkRqFromBios,
+  fastMod,
   type Request,
 } from "@dmasim/bvec";
 import { NVME_CMD } from "@dmasim/nvme";
@@ -394,7 +395,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     }
     const before = chargeBackground();
     const bio = new Bio(write ? "write" : "read", offset / SECTOR_SIZE, rs.length);
-    for (const r of rs) bioAddPage(bio, Math.floor(r.phys / ps), r.len, r.phys % ps, ps);
+    for (const r of rs) bioAddPage(bio, Math.floor(r.phys / ps), r.len, fastMod(r.phys, ps), ps);
     const pieces = bioSplitToLimits(bio, lim);
     io.pending = pieces.length;
     const qid = cpu.id + 1;
