@@ -108,6 +108,8 @@ describe("nvme end to end on other machines (fast-check)", () => {
     ["64 KiB host pages, no IOMMU, SGL", { mode: "none", pageSize: 65536, sgl: "byte" }],
     ["dword-only SGL, lazy", { mode: "lazy", sgl: "dword" }],
     ["forced SWIOTLB bouncing", { mode: "none", bounce: true, sgl: "byte" }],
+    ["per-segment mapping (no IOVA API), strict", { mode: "strict", iovaApi: false }],
+    ["per-segment mapping (no IOVA API), lazy, SGL", { mode: "lazy", iovaApi: false, sgl: "byte" }],
   ];
   for (const [name, o] of machines) {
     for (const mapping of ["new", "old"] as const) {

@@ -56,6 +56,8 @@ export interface RigOptions {
   readonly debug?: boolean;
   /** Force every streaming mapping through a SWIOTLB pool. */
   readonly bounce?: boolean;
+  /** The device's `iovaApi` what-if (default true; false maps every segment on its own). */
+  readonly iovaApi?: boolean;
   readonly ctrl?: Partial<Omit<NvmeControllerOptions, "dev" | "clock">>;
   readonly host?: Partial<Omit<NvmeHostOptions, "dev" | "ctrl">>;
   /** Do not call host.enable(). */
@@ -112,6 +114,7 @@ export class Rig {
       debug: this.debug,
       swiotlb: this.swiotlb,
       forceBounce: o.bounce ?? false,
+      iovaApi: o.iovaApi ?? true,
     });
     this.baseline = {
       pages: this.memory.pagesInUse,
