@@ -252,6 +252,25 @@ describe("dmasim trace", () => {
     }[];
     expect(walk.map((w) => w.addr)).toEqual([0x100001000, 0x100008000, 0x100009000]);
   });
+
+  it("shows the PTEs of every mapping path: per segment and scatterlist", async () => {
+    const per = await cli("trace", "--iommu", "strict", "--mapping", "per-segment", "--bs", "16k");
+    expect(per.code).toBe(0);
+    expect(per.out).toContain("path: per-segment dma_map_phys (4 segments)");
+    const iovas = [...per.out.matchAll(/PTE L3\[\d+\] iova (0x[0-9a-f]+) →/g)].map((x) => x[1]);
+    expect(new Set(iovas).size).toBe(4);
+    expect(per.out).toContain("domain.rangeInvalidations +4");
+    const sg = await cli("trace", "--iommu", "lazy", "--mapping", "scatterlist", "--bs", "16k");
+    expect(sg.code).toBe(0);
+    expect(sg.out).toContain("path: scatterlist (dma_map_sgtable: 1 DMA segment)");
+    expect([...sg.out.matchAll(/PTE L3\[/g)]).toHaveLength(4);
+  });
+
+  it("refuses an I/O the queue limits would split, naming the limit", async () => {
+    const r = await cli("trace", "--bs", "2m", "--buffers", "hugepage");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("max_hw_sectors 256 = 131072 bytes");
+  });
 });
 
 describe("dmasim map-bench", () => {

@@ -12,6 +12,7 @@ import {
   blkRqFromBios,
   blkRqPhysSegments,
   bvecPhys,
+  fastMod,
   hex,
   bioSegments,
 } from "@dmasim/bvec";
@@ -130,6 +131,10 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     data: bv.map((b) => ({ page: b.page, offset: b.offset, len: b.len, phys: bvecPhys(b) })),
   });
   const lim = m.host.limits;
+  if (total > lim.maxHwSectors * SECTOR_SIZE || bv.length > lim.maxSegments)
+    throw new RangeError(
+      `trace follows one request, and ${total} bytes in ${bv.length} bvec${bv.length === 1 ? "" : "s"} would be split under the queue limits (max_hw_sectors ${lim.maxHwSectors} = ${lim.maxHwSectors * SECTOR_SIZE} bytes, max_segments ${lim.maxSegments}); trace at most ${lim.maxHwSectors * SECTOR_SIZE} bytes`,
+    );
   const req = blkRqFromBios(lim, [bio]);
   const segs = blkRqPhysSegments(req);
   steps.push({
@@ -164,14 +169,28 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const iova = dmaUseIova(iod.dmaState)
     ? { addr: iod.dmaState.addr, size: iod.dmaState.size }
     : null;
-  const ptes =
-    m.domain?.pgtable && iova
-      ? m.domain.pgtable
-          .dump(iova.addr - (iova.addr % 4096), iova.addr + iova.size + 4096)
-          .filter((e) => e.kind !== "table")
-      : [];
+  // The DMA ranges the mapping produced: the IOVA range, the recorded per-segment mappings, or
+  // the mapped scatterlist entries (old style).
+  const mapped: { addr: number; len: number }[] = iova
+    ? [{ addr: iova.addr, len: iova.size }]
+    : iod.sgt
+      ? iod.sgt.sgl.slice(0, iod.sgt.nents).map((e) => ({ addr: e.dmaAddress, len: e.dmaLength }))
+      : (iod.dmaVecs ?? [iod.dmaVec]).slice(0, iod.nrDmaVecs);
+  const pt = m.domain?.pgtable;
+  const ptes = pt
+    ? mapped
+        .flatMap((r) => pt.dump(r.addr - fastMod(r.addr, pt.granule), r.addr + r.len))
+        .filter((e) => e.kind !== "table")
+    : [];
+  const path = iova
+    ? `two-step IOVA (one range ${hex(iova.addr)} + ${hex(iova.size)})`
+    : iod.sgt
+      ? `scatterlist (dma_map_sgtable: ${iod.sgt.nents} DMA segment${iod.sgt.nents === 1 ? "" : "s"})`
+      : mapped.length === 0
+        ? "per-segment dma_map_phys (no dma_vec records)"
+        : `per-segment dma_map_phys (${mapped.length} segment${mapped.length === 1 ? "" : "s"})`;
   const mapLines = [
-    `  path: ${iova ? `two-step IOVA (one range ${hex(iova.addr)} + ${hex(iova.size)})` : "per-segment dma_map_phys"}`,
+    `  path: ${path}`,
     `  mapped length ${hex(iod.totalLen)}; descriptors ${iod.nrDescriptors}; dma_vec records ${iod.nrDmaVecs}${iod.dmaVecs ? " (array from the mempool)" : ""}`,
     ...Object.entries(diff(before, afterMap)).map(([k, v]) => `  ${k} ${signed(v)}`),
     ...ptes.map(
