@@ -117,12 +117,18 @@ describe("dmasim run", () => {
       const out = JSON.parse(r.out) as {
         job: { iommu: { freeEmptyTables: boolean } };
         perIo: Record<string, number>;
+        pageTables: { tables: number; bytes: number };
       };
       expect(out.job.iommu.freeEmptyTables).toBe(freeEmptyTables);
+      expect(out.pageTables.bytes).toBe(out.pageTables.tables * 4096);
+      tables.push(out.pageTables.tables);
       return out.perIo;
     };
+    const tables: number[] = [];
     const linux = await perIo(false);
     const eager = await perIo(true);
+    // Linux keeps the tables the run used; eager freeing leaves those of the queue rings.
+    expect(tables[0]).toBeGreaterThan(tables[1] as number);
     // Linux: the tables of the first I/Os serve every later one.
     expect(linux["pgtable.tablePagesAllocated"] ?? 0).toBeLessThan(0.05);
     expect(linux["pgtable.tablePagesFreed"] ?? 0).toBe(0);

@@ -144,6 +144,12 @@ export function runHtml(r: RunResult): string {
         ],
         ["host memory per I/O", bytes(r.hostMemoryPerIo)],
         [
+          "IOMMU page tables",
+          r.pageTables === null
+            ? "-"
+            : `${bytes(r.pageTables.bytes)} (${r.pageTables.tables} tables)`,
+        ],
+        [
           "verify",
           r.verify.enabled
             ? r.verify.ok

@@ -32,6 +32,12 @@ export function formatRun(r: RunResult, color: boolean): string {
         ["simulated time", `${fixed(r.simulatedNs / 1e6, 3)} ms`],
         ["CPU per I/O", `${fixed(r.cpuNsPerIo, 1)} ns`],
         ["host memory per I/O", bytes(r.hostMemoryPerIo)],
+        [
+          "IOMMU page tables",
+          r.pageTables === null
+            ? "-"
+            : `${bytes(r.pageTables.bytes)} (${r.pageTables.tables} tables)`,
+        ],
         ["IOTLB hit rate", r.iotlbHitRate === null ? "-" : `${fixed(100 * r.iotlbHitRate, 1)}%`],
         ["IOMMU faults", String(r.faults)],
         ["I/O errors", String(r.errors)],

@@ -85,6 +85,12 @@ export interface RunResult {
   /** Host memory per in-flight I/O, bytes (iod + descriptors + vec arrays + scatterlists). */
   readonly hostMemoryPerIo: number;
   readonly iotlbHitRate: number | null;
+  /**
+   * The IOMMU page tables at the end of the run (null without a paging domain): tables linked
+   * (the root included) and the memory they hold. Tables that empty stay linked, as in Linux,
+   * unless the job sets `iommu.freeEmptyTables`.
+   */
+  readonly pageTables: { readonly tables: number; readonly bytes: number } | null;
   /** Lazy mode: time from unmap to invalidation (µs) and stale IOTLB hits. */
   readonly exposure: {
     readonly mode: "lazy" | "strict";
@@ -594,6 +600,12 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     perIo,
     hostMemoryPerIo: hostMem,
     iotlbHitRate: iotlb && iotlb.lookups > 0 ? iotlb.hits / iotlb.lookups : null,
+    pageTables: m.domain?.pgtable
+      ? {
+          tables: m.domain.pgtable.tablePages,
+          bytes: m.domain.pgtable.tableMemoryPages * m.memory.pageSize,
+        }
+      : null,
     // Lazy: the flush queue's histogram. Strict: every unmap invalidated before its IOVA was
     // freed, so the window is zero by construction (stale hits are still counted, as proof).
     exposure: exposure
