@@ -14,7 +14,7 @@ describe("engine verification", () => {
     expect(r.verify.checkedBytes).toBeGreaterThan(0);
   });
 
-  it("catches one flipped byte in the data a read returns, and counts exactly one sector", () => {
+  it("catches one inverted byte in the data a read returns, and counts exactly one sector", () => {
     let reads = 0;
     const r = runJob(job(), {
       setup: (m) => {
@@ -22,8 +22,8 @@ describe("engine verification", () => {
         const read = ns.read.bind(ns);
         ns.read = (at, dst, off, len) => {
           read(at, dst, off, len);
-          // The 60th namespace read: flip a byte in its third sector.
-          if (++reads === 60) dst[off + 2 * 512 + 17] = (dst[off + 2 * 512 + 17] ?? 0) ^ 0x40;
+          // The 60th namespace read: invert a byte in its third sector.
+          if (++reads === 60) dst[off + 2 * 512 + 17] = 255 - (dst[off + 2 * 512 + 17] ?? 0);
         };
       },
     });
