@@ -4,7 +4,7 @@
  */
 import { COST_CATEGORIES } from "./cost.ts";
 import { bytes, fixed, si } from "./format.ts";
-import { type CompareCell, jobLine } from "./report.ts";
+import { type CompareCell, compareJobLine, jobLine } from "./report.ts";
 import type { RunResult } from "./run.ts";
 
 const COLORS = [
@@ -191,7 +191,7 @@ export function compareHtml(cells: readonly CompareCell[]): string {
   );
   const base = cells[0]?.result.cpuNsPerIo ?? 0;
   const body = [
-    `<h1>dmasim compare</h1>${cells[0] ? `<p>${esc(jobLine(cells[0].result))}</p>` : ""}`,
+    `<h1>dmasim compare</h1>${cells[0] ? `<p>${esc(compareJobLine(cells[0].result))}</p>` : ""}`,
     tableHtml(
       ["iommu", "mapping", "IOPS", "CPU ns/IO", "vs first", "p99 µs", "verify"],
       cells.map((c) => [

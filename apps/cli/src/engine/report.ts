@@ -17,6 +17,11 @@ export function jobLine(r: RunResult): string {
   return `${j.name}: ${j.workload.rw} bs=${bs} iodepth=${j.workload.iodepth} cpus=${j.machine.cpus} | IOMMU ${iommu} | ${j.host.mapping} | SGL ${j.controller.sgl} | buffers ${j.workload.buffers}`;
 }
 
+/** The job line of a comparison: what all its cells share (not the IOMMU mode or the mapping). */
+export function compareJobLine(r: RunResult): string {
+  return jobLine(r).replace(/ \| IOMMU [^|]+\| [^|]+\|/, " |");
+}
+
 /** The report of one run. */
 export function formatRun(r: RunResult, color: boolean): string {
   const out: string[] = [];
@@ -189,6 +194,6 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
     "mem/IO",
     "verify",
   ];
-  const first = cells[0] ? jobLine(cells[0].result).replace(/ \| IOMMU [^|]+\| [^|]+\|/, " |") : "";
+  const first = cells[0] ? compareJobLine(cells[0].result) : "";
   return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n`;
 }
