@@ -446,7 +446,11 @@ describe("IoPageTable", () => {
                   m !== undefined && probe >= m.iova && probe < m.iova + m.size
                     ? m.pa + (probe - m.iova)
                     : 0;
+                const reads = pt.counters.c.pteReads;
                 expect(pt.iovaToPhys(probe)).toBe(want);
+                // The device-side walk cache counts exactly the levels a full walk reads.
+                const counted = pt.counters.c.pteReads - reads;
+                expect(counted).toBe(pt.walk(probe).steps.length);
               }
               if (m !== undefined) {
                 expect(pt.iovaToPhys(m.iova)).toBe(m.pa);
