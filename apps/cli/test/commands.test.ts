@@ -274,6 +274,14 @@ describe("dmasim trace", () => {
     expect(sg.code).toBe(0);
     expect(sg.out).toContain("path: scatterlist (dma_map_sgtable: 1 DMA segment)");
     expect([...sg.out.matchAll(/PTE L3\[/g)]).toHaveLength(4);
+    // Per-segment SGL: no records are kept (the unmap reads the SGL), so the trace reads it too.
+    const bufs = ["--buf", "0x1_0000_0000:65536", "--buf", "0x1_0010_0000:65536"];
+    const seg = await cli("trace", "--iommu", "strict", "--mapping", "per-segment", ...bufs);
+    expect(seg.code).toBe(0);
+    expect(seg.out).toContain(
+      "path: per-segment dma_map_phys (2 segments, read back from the SGL)",
+    );
+    expect([...seg.out.matchAll(/PTE L3\[/g)]).toHaveLength(32);
   });
 
   it("refuses an I/O the queue limits would split, naming the limit", async () => {

@@ -169,13 +169,25 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const iova = dmaUseIova(iod.dmaState)
     ? { addr: iod.dmaState.addr, size: iod.dmaState.size }
     : null;
-  // The DMA ranges the mapping produced: the IOVA range, the recorded per-segment mappings, or
-  // the mapped scatterlist entries (old style).
+  // The DMA ranges the mapping produced: the IOVA range, the recorded per-segment mappings, the
+  // mapped scatterlist entries (old style), or, for per-segment SGL mappings (no records: the
+  // unmap reads the SGL), the Data Blocks of the SGL segment the driver wrote.
+  const sglBlocks = (): { addr: number; len: number }[] => {
+    const seg = iod.descriptors[0];
+    if (!sgl || seg === undefined) return [];
+    const bytes = m.memory.readBytes(seg.cpuAddr, getU32(cmd, SQE.SGL_LEN));
+    const out: { addr: number; len: number }[] = [];
+    for (let o = 0; o + 16 <= bytes.length; o += 16)
+      out.push({ addr: getU64(bytes, o), len: getU32(bytes, o + 8) });
+    return out;
+  };
   const mapped: { addr: number; len: number }[] = iova
     ? [{ addr: iova.addr, len: iova.size }]
     : iod.sgt
       ? iod.sgt.sgl.slice(0, iod.sgt.nents).map((e) => ({ addr: e.dmaAddress, len: e.dmaLength }))
-      : (iod.dmaVecs ?? [iod.dmaVec]).slice(0, iod.nrDmaVecs);
+      : iod.nrDmaVecs > 0
+        ? (iod.dmaVecs ?? [iod.dmaVec]).slice(0, iod.nrDmaVecs)
+        : sglBlocks();
   const pt = m.domain?.pgtable;
   const ptes = pt
     ? mapped
@@ -187,8 +199,8 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     : iod.sgt
       ? `scatterlist (dma_map_sgtable: ${iod.sgt.nents} DMA segment${iod.sgt.nents === 1 ? "" : "s"})`
       : mapped.length === 0
-        ? "per-segment dma_map_phys (no dma_vec records)"
-        : `per-segment dma_map_phys (${mapped.length} segment${mapped.length === 1 ? "" : "s"})`;
+        ? "per-segment dma_map_phys (nothing to unmap)"
+        : `per-segment dma_map_phys (${mapped.length} segment${mapped.length === 1 ? "" : "s"}${iod.nrDmaVecs === 0 ? ", read back from the SGL" : ""})`;
   const mapLines = [
     `  path: ${path}`,
     `  mapped length ${hex(iod.totalLen)}; descriptors ${iod.nrDescriptors}; dma_vec records ${iod.nrDmaVecs}${iod.dmaVecs ? " (array from the mempool)" : ""}`,
