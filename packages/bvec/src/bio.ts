@@ -259,7 +259,8 @@ function bvecSplitSegs(
     state.nsegs++;
     total += seg;
     len -= seg;
-    if (lim.virtBoundaryMask !== 0 && (bv.offset + total) % (lim.virtBoundaryMask + 1) !== 0) break;
+    if (lim.virtBoundaryMask !== 0 && fastMod(bv.offset + total, lim.virtBoundaryMask + 1) !== 0)
+      break;
   }
   state.bytes += total;
   return len > 0 || bv.len > maxLen;
@@ -290,7 +291,7 @@ export function bioSplitIoAt(
   const it = { size: bio.iter.size, idx: bio.iter.idx, done: bio.iter.done };
   while (it.size > 0) {
     mpBvecIterBvec(bio.bvecs, it, bv);
-    if (bv.offset % (lim.dmaAlignment + 1) !== 0 || bv.len % (lenAlignMask + 1) !== 0) {
+    if (fastMod(bv.offset, lim.dmaAlignment + 1) !== 0 || fastMod(bv.len, lenAlignMask + 1) !== 0) {
       throw new BvecError(
         "EINVAL",
         `bvec at ${hex(bvecPhys(bv))}+${hex(bv.len)} breaks the queue DMA alignment ${hex(lim.dmaAlignment)} (offset) or ${hex(lenAlignMask)} (length)`,
@@ -324,7 +325,7 @@ export function bioSplitIoAt(
   bio.gapBit = ffs(gaps);
   if (!split) return { sectors: 0, segs: state.nsegs };
   // Split on a logical block boundary (Linux `bio_split_alignment`).
-  const bytes = state.bytes - (state.bytes % lim.logicalBlockSize);
+  const bytes = state.bytes - fastMod(state.bytes, lim.logicalBlockSize);
   if (bytes === 0) {
     throw new BvecError(
       "EINVAL",

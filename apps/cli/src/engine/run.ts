@@ -303,7 +303,17 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const ioBuf = new Uint8Array(maxBs);
   const patternAt = (sector: number, gen: number) =>
     fastMod(sector + gen * 104729, PATTERN_BYTES / SECTOR_SIZE) * SECTOR_SIZE;
-  const busyBlocks = new Set<number>();
+  // The I/Os in flight, so that a random offset avoids the 4 KiB blocks one of them covers (a
+  // read racing a write to the same sectors would make verification meaningless).
+  const active: InFlight[] = [];
+  const busy = (o: number, bytes: number): boolean => {
+    const first = Math.floor(o / 4096);
+    const end = Math.ceil((o + bytes) / 4096);
+    for (const io of active)
+      if (Math.floor(io.offset / 4096) < end && first < Math.ceil((io.offset + io.bytes) / 4096))
+        return true;
+    return false;
+  };
 
   const ranges = (slot: number, bytes: number): { phys: number; len: number }[] => {
     const pages = slotPages[slot] as number[];
@@ -357,10 +367,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     const slots = Math.floor((nsBytes - bytes) / align) + 1;
     for (let tries = 0; tries < 16; tries++) {
       const o = rng.below(slots) * align;
-      let free = true;
-      for (let b = Math.floor(o / 4096); b * 4096 < o + bytes; b++)
-        if (busyBlocks.has(b)) free = false;
-      if (free) return o;
+      if (!busy(o, bytes)) return o;
     }
     return rng.below(slots) * align;
   };
@@ -394,7 +401,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       pending: 0,
       status: BLK_STS.OK,
     };
-    for (let b = Math.floor(offset / 4096); b * 4096 < offset + bytes; b++) busyBlocks.add(b);
+    active.push(io);
     const rs = ranges(io.slot, bytes);
     if (write && verify) {
       const n = bytes / SECTOR_SIZE;
@@ -446,8 +453,11 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     completed++;
     bytesDone += io.bytes;
     latencies.push(endNs - io.submitNs);
-    for (let b = Math.floor(io.offset / 4096); b * 4096 < io.offset + io.bytes; b++)
-      busyBlocks.delete(b);
+    const idx = active.indexOf(io);
+    if (idx >= 0) {
+      active[idx] = active[active.length - 1] as InFlight;
+      active.pop();
+    }
     if (io.status !== BLK_STS.OK) {
       errors++;
       return;
