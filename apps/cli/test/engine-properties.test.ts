@@ -6,8 +6,10 @@ import { parseJob, runJob } from "../src/engine/index.ts";
 const jobArb = fc.record({
   iommu: fc.record({
     mode: fc.constantFrom("none", "passthrough", "strict", "lazy"),
-    granule: fc.constantFrom(4096, 65536),
+    granule: fc.constantFrom(4096, 16384, 65536),
     freeEmptyTables: fc.boolean(),
+    iotlbEntries: fc.constantFrom(4, 256),
+    syncMapNeeded: fc.boolean(),
   }),
   device: fc.record({
     trusted: fc.boolean(),
@@ -18,6 +20,8 @@ const jobArb = fc.record({
     sgl: fc.constantFrom("none", "byte", "dword"),
     mdts: fc.constantFrom(0, 5, 9),
     lbaSize: fc.constantFrom(512, 4096),
+    // A small namespace makes reads return data written earlier in the run.
+    namespaceGiB: fc.constantFrom(1 / 256, 4),
   }),
   host: fc.record({ mapping: fc.constantFrom("two-step", "per-segment", "scatterlist") }),
   machine: fc.record({
