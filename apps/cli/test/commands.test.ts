@@ -287,7 +287,23 @@ describe("dmasim trace", () => {
   it("refuses an I/O the queue limits would split, naming the limit", async () => {
     const r = await cli("trace", "--bs", "2m", "--buffers", "hugepage");
     expect(r.code).toBe(2);
+    expect(r.err).toContain("would be split after 131072 bytes");
     expect(r.err).toContain("max_hw_sectors 256 = 131072 bytes");
+    // A gap inside a page splits at the virt boundary without an SGL-capable controller.
+    const gap = await cli(
+      "trace",
+      "--iommu",
+      "strict",
+      "--sgl",
+      "none",
+      "--buf",
+      "0x1_2345_6000:2048",
+      "--buf",
+      "0x2_0000_1000:2048",
+    );
+    expect(gap.code).toBe(2);
+    expect(gap.err).toContain("would be split after 2048 bytes");
+    expect(gap.err).toContain("virt_boundary 0xfff");
   });
 });
 

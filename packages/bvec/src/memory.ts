@@ -301,6 +301,12 @@ export class PhysMemory {
   /** Copies `len` bytes at `phys` into `dst[dstOff..]` (untouched memory reads as zeros). */
   read(phys: number, dst: Uint8Array, dstOff = 0, len = dst.length - dstOff): void {
     if (len === 0) return;
+    if (dstOff < 0 || dstOff + len > dst.length) {
+      throw new BvecError(
+        "EINVAL",
+        `read of ${len} bytes at ${hex(phys)} into a ${dst.length}-byte buffer at offset ${dstOff} does not fit`,
+      );
+    }
     let store = this.checkedStore(phys, len);
     const cs = this.chunkBytes;
     let p = phys;
@@ -325,6 +331,12 @@ export class PhysMemory {
   /** Copies `len` bytes from `src[srcOff..]` to `phys`. */
   write(phys: number, src: Uint8Array, srcOff = 0, len = src.length - srcOff): void {
     if (len === 0) return;
+    if (srcOff < 0 || srcOff + len > src.length) {
+      throw new BvecError(
+        "EINVAL",
+        `write of ${len} bytes at ${hex(phys)} from a ${src.length}-byte buffer at offset ${srcOff}: the buffer is too short`,
+      );
+    }
     let store = this.checkedStore(phys, len);
     const cs = this.chunkBytes;
     let p = phys;

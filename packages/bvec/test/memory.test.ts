@@ -137,6 +137,20 @@ describe("PhysMemory bytes", () => {
     expect(mem.counters.c.bytesWritten).toBe(0);
   });
 
+  it("refuses a host buffer too short for the access, small or large, naming the sizes", () => {
+    const mem = new PhysMemory({ ramBytes: 8 * GiB });
+    const p = 2 ** 33 + 0x1000;
+    mem.write(p, new Uint8Array(64).fill(7));
+    for (const len of [16, 64, 8192]) {
+      expect(() => mem.read(p, new Uint8Array(8), 0, len)).toThrow(
+        `read of ${len} bytes at 0x200001000 into a 8-byte buffer at offset 0 does not fit`,
+      );
+      expect(() => mem.write(p, new Uint8Array(8), 4, len)).toThrow(/the buffer is too short/);
+    }
+    // Nothing was changed by the refused writes.
+    expect(Array.from(mem.readBytes(p, 16))).toEqual(new Array<number>(16).fill(7));
+  });
+
   it("allows accesses spanning adjacent regions", () => {
     const mem = new PhysMemory({
       regions: [

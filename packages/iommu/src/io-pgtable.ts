@@ -408,7 +408,8 @@ export class IoPageTable {
    * Linux `iommu_map` on the page table (`__iommu_map` + `map_pages`): maps `size` bytes at
    * `iova` to `paddr` with the largest page sizes `iommu_pgsize` allows. Throws EINVAL when
    * misaligned, ERANGE beyond the address sizes, EEXIST over a mapped entry, ENOMEM when a table
-   * page cannot be allocated; a failed map leaves nothing of itself behind.
+   * page cannot be allocated. A failed map leaves no leaf of itself behind; the tables it
+   * created stay linked as in Linux, or are pruned under `freeEmptyTables`.
    */
   map(iova: number, paddr: number, size: number, prot: IommuProt): void {
     this.counters.c.mapCalls++;

@@ -533,6 +533,8 @@ export class NvmeHost {
     }
     cmd[SQE.OPCODE] = req.op === REQ_OP.WRITE ? NVME_CMD.WRITE : NVME_CMD.READ;
     const bytes = req.dataLen;
+    if (bytes === 0)
+      throw new NvmeError("EINVAL", `a ${req.op} request at sector ${req.sector} has no data`);
     if (fastMod(bytes, ns.lbaSize) !== 0 || fastMod(req.sector * SECTOR_SIZE, ns.lbaSize) !== 0) {
       throw new NvmeError(
         "EINVAL",

@@ -37,6 +37,21 @@ describe("bring-up", () => {
     expect(r.memory.pagesInUse).toBe(r.baseline.pages);
   });
 
+  it("refuses a read or write request with no data, keeping its tag", () => {
+    const r = new Rig({ mode: "strict" });
+    for (const op of [REQ_OP.READ, REQ_OP.WRITE]) {
+      const req = new Request(op, r.host.limits, 8);
+      expect(() => r.host.submit(req, () => undefined)).toThrow(
+        expect.objectContaining({
+          code: "EINVAL",
+          message: `a ${op} request at sector 8 has no data`,
+        }),
+      );
+    }
+    expect(r.host.counters.c.submitted).toBe(0);
+    r.checkNoLeaks();
+  });
+
   it("enables the controller with CC.MPS = 0, 64-byte SQEs and 16-byte CQEs", () => {
     const r = new Rig({ mode: "strict" });
     const cc = r.ctrl.readReg32(NVME_REG.CC);

@@ -8,7 +8,9 @@ import {
   Bio,
   type BlkStatus,
   SECTOR_SIZE,
+  BvecError,
   bioAddPage,
+  bioSplitIoAt,
   blkRqFromBios,
   blkRqPhysSegments,
   bvecPhys,
@@ -131,9 +133,17 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     data: bv.map((b) => ({ page: b.page, offset: b.offset, len: b.len, phys: bvecPhys(b) })),
   });
   const lim = m.host.limits;
-  if (total > lim.maxHwSectors * SECTOR_SIZE || bv.length > lim.maxSegments)
+  let split: number;
+  try {
+    split = bioSplitIoAt(bio, lim).sectors;
+  } catch (e) {
+    if (e instanceof BvecError)
+      throw new RangeError(`the buffers break the queue limits: ${e.message}`);
+    throw e;
+  }
+  if (split !== 0)
     throw new RangeError(
-      `trace follows one request, and ${total} bytes in ${bv.length} bvec${bv.length === 1 ? "" : "s"} would be split under the queue limits (max_hw_sectors ${lim.maxHwSectors} = ${lim.maxHwSectors * SECTOR_SIZE} bytes, max_segments ${lim.maxSegments}); trace at most ${lim.maxHwSectors * SECTOR_SIZE} bytes`,
+      `trace follows one request, and ${total} bytes in ${bv.length} bvec${bv.length === 1 ? "" : "s"} would be split after ${split * SECTOR_SIZE} bytes under the queue limits (max_hw_sectors ${lim.maxHwSectors} = ${lim.maxHwSectors * SECTOR_SIZE} bytes, max_segments ${lim.maxSegments}, virt_boundary ${hex(lim.virtBoundaryMask)}); trace what fits in one request`,
     );
   const req = blkRqFromBios(lim, [bio]);
   const segs = blkRqPhysSegments(req);
