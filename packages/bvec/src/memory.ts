@@ -10,10 +10,10 @@ import {
   checkAddr,
   checkInt,
   fastMod,
-  pow2,
   hex,
   isAligned,
   join64,
+  pow2,
 } from "./addr.ts";
 import { CounterSet } from "./counters.ts";
 import { BvecError } from "./errors.ts";

@@ -439,8 +439,8 @@ export class IoPageTable {
       }
     } catch (e) {
       this.counters.c.mapFailures++;
-      // Linux unrolls with iommu_unmap(orig_iova, mapped so far); tables the failing step
-      // created are pruned too so nothing is left behind.
+      // Linux unrolls with iommu_unmap(orig_iova, mapped so far) and keeps the tables the
+      // failing step created; the eager policy prunes them too.
       if (done > 0) this.unmap(iova, done);
       if (this.freeEmptyTables) this.pruneEmpty(iova + done);
       throw e;
