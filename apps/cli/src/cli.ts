@@ -92,6 +92,44 @@ async function jobOptions(cmd: Command, single: boolean): Promise<Command> {
     .addOption(
       new Option("--memory-gib <n>", "simulated RAM").argParser(c.numberOption(0.01, 4096)),
     )
+    .addOption(
+      new Option("--profile <kind>", "hardware profile: intel-vtd, amd-vi, arm-smmuv3").argParser(
+        c.choiceOption(["intel-vtd", "amd-vi", "arm-smmuv3"] as const),
+      ),
+    )
+    .addOption(
+      new Option("--controllers <n>", "NVMe controllers behind the one IOMMU").argParser(
+        c.intOption(1, 16),
+      ),
+    )
+    .addOption(
+      new Option(
+        "--io-queues <n>",
+        "I/O queues per controller (fewer than CPUs: shared)",
+      ).argParser(c.intOption(1, 64)),
+    )
+    .addOption(
+      new Option("--completion <how>", "interrupt (Linux's default) or poll").argParser(
+        c.choiceOption(["interrupt", "poll"] as const),
+      ),
+    )
+    .option(
+      "--ramp <n|time>",
+      'I/Os (a number) or simulated time ("10ms") left out of the statistics',
+    )
+    .addOption(
+      new Option("--bandwidth-mbps <n>", "device bandwidth, MB/s").argParser(
+        c.numberOption(1, 1e6),
+      ),
+    )
+    .addOption(
+      new Option("--max-iops <n>", "device command rate limit, per second").argParser(
+        c.numberOption(1, 1e9),
+      ),
+    )
+    .addOption(
+      new Option("--iotlb-entries <n>", "IOTLB entries").argParser(c.intOption(1, 2 ** 20)),
+    )
     .option("--untrusted", "an untrusted (external) device: sub-granule buffers bounce")
     .option("--no-verify", "do not verify the data read back");
 }
@@ -233,6 +271,11 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
       new Option("--max-loops <n>", "stop after this many loops in total").argParser(
         c.intOption(1, 1e8),
       ),
+    )
+    .addOption(
+      new Option("--profile <kind>", "hardware profile: intel-vtd, amd-vi, arm-smmuv3")
+        .argParser(c.choiceOption(["intel-vtd", "amd-vi", "arm-smmuv3"] as const))
+        .default("intel-vtd"),
     )
     .option("--costs <file>", "a JSON cost table")
     .option("--json", "print JSON (adds the simulator's own wall-clock time per operation)")

@@ -182,6 +182,8 @@ export type IoPgtableCounter =
   | "pteWrites"
   | "pteReads"
   | "walks"
+  | "walkCacheHits"
+  | "walkMemReads"
   | "tablePagesAllocated"
   | "tablePagesFreed"
   | "leavesMapped"
@@ -235,6 +237,8 @@ export class IoPageTable {
     "pteWrites",
     "pteReads",
     "walks",
+    "walkCacheHits",
+    "walkMemReads",
     "tablePagesAllocated",
     "tablePagesFreed",
     "leavesMapped",
@@ -283,8 +287,10 @@ export class IoPageTable {
   /**
    * Walk cache of the device side (`lookupLeaf`): while `dwKey` equals floor(iova / leafSpan),
    * `dwTable` is the leaf table the path of that IOVA reaches. Tables are only ever unlinked by
-   * `retireTable`, which drops it, so the path above it cannot have changed. A speed-up of the
-   * simulator only: the walk still counts every level it would read.
+   * `retireTable`, which drops it, so the path above it cannot have changed. The walk still
+   * counts every level it reads in `pteReads`; the levels above the leaf that the last walk read
+   * also count as `walkCacheHits` (a one-entry model of the hardware's paging-structure or walk
+   * cache, which serves them without a memory access), the others as `walkMemReads`.
    */
   private dwKey = -1;
   private dwTable: Table | undefined = undefined;
@@ -516,6 +522,7 @@ export class IoPageTable {
       t = this.dwTable as Table;
       d = last;
       c.pteReads += last;
+      c.walkCacheHits += last;
     } else t = this.liveRoot();
     for (; ; d++) {
       const size = this.levelSize[d] as number;
@@ -524,6 +531,7 @@ export class IoPageTable {
       const o = 2 * fastMod(idx, this.entriesPerView);
       const lo = v[o] as number;
       c.pteReads++;
+      c.walkMemReads++;
       if (lo === 0) return false;
       const hi = v[o + 1] as number;
       // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity

@@ -84,6 +84,12 @@ export interface NvmeControllerOptions {
    * timing model: the workload engine prices media latency and bandwidth here). Needs a clock.
    */
   readonly serviceTimeNs?: (opcode: number, bytes: number, qid: number) => number;
+  /**
+   * The interrupt line of each completion queue (its MSI-X vector): called with the queue id
+   * after a completion entry is posted, as QEMU's `nvme_post_cqes` asserts the queue's interrupt
+   * (`nvme_irq_assert`). The host's handler then polls the queue.
+   */
+  readonly irq?: (cqid: number) => void;
 }
 
 /** Counter names of the controller. */
@@ -145,6 +151,8 @@ export class NvmeController {
   readonly maxRanges: number;
   /** The per-command device time model, if any. */
   serviceTimeNs: ((opcode: number, bytes: number, qid: number) => number) | undefined;
+  /** The completion-queue interrupt (see `NvmeControllerOptions.irq`), if any. */
+  irq: ((cqid: number) => void) | undefined;
   readonly counters = new CounterSet<NvmeControllerCounter>("nvmectrl", [
     "doorbells",
     "commandsFetched",
@@ -210,6 +218,7 @@ export class NvmeController {
     }
     this.maxRanges = o.maxRanges ?? Infinity;
     this.serviceTimeNs = o.serviceTimeNs;
+    this.irq = o.irq;
     if (this.serviceTimeNs !== undefined && this.clock === undefined)
       throw new NvmeError("EINVAL", "a service time model needs a clock");
     this.faults = o.faults ?? {};
@@ -481,6 +490,7 @@ export class NvmeController {
     this.counters.c.completionsPosted++;
     cq.tail = (cq.tail + 1) % cq.size;
     if (cq.tail === 0) cq.phase = 1 - cq.phase;
+    this.irq?.(cq.qid);
   }
 
   private drainBacklog(cq: CompQueue): void {

@@ -1,7 +1,8 @@
 /** Helpers shared by the commands: option parsing, job loading, errors with exit codes. */
 import { readFileSync, writeFileSync } from "node:fs";
 import { InvalidArgumentError } from "commander";
-import { DEFAULT_COSTS, type CostTable, loadCostTable } from "../engine/cost.ts";
+import { type CostTable, loadCostTable } from "../engine/cost.ts";
+import { type ProfileName, profileCosts } from "../engine/profiles.ts";
 import { DEFAULT_JOB, type Job, JobError, mergeJob, parseJob } from "../engine/job.ts";
 
 /** Where a command writes, and whether colour and progress are wanted. */
@@ -99,6 +100,14 @@ export interface JobOptions {
   memoryGib?: number;
   untrusted?: boolean;
   verify?: boolean;
+  profile?: string;
+  controllers?: number;
+  ioQueues?: number;
+  completion?: string;
+  ramp?: string;
+  bandwidthMbps?: number;
+  maxIops?: number;
+  iotlbEntries?: number;
 }
 
 /** Turns command-line options into a partial job (they override the job file). */
@@ -131,6 +140,14 @@ export function overrides(o: JobOptions): Record<string, unknown> {
   set("controller", "sgl", o.sgl);
   set("controller", "mdts", o.mdts);
   set("controller", "latencyUs", o.latencyUs);
+  set("machine", "profile", o.profile);
+  set("machine", "controllers", o.controllers);
+  set("controller", "ioQueues", o.ioQueues);
+  set("host", "completion", o.completion);
+  if (o.ramp !== undefined) set("workload", "ramp", /^\d+$/.test(o.ramp) ? Number(o.ramp) : o.ramp);
+  set("controller", "bandwidthMBps", o.bandwidthMbps);
+  set("controller", "maxIops", o.maxIops);
+  set("iommu", "iotlbEntries", o.iotlbEntries);
   if (o.untrusted) set("device", "trusted", false);
   if (o.verify === false) set("workload", "verify", false);
   const out: Record<string, unknown> = {};
@@ -163,11 +180,12 @@ export function loadJob(file: string | undefined, opts: JobOptions): Job {
   }
 }
 
-/** Loads the cost table (defaults, or a user file over them). */
-export function loadCosts(file: string | undefined): CostTable {
-  if (file === undefined) return DEFAULT_COSTS;
+/** Loads the cost table: the profile's, or a user file over it. */
+export function loadCosts(file: string | undefined, profile: ProfileName = "intel-vtd"): CostTable {
+  const base = profileCosts(profile);
+  if (file === undefined) return base;
   try {
-    return loadCostTable(readJson(file));
+    return loadCostTable(readJson(file), base);
   } catch (e) {
     if (e instanceof UsageError) throw e;
     throw new UsageError(`${file}: ${(e as Error).message.split("\n").join(`\n${file}: `)}`);

@@ -21,7 +21,12 @@ export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping"> {
 export function compare(file: string | undefined, opts: CompareOptions, io: CommandIo): number {
   const modes = opts.iommu ?? [...IOMMU_MODES];
   const mappings = opts.mapping ?? [...MAPPINGS];
-  const costs = loadCosts(opts.costs);
+  const first = loadJob(file, {
+    ...opts,
+    iommu: modes[0] ?? "lazy",
+    mapping: mappings[0] ?? "two-step",
+  });
+  const costs = loadCosts(opts.costs, first.machine.profile);
   const cells: CompareCell[] = [];
   for (const mode of modes) {
     for (const mapping of mappings) {

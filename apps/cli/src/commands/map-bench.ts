@@ -14,6 +14,7 @@ export interface MapBenchCommandOptions {
   mode: number;
   iommu: "none" | "passthrough" | "strict" | "lazy";
   costs?: string;
+  profile?: "intel-vtd" | "amd-vi" | "arm-smmuv3";
   maxLoops?: number;
   json?: boolean;
 }
@@ -32,7 +33,8 @@ export function mapBench(o: MapBenchCommandOptions, io: CommandIo): number {
       granule: o.granule,
       mode: o.mode as 0 | 1,
       iommu: o.iommu,
-      costs: loadCosts(o.costs),
+      profile: o.profile ?? "intel-vtd",
+      costs: loadCosts(o.costs, o.profile ?? "intel-vtd"),
       ...(o.maxLoops !== undefined ? { maxLoops: o.maxLoops } : {}),
     });
   } catch (e) {
@@ -47,7 +49,14 @@ export function mapBench(o: MapBenchCommandOptions, io: CommandIo): number {
           map_stddev: r.mapStddev,
           avg_unmap_100ns: r.avgUnmap100ns,
           unmap_stddev: r.unmapStddev,
+          avg_map_ns: r.avgMapNs,
+          map_stddev_ns: r.mapStddevNs,
+          avg_unmap_ns: r.avgUnmapNs,
+          unmap_stddev_ns: r.unmapStddevNs,
           loops: r.loops,
+          loops_per_thread_per_second: r.loopsPerThreadPerSecond,
+          stopped_by: r.stoppedBy,
+          wait_ns_per_loop: r.waitNsPerLoop,
           simulated_seconds: r.simulatedSeconds,
           lines: r.lines,
           simulator_host_ns_per_map_unmap: r.hostNsPerOp,
@@ -58,6 +67,9 @@ export function mapBench(o: MapBenchCommandOptions, io: CommandIo): number {
     );
   } else {
     io.stdout(`${r.lines.join("\n")}\n`);
+    io.stdout(
+      `(exact: map ${r.avgMapNs.toFixed(0)} ns, unmap ${r.avgUnmapNs.toFixed(0)} ns; ${r.loops} loops in ${r.simulatedSeconds.toFixed(3)} simulated s${r.stoppedBy === "maxLoops" ? ", stopped by --max-loops" : ""})\n`,
+    );
   }
   return 0;
 }

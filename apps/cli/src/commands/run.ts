@@ -22,7 +22,7 @@ export interface RunCommandOptions extends JobOptions {
 /** Runs the command; returns the exit code (1 when verification failed or faults occurred). */
 export function run(file: string | undefined, opts: RunCommandOptions, io: CommandIo): number {
   const job = loadJob(file, opts);
-  const costs = loadCosts(opts.costs);
+  const costs = loadCosts(opts.costs, job.machine.profile);
   const progress = progressPrinter(io, "run");
   const r = runJob(job, {
     costs,

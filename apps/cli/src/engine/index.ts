@@ -11,6 +11,7 @@ export {
   jobSchema,
   mergeJob,
   parseJob,
+  rampOf,
   sizeOf,
 } from "./job.ts";
 export {
@@ -19,13 +20,33 @@ export {
   type CostEntry,
   type CostTable,
   type CounterRef,
-  DEFAULT_COSTS,
+  type PricedResource,
   Pricer,
+  RESOURCE_KINDS,
+  type ResourceKind,
   loadCostTable,
 } from "./cost.ts";
 export {
+  DEFAULT_COSTS,
+  PROFILES,
+  PROFILE_NAMES,
+  type ProfileName,
+  profileCosts,
+} from "./profiles.ts";
+export { type ResourceReport, Resource, ResourceSet } from "./resources.ts";
+export { DeviceTiming, LatencyDistribution } from "./device-time.ts";
+export {
+  DEFAULT_PERCENTILES,
+  DepthHistogram,
+  LatencyHistogram,
+  type LatencySummary,
+  TimeAverage,
+} from "./stats.ts";
+export {
   type Machine,
   type MachineOptions,
+  type NvmeUnit,
+  ioQueuesOf,
   buildMachine,
   effectiveIommuMode,
   counterGetter,
@@ -33,4 +54,11 @@ export {
   counterSources,
   snapshotCounters,
 } from "./machine.ts";
-export { type Percentiles, type RunOptions, type RunResult, runJob } from "./run.ts";
+export {
+  type BoundBy,
+  type CpuReport,
+  type Percentiles,
+  type RunOptions,
+  type RunResult,
+  runJob,
+} from "./run.ts";

@@ -38,9 +38,13 @@ export const jobSchema = z
         memoryGiB: z.number().positive().max(4096).default(16),
         pageSize: z.union([z.literal(4096), z.literal(16384), z.literal(65536)]).default(4096),
         cpus: z.number().int().min(1).max(64).default(1),
+        /** The CPU and IOMMU kind whose cost entries price the run (see profiles.ts). */
+        profile: z.enum(["intel-vtd", "amd-vi", "arm-smmuv3"]).default("intel-vtd"),
+        /** NVMe controllers, each its own PCI function, queues and DMA domain, all behind one IOMMU. */
+        controllers: z.number().int().min(1).max(16).default(1),
       })
       .strict()
-      .default({ memoryGiB: 16, pageSize: 4096, cpus: 1 }),
+      .default({ memoryGiB: 16, pageSize: 4096, cpus: 1, profile: "intel-vtd", controllers: 1 }),
     iommu: z
       .object({
         mode: z.enum(["none", "passthrough", "strict", "lazy"]).default("lazy"),
@@ -84,8 +88,19 @@ export const jobSchema = z
         queueDepth: z.number().int().min(2).max(4096).default(1024),
         namespaceGiB: z.number().positive().max(65536).default(4),
         lbaSize: z.union([z.literal(512), z.literal(4096)]).default(512),
+        /** Media latency: the median (lognormal), the centre (uniform) or the value (fixed). */
         latencyUs: z.number().min(0).max(1e6).default(80),
+        /** How media latency varies from command to command. */
+        latencyDist: z.enum(["fixed", "uniform", "lognormal"]).default("lognormal"),
+        /** lognormal: the 99th percentile, µs (default 2 × latencyUs). */
+        latencyP99Us: z.number().min(0).max(1e7).optional(),
+        /** uniform: ± this percentage of latencyUs. */
+        latencyJitterPct: z.number().min(0).max(100).default(10),
         bandwidthMBps: z.number().positive().max(1e6).default(3500),
+        /** Commands the controller completes per second at most (its command pipeline); none by default. */
+        maxIops: z.number().positive().max(1e9).optional(),
+        /** I/O queue pairs per controller (default one per CPU); fewer makes CPUs share queues. */
+        ioQueues: z.number().int().min(1).max(64).optional(),
       })
       .strict()
       .default({
@@ -95,6 +110,8 @@ export const jobSchema = z
         namespaceGiB: 4,
         lbaSize: 512,
         latencyUs: 80,
+        latencyDist: "lognormal",
+        latencyJitterPct: 10,
         bandwidthMBps: 3500,
       }),
     host: z
@@ -106,9 +123,15 @@ export const jobSchema = z
           .min(0)
           .max(2 ** 20)
           .default(32),
+        /**
+         * How completions are found: "interrupt" (an MSI-X interrupt per completion queue, handled
+         * by the CPU the vector is affine to: Linux's default, nvme.poll_queues=0) or "poll"
+         * (the submitting CPU polls its queue, as io_uring with IORING_SETUP_IOPOLL does).
+         */
+        completion: z.enum(["interrupt", "poll"]).default("interrupt"),
       })
       .strict()
-      .default({ mapping: "two-step", sglThresholdKiB: 32 }),
+      .default({ mapping: "two-step", sglThresholdKiB: 32, completion: "interrupt" }),
     workload: z
       .object({
         rw: z.enum(["randread", "randwrite", "randrw", "read", "write"]).default("randrw"),
@@ -120,6 +143,23 @@ export const jobSchema = z
         buffers: z.enum(["contiguous", "scattered", "offset", "hugepage"]).default("scattered"),
         bufferOffset: z.number().int().min(0).max(65536).multipleOf(4).default(512),
         verify: z.boolean().default(true),
+        /**
+         * fio's ramp_time: the first I/Os (a number) or the first stretch of simulated time (a
+         * string with a unit: "500us", "10ms", "1s") run but are left out of every statistic.
+         */
+        ramp: z
+          .union([
+            z.number().int().min(0).max(1e8),
+            z
+              .string()
+              .regex(
+                /^\d+(\.\d+)?(ns|us|ms|s)$/,
+                'expected a time such as "500us", "10ms" or "1s"',
+              ),
+          ])
+          .default(0),
+        /** fio's iodepth_batch_submit: I/Os queued before one doorbell (1 = a doorbell each). */
+        batchSubmit: z.number().int().min(1).max(4096).default(1),
       })
       .strict()
       .default({
@@ -130,6 +170,8 @@ export const jobSchema = z
         buffers: "scattered",
         bufferOffset: 512,
         verify: true,
+        ramp: 0,
+        batchSubmit: 1,
       }),
   })
   .strict();
@@ -170,6 +212,16 @@ export function jobIos(job: Job): number | undefined {
   return job.workload.ios ?? 20000;
 }
 
+/** The ramp of a job: I/Os or nanoseconds of simulated time left out of the statistics. */
+export function rampOf(job: Job): { readonly ios: number; readonly ns: number } {
+  const r = job.workload.ramp;
+  if (typeof r === "number") return { ios: r, ns: 0 };
+  const m = /^(\d+(?:\.\d+)?)(ns|us|ms|s)$/.exec(r);
+  if (m === null) throw new JobError([`workload.ramp: ${r} is not a time such as "10ms"`]);
+  const unit = { ns: 1, us: 1e3, ms: 1e6, s: 1e9 }[m[2] as "ns" | "us" | "ms" | "s"];
+  return { ios: 0, ns: Number(m[1]) * unit };
+}
+
 /** Turns a size field into bytes. */
 export function sizeOf(v: number | string): number {
   return typeof v === "number" ? v : parseAddress(v);
@@ -202,5 +254,13 @@ export function mergeJob(
 /** The built-in default job: mixed random 4 KiB I/O, lazy IOMMU, two-step mapping, verified. */
 export const DEFAULT_JOB: JobInput = {
   name: "default",
-  workload: { rw: "randrw", rwmixread: 70, bs: "4k", iodepth: 32, ios: 20000, verify: true },
+  workload: {
+    rw: "randrw",
+    rwmixread: 70,
+    bs: "4k",
+    iodepth: 32,
+    ios: 20000,
+    ramp: 2000,
+    verify: true,
+  },
 };

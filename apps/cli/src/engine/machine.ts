@@ -1,6 +1,7 @@
 /**
- * Builds the simulated machine a job describes: memory, clock, IOMMU domain, the NVMe PCI
- * function (its DMA device), SWIOTLB, the controller and the host driver.
+ * Builds the simulated machine a job describes: memory, clock, one IOMMU unit (its IOTLB), SWIOTLB,
+ * and for each NVMe controller its PCI function (a DMA device with its own domain), the controller
+ * and the host driver.
  */
 import { type CounterSet, PhysMemory, SimClock } from "@dmasim/bvec";
 import { Device, DmaDebug, Swiotlb } from "@dmasim/dma-core";
@@ -9,33 +10,56 @@ import { NvmeController, NvmeHost } from "@dmasim/nvme";
 import type { CounterRef } from "./cost.ts";
 import type { Job } from "./job.ts";
 
+/** One NVMe controller with what belongs to it: its PCI function, DMA domain and driver. */
+export interface NvmeUnit {
+  /** 0-based; the device is named `nvme<index>`. */
+  readonly index: number;
+  readonly domain: IommuDomain | null;
+  readonly dev: Device;
+  readonly ctrl: NvmeController;
+  readonly host: NvmeHost;
+  readonly debug: DmaDebug | null;
+}
+
 /** Everything a run needs. */
 export interface Machine {
   readonly job: Job;
   readonly clock: SimClock;
   readonly memory: PhysMemory;
+  /** The IOMMU unit's IOTLB, shared by every domain behind it (entries are tagged by domain). */
+  readonly iotlb: Iotlb | null;
+  readonly swiotlb: Swiotlb | null;
+  /** The controllers (`machine.controllers`), all behind the one IOMMU unit. */
+  readonly units: readonly NvmeUnit[];
+  /** The first controller's domain, device, controller, driver and dma-debug. */
   readonly domain: IommuDomain | null;
   readonly dev: Device;
-  readonly swiotlb: Swiotlb | null;
   readonly ctrl: NvmeController;
   readonly host: NvmeHost;
   readonly debug: DmaDebug | null;
   /** Engine-side counters (events the packages do not count themselves). */
-  readonly engine: { sgEntries: number; ios: number };
+  readonly engine: { sgEntries: number; ios: number; irqs: number; polls: number };
 }
 
 /** Options beyond the job. */
 export interface MachineOptions {
   /** Attach dma-debug (slower; catches driver bugs). */
   readonly debug?: boolean;
-  /** The per-command device time model. */
-  readonly serviceTimeNs?: (opcode: number, bytes: number, qid: number) => number;
+  /** The per-command device time model of controller `unit`. */
+  readonly serviceTimeNs?: (unit: number, opcode: number, bytes: number, qid: number) => number;
+  /** The completion-queue interrupt of controller `unit`. */
+  readonly irq?: (unit: number, cqid: number) => void;
 }
 
 /** The IOMMU mode a job's device really gets: untrusted devices are forced to strict. */
 export function effectiveIommuMode(job: Job): Job["iommu"]["mode"] {
   const mode = job.iommu.mode;
   return !job.device.trusted && (mode === "passthrough" || mode === "lazy") ? "strict" : mode;
+}
+
+/** I/O queue pairs per controller: `controller.ioQueues`, or one per CPU. */
+export function ioQueuesOf(job: Job): number {
+  return Math.min(job.controller.ioQueues ?? job.machine.cpus, job.machine.cpus);
 }
 
 /** Builds and brings up the machine of `job`. */
@@ -49,150 +73,182 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
   // Linux gives an untrusted (external-facing) PCI device a strict DMA domain whatever the
   // default domain type is (iommu_get_default_domain_type): no passthrough, no flush queue.
   const mode = effectiveIommuMode(job);
-  const domain =
+  const iotlb =
     mode === "none"
       ? null
-      : new IommuDomain({
-          type:
-            mode === "passthrough"
-              ? IOMMU_DOMAIN.IDENTITY
-              : mode === "strict"
-                ? IOMMU_DOMAIN.DMA
-                : IOMMU_DOMAIN.DMA_FQ,
-          mem: memory,
-          clock,
-          pgtable: {
-            granule: job.iommu.granule,
-            ias: job.iommu.addressBits,
-            oas: job.iommu.granule === 65536 ? 52 : 48,
-            freeEmptyTables: job.iommu.freeEmptyTables,
-          },
-          iotlb: new Iotlb({
-            entries: job.iommu.iotlbEntries,
-            ways: Math.min(job.iommu.iotlbWays, job.iommu.iotlbEntries),
-          }),
-          needsSyncMap: job.iommu.syncMapNeeded,
+      : new Iotlb({
+          entries: job.iommu.iotlbEntries,
+          ways: Math.min(job.iommu.iotlbWays, job.iommu.iotlbEntries),
         });
   const swiotlb =
     job.device.swiotlbMiB > 0
       ? new Swiotlb(memory, { size: job.device.swiotlbMiB * 1024 * 1024 })
       : null;
-  const debug = options.debug ? new DmaDebug() : null;
-  const dev = new Device({
-    name: "nvme0",
-    memory,
-    dmaMaskBits: job.device.dmaMaskBits,
-    coherent: job.device.coherent,
-    untrusted: !job.device.trusted,
-    // "per-segment": the new driver with the IOVA API unusable, so each segment is mapped alone.
-    iovaApi: job.host.mapping !== "per-segment",
-    iommu: domain,
-    iommuDma: { numCpus: job.machine.cpus, singleQueue: job.iommu.singleQueue },
-    swiotlb,
-    clock,
-    debug,
-  });
-  const ctrl = new NvmeController({
-    dev,
-    clock,
-    sgl: job.controller.sgl,
-    mdts: job.controller.mdts,
-    maxQueueEntries: job.controller.queueDepth,
-    maxIoQueues: job.machine.cpus,
-    namespaces: [
-      {
-        lbaSize: job.controller.lbaSize,
-        blocks: Math.floor((job.controller.namespaceGiB * 1024 ** 3) / job.controller.lbaSize),
-      },
-    ],
-    ...(options.serviceTimeNs ? { serviceTimeNs: options.serviceTimeNs } : {}),
-  });
-  const host = new NvmeHost({
-    dev,
-    ctrl,
-    mapping: job.host.mapping === "scatterlist" ? "old" : "new",
-    sglThreshold: job.host.sglThresholdKiB * 1024,
-    ioQueues: job.machine.cpus,
-    queueDepth: job.controller.queueDepth,
-  });
-  host.enable();
-  // The dma_mask the job asks for applies after the driver's probe set 64 bits.
-  dev.setMaskBits(job.device.dmaMaskBits);
+  const queues = ioQueuesOf(job);
+  const units: NvmeUnit[] = [];
+  for (let u = 0; u < job.machine.controllers; u++) {
+    const domain =
+      iotlb === null
+        ? null
+        : new IommuDomain({
+            type:
+              mode === "passthrough"
+                ? IOMMU_DOMAIN.IDENTITY
+                : mode === "strict"
+                  ? IOMMU_DOMAIN.DMA
+                  : IOMMU_DOMAIN.DMA_FQ,
+            mem: memory,
+            clock,
+            pgtable: {
+              granule: job.iommu.granule,
+              ias: job.iommu.addressBits,
+              oas: job.iommu.granule === 65536 ? 52 : 48,
+              freeEmptyTables: job.iommu.freeEmptyTables,
+            },
+            iotlb,
+            needsSyncMap: job.iommu.syncMapNeeded,
+          });
+    const debug = options.debug ? new DmaDebug() : null;
+    const dev = new Device({
+      name: `nvme${u}`,
+      memory,
+      dmaMaskBits: job.device.dmaMaskBits,
+      coherent: job.device.coherent,
+      untrusted: !job.device.trusted,
+      // "per-segment": the new driver with the IOVA API unusable, so each segment is mapped alone.
+      iovaApi: job.host.mapping !== "per-segment",
+      iommu: domain,
+      iommuDma: { numCpus: job.machine.cpus, singleQueue: job.iommu.singleQueue },
+      swiotlb,
+      clock,
+      debug,
+    });
+    const service = options.serviceTimeNs;
+    const irq = options.irq;
+    const ctrl = new NvmeController({
+      dev,
+      clock,
+      sgl: job.controller.sgl,
+      mdts: job.controller.mdts,
+      maxQueueEntries: job.controller.queueDepth,
+      maxIoQueues: queues,
+      namespaces: [
+        {
+          lbaSize: job.controller.lbaSize,
+          blocks: Math.floor((job.controller.namespaceGiB * 1024 ** 3) / job.controller.lbaSize),
+        },
+      ],
+      ...(service ? { serviceTimeNs: (op, bytes, qid) => service(u, op, bytes, qid) } : {}),
+    });
+    const host = new NvmeHost({
+      dev,
+      ctrl,
+      mapping: job.host.mapping === "scatterlist" ? "old" : "new",
+      sglThreshold: job.host.sglThresholdKiB * 1024,
+      ioQueues: queues,
+      queueDepth: job.controller.queueDepth,
+    });
+    host.enable();
+    // The dma_mask the job asks for applies after the driver's probe set 64 bits.
+    dev.setMaskBits(job.device.dmaMaskBits);
+    // Interrupts are wired after bring-up: the admin queue is polled by the driver itself.
+    if (irq) ctrl.irq = (cqid) => irq(u, cqid);
+    units.push({ index: u, domain, dev, ctrl, host, debug });
+  }
+  const first = units[0] as NvmeUnit;
   return {
     job,
     clock,
     memory,
-    domain,
-    dev,
+    iotlb,
     swiotlb,
-    ctrl,
-    host,
-    debug,
-    engine: { sgEntries: 0, ios: 0 },
+    units,
+    domain: first.domain,
+    dev: first.dev,
+    ctrl: first.ctrl,
+    host: first.host,
+    debug: first.debug,
+    engine: { sgEntries: 0, ios: 0, irqs: 0, polls: 0 },
   };
 }
 
-/** Every counter set of the machine, under the names the cost table uses. */
-export function counterSources(m: Machine): Map<string, CounterSet<string>> {
-  const out = new Map<string, CounterSet<string>>();
-  out.set("memory", m.memory.counters);
-  out.set("dma", m.dev.counters);
-  out.set("devdma", m.ctrl.dma.counters);
-  out.set("nvmehost", m.host.counters);
-  out.set("nvmectrl", m.ctrl.counters);
-  out.set("pool.small", m.host.small.counters);
-  out.set("pool.large", m.host.large.counters);
-  out.set("mempool.vec", m.host.vecPool.counters);
-  out.set("mempool.sg", m.host.sgPool.counters);
-  if (m.swiotlb) out.set("swiotlb", m.swiotlb.counters);
-  if (m.domain) {
-    out.set("domain", m.domain.counters);
-    out.set("iotlb", m.domain.iotlb.counters);
-    if (m.domain.pgtable) out.set("pgtable", m.domain.pgtable.counters);
-  }
-  const cookie = m.dev.cookie;
-  if (cookie) {
-    out.set("iova", cookie.iovad.counters);
-    if (cookie.fq) out.set("fq", cookie.fq.counters);
+/** Every counter set of the machine, under the names the cost table uses (one per controller). */
+export function counterSources(m: Machine): Map<string, CounterSet<string>[]> {
+  const out = new Map<string, CounterSet<string>[]>();
+  const add = (name: string, set: CounterSet<string>) => {
+    const list = out.get(name);
+    if (list === undefined) out.set(name, [set]);
+    else if (!list.includes(set)) list.push(set);
+  };
+  add("memory", m.memory.counters);
+  if (m.swiotlb) add("swiotlb", m.swiotlb.counters);
+  if (m.iotlb) add("iotlb", m.iotlb.counters);
+  for (const u of m.units) {
+    add("dma", u.dev.counters);
+    add("devdma", u.ctrl.dma.counters);
+    add("nvmehost", u.host.counters);
+    add("nvmectrl", u.ctrl.counters);
+    add("pool.small", u.host.small.counters);
+    add("pool.large", u.host.large.counters);
+    add("mempool.vec", u.host.vecPool.counters);
+    add("mempool.sg", u.host.sgPool.counters);
+    if (u.domain) {
+      add("domain", u.domain.counters);
+      if (u.domain.pgtable) add("pgtable", u.domain.pgtable.counters);
+    }
+    const cookie = u.dev.cookie;
+    if (cookie) {
+      add("iova", cookie.iovad.counters);
+      if (cookie.fq) add("fq", cookie.fq.counters);
+    }
   }
   return out;
 }
 
-/** Where `scope.name` (engine counters included) is read, or undefined when absent. */
+const ENGINE_COUNTERS = ["sgEntries", "ios", "irqs", "polls"] as const;
+
+/** Where `scope.name` (engine counters included) is read: one place per controller, or none. */
 export function counterRef(
   m: Machine,
-  sources: Map<string, CounterSet<string>>,
+  sources: Map<string, CounterSet<string>[]>,
   name: string,
-): CounterRef | undefined {
-  if (name === "engine.sgEntries" || name === "engine.ios")
-    return { target: m.engine, key: name.slice(7) };
+): CounterRef[] {
   const dot = name.lastIndexOf(".");
-  const set = sources.get(name.slice(0, dot));
+  const scope = name.slice(0, dot);
   const key = name.slice(dot + 1);
-  if (set === undefined || !set.names.includes(key)) return undefined;
-  return { target: set.c, key };
+  if (scope === "engine")
+    return (ENGINE_COUNTERS as readonly string[]).includes(key) ? [{ target: m.engine, key }] : [];
+  const sets = sources.get(scope) ?? [];
+  return sets.filter((s) => s.names.includes(key)).map((s) => ({ target: s.c, key }));
 }
 
-/** A getter for `scope.name` (engine counters included), or undefined when absent. */
+/** A getter for `scope.name` (summed over controllers), or undefined when absent. */
 export function counterGetter(
   m: Machine,
-  sources: Map<string, CounterSet<string>>,
+  sources: Map<string, CounterSet<string>[]>,
   name: string,
 ): (() => number) | undefined {
-  const ref = counterRef(m, sources, name);
-  if (ref === undefined) return undefined;
-  const { target, key } = ref;
-  return () => target[key] ?? 0;
+  const refs = counterRef(m, sources, name);
+  if (refs.length === 0) return undefined;
+  return () => {
+    let t = 0;
+    for (const r of refs) t += r.target[r.key] ?? 0;
+    return t;
+  };
 }
 
-/** A flat snapshot of every counter. */
+/** A flat snapshot of every counter (summed over controllers). */
 export function snapshotCounters(
   m: Machine,
-  sources: Map<string, CounterSet<string>>,
+  sources: Map<string, CounterSet<string>[]>,
 ): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [scope, set] of sources)
-    for (const n of set.names) out[`${scope}.${n}`] = set.c[n] ?? 0;
-  out["engine.sgEntries"] = m.engine.sgEntries;
+  for (const [scope, sets] of sources)
+    for (const set of sets)
+      for (const n of set.names) {
+        const k = `${scope}.${n}`;
+        out[k] = (out[k] ?? 0) + (set.c[n] ?? 0);
+      }
+  for (const k of ENGINE_COUNTERS) out[`engine.${k}`] = m.engine[k];
   return out;
 }

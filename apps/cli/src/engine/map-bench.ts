@@ -1,8 +1,13 @@
 /**
  * The kernel's `dma_map_benchmark` (kernel/dma/map_benchmark.c + tools/dma/dma_map_benchmark)
  * on the simulated machine: threads loop map → optional transfer delay → unmap of a buffer of
- * `granule` pages; latencies are the cost model's CPU time, in simulated time, sampled into
- * 100 ns units with integer division as the kernel does (anything under 100 ns counts as 0).
+ * `granule` pages, each thread on its own CPU. A map or unmap costs what the cost model prices,
+ * plus its acquisitions of the shared resources (the IOMMU's invalidation queue, the IOVA tree
+ * lock, …), which the threads contend for on the simulated clock exactly as the workload engine's
+ * CPUs do: with many threads in strict mode they queue on the one invalidation queue. Latencies
+ * are sampled into 100 ns units with integer division as the kernel does (anything under 100 ns
+ * counts as 0); the exact means in ns are reported beside them. The run lasts `seconds` of
+ * simulated time, or stops at `maxLoops` map/unmap loops in total and says so.
  */
 import { checkInt } from "@dmasim/bvec";
 import {
@@ -14,9 +19,12 @@ import {
   dmaUnmapPhys,
   dmaUnmapSgtable,
 } from "@dmasim/dma-core";
-import { type CostTable, DEFAULT_COSTS, Pricer } from "./cost.ts";
+import { type CostTable, Pricer } from "./cost.ts";
+import { EventHeap } from "./event-heap.ts";
 import { parseJob } from "./job.ts";
 import { buildMachine, counterRef, counterSources } from "./machine.ts";
+import { type ProfileName, profileCosts } from "./profiles.ts";
+import { type Resource, ResourceSet } from "./resources.ts";
 
 /** Options, as the user tool takes them. */
 export interface MapBenchOptions {
@@ -29,20 +37,35 @@ export interface MapBenchOptions {
   readonly granule: number;
   readonly mode: 0 | 1;
   readonly iommu: "none" | "passthrough" | "strict" | "lazy";
+  /** The hardware profile whose costs price the run (default intel-vtd). */
+  readonly profile?: ProfileName;
+  /** The whole cost table (default: the profile's). */
   readonly costs?: CostTable;
-  /** Stop after this many map/unmap loops in total (the simulated time may be shorter). */
+  /** Stop after this many map/unmap loops in total (the simulated time may then be shorter). */
   readonly maxLoops?: number;
   readonly now?: () => number;
 }
 
-/** The results (the kernel's struct map_benchmark, plus the simulator's own speed). */
+/** The results (the kernel's struct map_benchmark, plus exact figures and the simulator's speed). */
 export interface MapBenchResult {
   readonly avgMap100ns: number;
   readonly mapStddev: number;
   readonly avgUnmap100ns: number;
   readonly unmapStddev: number;
+  /** Exact means and standard deviations, ns. */
+  readonly avgMapNs: number;
+  readonly mapStddevNs: number;
+  readonly avgUnmapNs: number;
+  readonly unmapStddevNs: number;
   readonly loops: number;
+  /** Simulated seconds the slowest thread ran. */
   readonly simulatedSeconds: number;
+  /** Map+unmap loops per thread per simulated second. */
+  readonly loopsPerThreadPerSecond: number;
+  /** Why it stopped: its `seconds` ran out, or the loop cap was reached first. */
+  readonly stoppedBy: "seconds" | "maxLoops";
+  /** Time threads waited for shared resources, per loop, by resource kind (ns). */
+  readonly waitNsPerLoop: Readonly<Record<string, number>>;
   readonly lines: readonly [string, string, string];
   /** The simulator's wall-clock time per map+unmap (host ns; not a model figure). */
   readonly hostNsPerOp: number;
@@ -69,13 +92,35 @@ function isqrt(n: number): number {
   return Math.floor(Math.sqrt(Math.max(0, n)));
 }
 
+const MAP = 0;
+const UNMAP = 1;
+
+interface Thread {
+  readonly id: number;
+  readonly cpu: number;
+  readonly buf: number;
+  readonly sg: SgTable | null;
+  addr: number;
+  /** The operation in progress or next: MAP or UNMAP. */
+  stage: number;
+  opStart: number;
+  cursor: number;
+  readonly steps: Resource[];
+  readonly stepCount: number[];
+  readonly stepHold: number[];
+  stepIdx: number;
+  /** Within an operation (taking its steps), or between two. */
+  stepping: boolean;
+}
+
 /** Runs the benchmark. */
 export function runMapBench(o: MapBenchOptions): MapBenchResult {
   checkMapBenchOptions(o);
   const wall = o.now ?? (() => performance.now());
   const t0 = wall();
+  const profile = o.profile ?? "intel-vtd";
   const job = parseJob({
-    machine: { cpus: Math.min(64, o.threads) },
+    machine: { cpus: Math.min(64, o.threads), profile },
     iommu: { mode: o.iommu },
     device: { dmaMaskBits: o.bits },
     workload: { ios: 1 },
@@ -83,11 +128,30 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
   const m = buildMachine(job);
   m.dev.setMaskBits(o.bits);
   const sources = counterSources(m);
-  const pricer = new Pricer(o.costs ?? DEFAULT_COSTS, (n) => counterRef(m, sources, n));
+  const pricer = new Pricer(o.costs ?? profileCosts(profile), (n) => counterRef(m, sources, n));
+  const res = new ResourceSet(job);
+  const nRes = pricer.resources.length;
+  const counts = new Float64Array(nRes);
+  const last = new Float64Array(nRes);
+  let cpuLast = pricer.cpu();
+  pricer.counts(last);
+  /** CPU ns since the last call; `counts` gets the resource acquisitions. */
+  const price = (): number => {
+    const c = pricer.cpu();
+    const ns = c - cpuLast;
+    cpuLast = c;
+    pricer.counts(counts);
+    for (let i = 0; i < nRes; i++) {
+      const v = counts[i] as number;
+      counts[i] = v - (last[i] as number);
+      last[i] = v;
+    }
+    return ns;
+  };
   const ps = m.memory.pageSize;
   const size = o.granule * ps;
   const dir = o.dir as DmaDirection;
-  const threads = Array.from({ length: o.threads }, (_, t) => {
+  const threads: Thread[] = Array.from({ length: o.threads }, (_, t) => {
     const order = Math.ceil(Math.log2(o.granule));
     const sg = o.mode === 1 ? new SgTable(o.granule) : null;
     let buf = 0;
@@ -104,67 +168,152 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
     } else {
       buf = m.memory.allocPages(order) * ps;
     }
-    return { id: t, buf, sg, time: 0 };
+    return {
+      id: t,
+      cpu: t % job.machine.cpus,
+      buf,
+      sg,
+      addr: 0,
+      stage: MAP,
+      opStart: 0,
+      cursor: 0,
+      steps: [],
+      stepCount: [],
+      stepHold: [],
+      stepIdx: 0,
+      stepping: false,
+    };
   });
   const limit = o.seconds * 1e9;
-  const maxLoops = o.maxLoops ?? 200_000;
+  const maxLoops = o.maxLoops ?? Infinity;
   let loops = 0;
+  let stoppedBy: "seconds" | "maxLoops" = "seconds";
   let sumMap = 0;
   let sumSqMap = 0;
   let sumUnmap = 0;
   let sumSqUnmap = 0;
-  let last = pricer.total();
-  for (;;) {
-    let progressed = false;
-    for (const th of threads) {
-      if (th.time >= limit || loops >= maxLoops) continue;
-      progressed = true;
-      m.dev.cpu = th.id % job.machine.cpus;
+  let sumMapNs = 0;
+  let sumSqMapNs = 0;
+  let sumUnmapNs = 0;
+  let sumSqUnmapNs = 0;
+  let endTime = 0;
+  const heap = new EventHeap();
+  for (const th of threads) heap.push(0, 0, th.id);
+
+  /** Runs the map or unmap of `th` at `t` and plans its resource steps. */
+  const operate = (th: Thread, t: number): void => {
+    m.dev.cpu = th.cpu;
+    // Work done by timers since the last sample is not part of this thread's latencies.
+    price();
+    if (th.stage === MAP) {
       if (dir !== DMA_DIRECTION.FROM_DEVICE) {
         if (th.sg) for (const e of th.sg.sgl) m.memory.fill(e.phys, e.length, 0x66);
         else m.memory.fill(th.buf, size, 0x66);
       }
-      // Work done by timers since the last sample is not part of this thread's latencies.
-      last = pricer.total();
-      let addr = 0;
+      price();
       if (th.sg) dmaMapSgtable(m.dev, th.sg, dir);
-      else addr = dmaMapPhys(m.dev, th.buf, size, dir);
-      const mapNs = pricer.total() - last;
-      last = pricer.total();
-      if (th.sg) dmaUnmapSgtable(m.dev, th.sg, dir);
-      else dmaUnmapPhys(m.dev, addr, size, dir);
-      const unmapNs = pricer.total() - last;
-      last = pricer.total();
-      const map100 = Math.floor(mapNs / 100);
-      const unmap100 = Math.floor(unmapNs / 100);
-      sumMap += map100;
-      sumSqMap += map100 * map100;
-      sumUnmap += unmap100;
-      sumSqUnmap += unmap100 * unmap100;
-      loops++;
-      th.time += mapNs + o.delayNs + unmapNs;
+      else th.addr = dmaMapPhys(m.dev, th.buf, size, dir);
+    } else if (th.sg) dmaUnmapSgtable(m.dev, th.sg, dir);
+    else dmaUnmapPhys(m.dev, th.addr, size, dir);
+    th.opStart = t;
+    th.cursor = t + price();
+    th.steps.length = 0;
+    th.stepCount.length = 0;
+    th.stepHold.length = 0;
+    th.stepIdx = 0;
+    for (let i = 0; i < nRes; i++) {
+      const n = counts[i] as number;
+      if (n <= 0) continue;
+      const r = pricer.resources[i] as (typeof pricer.resources)[number];
+      th.steps.push(res.instance(r.kind, 0, th.cpu, 1));
+      th.stepCount.push(n);
+      th.stepHold.push(r.ns);
     }
-    if (!progressed) break;
-    const minTime = Math.min(...threads.map((t) => t.time));
-    if (minTime > m.clock.now) m.clock.advanceTo(Math.round(minTime));
+  };
+
+  const record = (th: Thread): void => {
+    const ns = th.cursor - th.opStart;
+    const v = Math.floor(ns / 100);
+    if (th.stage === MAP) {
+      sumMap += v;
+      sumSqMap += v * v;
+      sumMapNs += ns;
+      sumSqMapNs += ns * ns;
+    } else {
+      sumUnmap += v;
+      sumSqUnmap += v * v;
+      sumUnmapNs += ns;
+      sumSqUnmapNs += ns * ns;
+    }
+  };
+
+  // Each event is a thread at its next point in time: between operations it starts its next map
+  // or unmap; within one it takes its next resource step, or ends the operation. Taking steps as
+  // events keeps each resource's service in arrival order across threads.
+  while (heap.size > 0) {
+    const t = heap.peekTime();
+    const th = threads[heap.peekArg()] as Thread;
+    heap.pop();
+    if (Math.floor(t) > m.clock.now) m.clock.advanceTo(Math.floor(t));
+    if (!th.stepping) {
+      if (th.stage === MAP && (t >= limit || loops >= maxLoops)) {
+        if (t < limit) stoppedBy = "maxLoops";
+        endTime = Math.max(endTime, t);
+        continue;
+      }
+      operate(th, t);
+      th.stepping = true;
+    } else if (th.stepIdx < th.steps.length) {
+      const i = th.stepIdx++;
+      th.cursor = (th.steps[i] as Resource).acquire(
+        th.cursor,
+        th.stepCount[i] as number,
+        th.stepHold[i] as number,
+      );
+    } else {
+      // The operation ended at th.cursor.
+      record(th);
+      th.stepping = false;
+      if (th.stage === MAP) {
+        th.stage = UNMAP;
+        th.cursor += o.delayNs;
+      } else {
+        th.stage = MAP;
+        loops++;
+      }
+    }
+    heap.push(th.cursor, 0, th.id);
   }
-  const avgMap = Math.floor(sumMap / loops);
-  const avgUnmap = Math.floor(sumUnmap / loops);
-  const mapStd = isqrt(Math.floor(sumSqMap / loops) - avgMap * avgMap);
-  const unmapStd = isqrt(Math.floor(sumSqUnmap / loops) - avgUnmap * avgUnmap);
+  const n = Math.max(1, loops);
+  const avgMap = Math.floor(sumMap / n);
+  const avgUnmap = Math.floor(sumUnmap / n);
+  const mapStd = isqrt(Math.floor(sumSqMap / n) - avgMap * avgMap);
+  const unmapStd = isqrt(Math.floor(sumSqUnmap / n) - avgUnmap * avgUnmap);
+  const mean = (s: number) => s / n;
+  const std = (s: number, sq: number) => Math.sqrt(Math.max(0, sq / n - (s / n) ** 2));
   const lines: [string, string, string] = [
     `dma mapping benchmark(${o.mode === 1 ? "SG_MODE" : "SINGLE_MODE"}): threads:${o.threads} seconds:${o.seconds} node:${o.node} dir:${DIR_NAMES[o.dir]} granule:${o.granule}`,
     `average map latency(us):${(avgMap / 10).toFixed(1)} standard deviation:${(mapStd / 10).toFixed(1)}`,
     `average unmap latency(us):${(avgUnmap / 10).toFixed(1)} standard deviation:${(unmapStd / 10).toFixed(1)}`,
   ];
+  const waits: Record<string, number> = {};
+  for (const r of res.instances()) waits[r.kind] = (waits[r.kind] ?? 0) + r.waitNs / n;
   const wallNs = (wall() - t0) * 1e6;
+  const seconds = endTime / 1e9;
   return {
     avgMap100ns: avgMap,
     mapStddev: mapStd,
     avgUnmap100ns: avgUnmap,
     unmapStddev: unmapStd,
+    avgMapNs: mean(sumMapNs),
+    mapStddevNs: std(sumMapNs, sumSqMapNs),
+    avgUnmapNs: mean(sumUnmapNs),
+    unmapStddevNs: std(sumUnmapNs, sumSqUnmapNs),
     loops,
-    simulatedSeconds: Math.min(...threads.map((t) => t.time)) / 1e9,
+    simulatedSeconds: seconds,
+    loopsPerThreadPerSecond: seconds > 0 ? loops / o.threads / seconds : 0,
+    stoppedBy,
+    waitNsPerLoop: waits,
     lines,
     hostNsPerOp: loops > 0 ? wallNs / loops : 0,
   };

@@ -1,0 +1,174 @@
+/**
+ * Device-side time: how long a controller takes from fetching a command to posting its
+ * completion. Each controller has a command pipeline (at most `controller.maxIops` commands a
+ * second), media latency drawn from a distribution, and a bandwidth-limited data pipe; the DMA
+ * translations of a command that missed the IOTLB add the IOMMU's page walk (priced from the
+ * walk's memory reads by the cost table's device entries) to the time the pipe is busy.
+ */
+import type { Rng } from "@dmasim/bvec";
+import type { Job } from "./job.ts";
+
+/** z of the 99th percentile of the standard normal distribution. */
+const Z99 = 2.3263478740408408;
+
+/** Media latency per command: fixed, uniform jitter around the value, or lognormal. */
+export class LatencyDistribution {
+  private readonly kind: "fixed" | "uniform" | "lognormal";
+  private readonly p50: number;
+  private readonly jitter: number;
+  private readonly mu: number;
+  private readonly sigma: number;
+  private readonly rng: Rng;
+  private spare = Number.NaN;
+
+  constructor(job: Job, rng: Rng) {
+    const c = job.controller;
+    this.kind = c.latencyUs === 0 ? "fixed" : c.latencyDist;
+    this.p50 = c.latencyUs * 1000;
+    this.jitter = c.latencyJitterPct / 100;
+    const p99 = (c.latencyP99Us ?? 2 * c.latencyUs) * 1000;
+    this.mu = Math.log(Math.max(this.p50, 1e-9));
+    this.sigma = Math.max(0, Math.log(Math.max(p99, this.p50) / Math.max(this.p50, 1e-9)) / Z99);
+    this.rng = rng;
+  }
+
+  /** The median latency, ns. */
+  get medianNs(): number {
+    return this.p50;
+  }
+
+  /** One latency, ns. */
+  sample(): number {
+    switch (this.kind) {
+      case "fixed":
+        return this.p50;
+      case "uniform":
+        return this.p50 * (1 + this.jitter * (2 * this.rng.nextFloat() - 1));
+      case "lognormal":
+        return Math.exp(this.mu + this.sigma * this.normal());
+    }
+  }
+
+  /** A standard normal deviate (Marsaglia's polar method, two per round). */
+  private normal(): number {
+    if (!Number.isNaN(this.spare)) {
+      const z = this.spare;
+      this.spare = Number.NaN;
+      return z;
+    }
+    for (;;) {
+      const u = 2 * this.rng.nextFloat() - 1;
+      const v = 2 * this.rng.nextFloat() - 1;
+      const s = u * u + v * v;
+      if (s > 0 && s < 1) {
+        const f = Math.sqrt((-2 * Math.log(s)) / s);
+        this.spare = v * f;
+        return u * f;
+      }
+    }
+  }
+}
+
+/**
+ * A data pipe that moves one transfer at a time, in the order transfers become ready (not the
+ * order commands were fetched: a command whose media access is slow must not hold back the ones
+ * behind it). It keeps the future busy intervals, sorted, and gives each new transfer the first
+ * gap at or after its ready time that fits it.
+ */
+export class DataPipe {
+  private starts: number[] = [];
+  private ends: number[] = [];
+
+  /** Reserves `len` ns from the first gap at or after `ready`; returns the transfer's end. */
+  reserve(now: number, ready: number, len: number): number {
+    const s = this.starts;
+    const e = this.ends;
+    // Forget intervals that ended before now.
+    let drop = 0;
+    while (drop < e.length && (e[drop] as number) <= now) drop++;
+    if (drop > 0) {
+      s.splice(0, drop);
+      e.splice(0, drop);
+    }
+    // The first interval that ends after `ready`.
+    let lo = 0;
+    let hi = e.length;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      if ((e[mid] as number) <= ready) lo = mid + 1;
+      else hi = mid;
+    }
+    let t = ready;
+    let i = lo;
+    for (; i < s.length; i++) {
+      if ((s[i] as number) >= t + len) break;
+      const end = e[i] as number;
+      if (end > t) t = end;
+    }
+    s.splice(i, 0, t);
+    e.splice(i, 0, t + len);
+    return t + len;
+  }
+}
+
+/** The time state of one controller. */
+interface ControllerTime {
+  /** When the command pipeline can take the next command. */
+  cmdFree: number;
+  readonly pipe: DataPipe;
+  /** Busy time of the data pipe and of the command pipeline, ns. */
+  pipeBusy: number;
+  cmdBusy: number;
+  /** IOMMU walk time added to transfers, ns. */
+  walkNs: number;
+  commands: number;
+}
+
+/** The device-time model of every controller of a machine. */
+export class DeviceTiming {
+  private readonly latency: LatencyDistribution;
+  private readonly bytesPerNs: number;
+  private readonly cmdNs: number;
+  private readonly units: ControllerTime[] = [];
+
+  constructor(job: Job, rng: Rng) {
+    this.latency = new LatencyDistribution(job, rng);
+    this.bytesPerNs = (job.controller.bandwidthMBps * 1e6) / 1e9;
+    this.cmdNs = job.controller.maxIops === undefined ? 0 : 1e9 / job.controller.maxIops;
+    for (let u = 0; u < job.machine.controllers; u++)
+      this.units.push({
+        cmdFree: 0,
+        pipe: new DataPipe(),
+        pipeBusy: 0,
+        cmdBusy: 0,
+        walkNs: 0,
+        commands: 0,
+      });
+  }
+
+  /**
+   * A command with `bytes` of data fetched by controller `unit` at `now`, whose translations took
+   * `walkNs` of IOMMU walks: the time from `now` until its completion is posted. A command
+   * without data (a flush) completes after the command pipeline only.
+   */
+  serviceNs(unit: number, now: number, bytes: number, walkNs: number): number {
+    const t = this.units[unit] as ControllerTime;
+    t.commands++;
+    const start = Math.max(now, t.cmdFree);
+    t.cmdFree = start + this.cmdNs;
+    t.cmdBusy += this.cmdNs;
+    if (bytes === 0) return t.cmdFree - now;
+    const media = start + this.latency.sample();
+    const xfer = bytes / this.bytesPerNs + walkNs;
+    const end = t.pipe.reserve(now, media, xfer);
+    t.pipeBusy += xfer;
+    t.walkNs += walkNs;
+    return end - now;
+  }
+
+  /** Busy time of each controller's data pipe and command pipeline so far, ns. */
+  busy(unit: number): { pipeNs: number; cmdNs: number; walkNs: number; commands: number } {
+    const t = this.units[unit] as ControllerTime;
+    return { pipeNs: t.pipeBusy, cmdNs: t.cmdBusy, walkNs: t.walkNs, commands: t.commands };
+  }
+}

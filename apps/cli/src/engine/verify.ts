@@ -1,0 +1,123 @@
+/**
+ * Data verification: every write puts a deterministic pattern per (sector, write generation) in
+ * its buffer; every read compares what the device delivered with the pattern of each sector's
+ * last completed write (or zeros). Consecutive sectors of one write take consecutive 512-byte
+ * slices of the pattern, and the pattern repeats its first RUN_SECTORS sectors after its end, so
+ * up to RUN_SECTORS sectors are one slice: one copy when writing and one comparison when checking.
+ */
+import { type PhysMemory, Rng, SECTOR_SIZE, fastMod } from "@dmasim/bvec";
+import type { BufferRange } from "./workload.ts";
+
+const PATTERN_BYTES = 65536;
+/** Sectors one pattern slice may cover (the pattern repeats this many sectors past its end). */
+const RUN_SECTORS = 8;
+const ZERO_RUN = new Uint8Array(RUN_SECTORS * SECTOR_SIZE);
+
+/** The verifier of one run. */
+export class Verifier {
+  checkedBytes = 0;
+  mismatches = 0;
+  private readonly pattern = new Uint8Array(PATTERN_BYTES + RUN_SECTORS * SECTOR_SIZE);
+  private readonly written = new SectorGens();
+  private readonly buf: Uint8Array;
+  private readonly mem: PhysMemory;
+
+  constructor(seed: number, mem: PhysMemory, maxBs: number) {
+    const pr = new Rng(seed + 1);
+    for (let i = 0; i < PATTERN_BYTES; i++) this.pattern[i] = pr.nextU32() % 256;
+    this.pattern.copyWithin(PATTERN_BYTES, 0, RUN_SECTORS * SECTOR_SIZE);
+    this.buf = new Uint8Array(maxBs);
+    this.mem = mem;
+  }
+
+  /** Fills the buffer of a write of generation `gen` at byte `offset`. */
+  fill(ranges: readonly BufferRange[], offset: number, bytes: number, gen: number): void {
+    const n = bytes / SECTOR_SIZE;
+    const buf = this.buf;
+    for (let s = 0; s < n; s += RUN_SECTORS) {
+      const k = Math.min(RUN_SECTORS, n - s);
+      const p = this.patternAt(offset / SECTOR_SIZE + s, gen);
+      buf.set(this.pattern.subarray(p, p + k * SECTOR_SIZE), s * SECTOR_SIZE);
+    }
+    let at = 0;
+    for (const r of ranges) {
+      this.mem.write(r.phys, buf, at, r.len);
+      at += r.len;
+    }
+  }
+
+  /** Records that a write of generation `gen` completed. */
+  recordWrite(offset: number, bytes: number, gen: number): void {
+    const first = offset / SECTOR_SIZE;
+    const n = bytes / SECTOR_SIZE;
+    for (let s = 0; s < n; s++) this.written.set(first + s, gen);
+  }
+
+  /**
+   * Checks the data of a completed read. Runs of up to RUN_SECTORS sectors last written together
+   * (or never) are compared as one slice; a run that differs is compared sector by sector to
+   * count the sectors that differ.
+   */
+  check(ranges: readonly BufferRange[], offset: number, bytes: number): void {
+    const buf = this.buf;
+    let at = 0;
+    for (const r of ranges) {
+      this.mem.read(r.phys, buf, at, r.len);
+      at += r.len;
+    }
+    const first = offset / SECTOR_SIZE;
+    const n = bytes / SECTOR_SIZE;
+    for (let s = 0; s < n;) {
+      const g = this.written.get(first + s);
+      let k = 1;
+      while (k < RUN_SECTORS && s + k < n && this.written.get(first + s + k) === g) k++;
+      const got = buf.subarray(s * SECTOR_SIZE, (s + k) * SECTOR_SIZE);
+      const p = g === undefined ? 0 : this.patternAt(first + s, g);
+      const want =
+        g === undefined
+          ? ZERO_RUN.subarray(0, k * SECTOR_SIZE)
+          : this.pattern.subarray(p, p + k * SECTOR_SIZE);
+      if (Buffer.compare(got, want) !== 0) {
+        for (let j = 0; j < k; j++) {
+          const a = got.subarray(j * SECTOR_SIZE, (j + 1) * SECTOR_SIZE);
+          const b = want.subarray(j * SECTOR_SIZE, (j + 1) * SECTOR_SIZE);
+          if (Buffer.compare(a, b) !== 0) this.mismatches++;
+        }
+      }
+      s += k;
+    }
+    this.checkedBytes += bytes;
+  }
+
+  private patternAt(sector: number, gen: number): number {
+    return fastMod(sector + gen * 104729, PATTERN_BYTES / SECTOR_SIZE) * SECTOR_SIZE;
+  }
+}
+
+/**
+ * The write generation of every written sector: a sparse two-level table of typed arrays
+ * (64 Ki sectors per page, 0 = never written) instead of a `Map` of every sector, which a long
+ * random-write run fills with millions of entries.
+ */
+class SectorGens {
+  private static readonly PAGE = 65536;
+  private readonly pages: (Uint32Array | undefined)[] = [];
+
+  /** Records that `sector` was last written with generation `gen` (0 or more). */
+  set(sector: number, gen: number): void {
+    const pi = Math.floor(sector / SectorGens.PAGE);
+    let page = this.pages[pi];
+    if (page === undefined) {
+      page = new Uint32Array(SectorGens.PAGE);
+      this.pages[pi] = page;
+    }
+    page[sector - pi * SectorGens.PAGE] = gen + 1;
+  }
+
+  /** The generation `sector` was last written with, or undefined when never written. */
+  get(sector: number): number | undefined {
+    const pi = Math.floor(sector / SectorGens.PAGE);
+    const v = this.pages[pi]?.[sector - pi * SectorGens.PAGE] ?? 0;
+    return v === 0 ? undefined : v - 1;
+  }
+}
