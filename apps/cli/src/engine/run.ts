@@ -208,9 +208,9 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   let atDevice = 0;
   const ramp = rampOf(job);
   const measuredIos = jobIos(job);
-  const totalIos = measuredIos === undefined ? undefined : measuredIos + ramp.ios;
-  const endNs =
-    job.workload.seconds !== undefined ? ramp.ns + job.workload.seconds * 1e9 : Infinity;
+  const seconds = job.workload.seconds;
+  /** Time-based runs end `seconds` after the ramp (set when the ramp ends). */
+  let endNs = Infinity;
   let measuring = false;
   let windowStart = 0;
   let lastDone = 0;
@@ -218,7 +218,6 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   let readySlots = 0;
   let completed = 0;
   let counted = 0;
-  let countedIssued = 0;
   let rampIos = 0;
   let reads = 0;
   let writes = 0;
@@ -267,7 +266,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
 
   /** Whether the run still issues I/Os (by count, counting ready slots, or by time). */
   function wantMore(now: number): boolean {
-    return totalIos !== undefined ? issued + readySlots < totalIos : now < endNs;
+    if (!measuring) return true;
+    return measuredIos !== undefined ? issued - rampIos + readySlots < measuredIos : now < endNs;
   }
 
   /** A freed slot becomes ready for its next I/O at `t` when the run wants more. */
@@ -508,10 +508,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       status: BLK_STS.OK,
     };
     issued++;
-    if (measuring) {
-      countedIssued++;
-      depths.record(cpu.inflight + 1);
-    } else rampIos++;
+    if (measuring) depths.record(cpu.inflight + 1);
+    else rampIos++;
     workload.start(offset, bytes);
     const rs = buffers.ranges(slot, bytes);
     if (write && verifier) verifier.fill(rs, offset, bytes, io.gen);
@@ -598,6 +596,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   function startMeasuring(t: number): void {
     measuring = true;
     windowStart = t;
+    if (seconds !== undefined) endNs = t + seconds * 1e9;
     qdSystem.restart(t);
     qdDevice.restart(t);
     res.resetStats();
