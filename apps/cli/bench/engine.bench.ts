@@ -1,30 +1,84 @@
-/** The engine's own speed: the default job, per simulated I/O (host ns). */
-import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
-import { DEFAULT_JOB, parseJob, runJob } from "../src/engine/index.ts";
+/**
+ * The engine's own speed, host ns per simulated I/O, beside a same-run baseline: the NVMe
+ * package's `io/4k-read/lazy/new` (one 4 KiB read end to end through the driver and the
+ * controller, no engine) measured in the same process. `engine/cpus-64` against `engine/cpus-1`
+ * shows that per-event work does not grow with the number of CPUs.
+ */
+import nvmeIo from "../../../packages/nvme/bench/io.bench.ts";
+import { type BenchCase, defineBenchmarks } from "../../../scripts/bench-harness.ts";
+import { DEFAULT_JOB, type JobInput, parseJob, runJob } from "../src/engine/index.ts";
 
 const IOS = 4000;
-const job = parseJob({ ...DEFAULT_JOB, workload: { ...DEFAULT_JOB.workload, ios: IOS } });
-const strict = parseJob({
-  ...DEFAULT_JOB,
-  iommu: { mode: "strict" },
-  workload: { ...DEFAULT_JOB.workload, ios: IOS },
+const withIos = (j: JobInput, ios: number): JobInput => ({
+  ...j,
+  workload: { ...j.workload, ios, ramp: 0 },
 });
+const job = parseJob(withIos(DEFAULT_JOB, IOS));
+const strict = parseJob({ ...withIos(DEFAULT_JOB, IOS), iommu: { mode: "strict" } });
+const randread = parseJob(
+  withIos({ ...DEFAULT_JOB, workload: { ...DEFAULT_JOB.workload, rw: "randread" } }, IOS),
+);
+/** A fast device, so that the CPUs, not the device, set the pace. */
+const fast = (cpus: number) =>
+  parseJob({
+    machine: { cpus },
+    controller: { latencyUs: 10, bandwidthMBps: 1e6 },
+    workload: { rw: "randread", bs: "4k", iodepth: 8, ios: IOS, verify: false },
+  });
+const cpus1 = fast(1);
+const cpus64 = fast(64);
+
+const base = nvmeIo.find((c) => c.name === "io/4k-read/lazy/new") as BenchCase;
 
 export default defineBenchmarks([
   {
+    name: "engine/baseline/io-4k-read-lazy",
+    ops: base.ops ?? 1,
+    note: "the nvme package's io/4k-read/lazy/new, measured in this run as the baseline",
+    fn: base.fn,
+  },
+  {
     name: "engine/default-job/per-io",
     ops: IOS,
+    baseline: "engine/baseline/io-4k-read-lazy",
     note: "dmasim run's default job (lazy, two-step, 4 KiB randrw, verified), host ns per simulated I/O",
     fn: () => {
       runJob(job);
     },
   },
   {
+    name: "engine/randread-job/per-io",
+    ops: IOS,
+    baseline: "engine/baseline/io-4k-read-lazy",
+    note: "the default job with random reads only",
+    fn: () => {
+      runJob(randread);
+    },
+  },
+  {
     name: "engine/strict-job/per-io",
     ops: IOS,
-    note: "the same job with a strict IOMMU",
+    baseline: "engine/baseline/io-4k-read-lazy",
+    note: "the default job with a strict IOMMU",
     fn: () => {
       runJob(strict);
+    },
+  },
+  {
+    name: "engine/cpus-1/per-io",
+    ops: IOS,
+    note: "4 KiB random reads on a fast device, 1 CPU at QD8",
+    fn: () => {
+      runJob(cpus1);
+    },
+  },
+  {
+    name: "engine/cpus-64/per-io",
+    ops: IOS,
+    baseline: "engine/cpus-1/per-io",
+    note: "the same I/Os from 64 CPUs at QD8 each (target: at most 2x cpus-1)",
+    fn: () => {
+      runJob(cpus64);
     },
   },
 ]);

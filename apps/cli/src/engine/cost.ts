@@ -207,20 +207,21 @@ export class Pricer {
       }
     }
     this.resources = resources;
-    const compile = <F>(params: string[], body: string): F => {
-      // eslint-disable-next-line @typescript-eslint/no-implied-eval -- built from counter names checked above
-      return new Function(...params, body) as F;
-    };
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- built from counter names checked above
+    const compile = (params: string[], body: string) => new Function(...params, body);
     const sumOf = (parts: string[]) =>
-      compile<(t: Targets, n: readonly number[]) => () => number>(
-        ["t", "n"],
-        `return () => 0${parts.map((p) => ` + ${p}`).join("")};`,
+      (
+        compile(["t", "n"], `return () => 0${parts.map((p) => ` + ${p}`).join("")};`) as (
+          t: Targets,
+          n: readonly number[],
+        ) => () => number
       )(targets, ns);
     this.cpuSum = sumOf(cpuParts);
     this.deviceSum = sumOf(deviceParts);
-    this.countInto = compile<(t: Targets) => (o: Float64Array) => void>(
-      ["t"],
-      `return (o) => { ${countParts.join(" ")} };`,
+    this.countInto = (
+      compile(["t"], `return (o) => { ${countParts.join(" ")} };`) as (
+        t: Targets,
+      ) => (o: Float64Array) => void
     )(targets);
   }
 

@@ -76,38 +76,57 @@ export class LatencyDistribution {
  * gap at or after its ready time that fits it.
  */
 export class DataPipe {
-  private starts: number[] = [];
-  private ends: number[] = [];
+  private starts = new Float64Array(64);
+  private ends = new Float64Array(64);
+  /** Live intervals are [head, tail). */
+  private head = 0;
+  private tail = 0;
 
   /** Reserves `len` ns from the first gap at or after `ready`; returns the transfer's end. */
   reserve(now: number, ready: number, len: number): number {
     const s = this.starts;
     const e = this.ends;
     // Forget intervals that ended before now.
-    let drop = 0;
-    while (drop < e.length && (e[drop] as number) <= now) drop++;
-    if (drop > 0) {
-      s.splice(0, drop);
-      e.splice(0, drop);
-    }
+    while (this.head < this.tail && (e[this.head] as number) <= now) this.head++;
     // The first interval that ends after `ready`.
-    let lo = 0;
-    let hi = e.length;
+    let lo = this.head;
+    let hi = this.tail;
     while (lo < hi) {
-      const mid = Math.floor((lo + hi) / 2);
+      const mid = (lo + hi) >>> 1; // eslint-disable-line no-bitwise -- array indices
       if ((e[mid] as number) <= ready) lo = mid + 1;
       else hi = mid;
     }
     let t = ready;
     let i = lo;
-    for (; i < s.length; i++) {
+    for (; i < this.tail; i++) {
       if ((s[i] as number) >= t + len) break;
       const end = e[i] as number;
       if (end > t) t = end;
     }
-    s.splice(i, 0, t);
-    e.splice(i, 0, t + len);
+    this.insert(i, t, t + len);
     return t + len;
+  }
+
+  private insert(i: number, start: number, end: number): void {
+    if (this.tail === this.starts.length) {
+      // Compact to the front, growing when more than half is live.
+      const live = this.tail - this.head;
+      const size = live * 2 > this.starts.length ? this.starts.length * 2 : this.starts.length;
+      const s = new Float64Array(size);
+      const e = new Float64Array(size);
+      s.set(this.starts.subarray(this.head, this.tail));
+      e.set(this.ends.subarray(this.head, this.tail));
+      this.starts = s;
+      this.ends = e;
+      i -= this.head;
+      this.head = 0;
+      this.tail = live;
+    }
+    this.starts.copyWithin(i + 1, i, this.tail);
+    this.ends.copyWithin(i + 1, i, this.tail);
+    this.starts[i] = start;
+    this.ends[i] = end;
+    this.tail++;
   }
 }
 

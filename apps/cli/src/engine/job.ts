@@ -251,9 +251,14 @@ export function mergeJob(
   return out;
 }
 
-/** The built-in default job: mixed random 4 KiB I/O, lazy IOMMU, two-step mapping, verified. */
+/**
+ * The built-in default job: mixed random 4 KiB I/O over a 256 MiB namespace after a 2000-I/O
+ * ramp, lazy IOMMU, two-step mapping, verified.
+ */
 export const DEFAULT_JOB: JobInput = {
   name: "default",
+  // A 256 MiB namespace, as fio's size=256m: the writes of a long run stay in memory.
+  controller: { namespaceGiB: 0.25 },
   workload: {
     rw: "randrw",
     rwmixread: 70,

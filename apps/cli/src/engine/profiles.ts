@@ -34,7 +34,7 @@ const AMD = "no AMD-Vi calibration figure: the x86 (intel-vtd, C1) value";
 /** Entries every profile shares: the block layer, the driver, and the allocator's software. */
 const COMMON: Record<string, CostEntry> = {
   "block.submit": {
-    ns: 110,
+    ns: 95,
     counters: ["nvmehost.submitted"],
     category: "block",
     source: `${C1}: passthrough costs at most ~200 ns per I/O in all`,
@@ -91,7 +91,7 @@ const COMMON: Record<string, CostEntry> = {
     source: "call overhead of dma_unmap_phys",
   },
   "dma.iommuPath": {
-    ns: 40,
+    ns: 80,
     counters: ["dma.iommuMaps"],
     category: "dma-api",
     source: `${C1}: iommu_dma_map_phys / __iommu_dma_unmap bookkeeping beyond the direct path (part of lazy - passthrough ≈ 320 ns)`,
@@ -136,7 +136,7 @@ const COMMON: Record<string, CostEntry> = {
     source: "free_global_cached_iovas + free_cpu_cached_iovas: every magazine back into the tree",
   },
   "pagetable.walk": {
-    ns: 30,
+    ns: 45,
     counters: ["pgtable.mapCalls", "pgtable.unmapCalls"],
     category: "pagetable",
     source: `${C1}: the table walk of one iommu_map / iommu_unmap call (part of lazy - passthrough)`,
@@ -166,7 +166,7 @@ const COMMON: Record<string, CostEntry> = {
     source: "iotlb_sync_map is nearly free without caching mode",
   },
   "fq.queue": {
-    ns: 45,
+    ns: 60,
     counters: ["fq.queued"],
     category: "flush-queue",
     resource: "fq-lock",
@@ -329,8 +329,8 @@ function deviceWalk(
 const INTEL: CostTable = {
   ...COMMON,
   ...invalidation({
-    rangeCpu: 150,
-    rangeService: 1050,
+    rangeCpu: 200,
+    rangeService: 1130,
     allCpu: 300,
     allService: 1500,
     syncMapCpu: 150,
@@ -343,8 +343,8 @@ const INTEL: CostTable = {
 const AMD_VI: CostTable = {
   ...COMMON,
   ...invalidation({
-    rangeCpu: 150,
-    rangeService: 1050,
+    rangeCpu: 200,
+    rangeService: 1130,
     allCpu: 300,
     allService: 1500,
     syncMapCpu: 150,
@@ -357,11 +357,11 @@ const AMD_VI: CostTable = {
 const ARM: CostTable = {
   ...COMMON,
   ...invalidation({
-    rangeCpu: 250,
+    rangeCpu: 320,
     rangeService: 240,
     allCpu: 300,
     allService: 400,
-    syncMapCpu: 250,
+    syncMapCpu: 320,
     syncMapService: 240,
     source: `${C2}; ${C3}`,
   }),

@@ -150,13 +150,13 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const sharers: number[][] = Array.from({ length: nQueues + 1 }, () => []);
   for (let c = 0; c < nCpus; c++) (sharers[queueOf(c)] as number[]).push(c);
 
-  // The device hook prices the IOMMU walks of each command from the device entries' counters.
-  let pricer: Pricer | undefined;
+  // The device hook prices the IOMMU walks of each command from the device entries' counters
+  // (it first runs for I/O commands, after the pricer below exists).
   let devMark = 0;
   const m: Machine = buildMachine(job, {
     debug: options.debug ?? false,
     serviceTimeNs: (u, _op, bytes) => {
-      const d = (pricer as Pricer).device();
+      const d = p.device();
       const walk = d - devMark;
       devMark = d;
       return timing.serviceNs(u, m.clock.now, bytes, walk);
@@ -173,7 +173,6 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   options.setup?.(m);
   const sources = counterSources(m);
   const p = new Pricer(costs, (n) => counterRef(m, sources, n));
-  pricer = p;
   const res = new ResourceSet(job);
   const nRes = p.resources.length;
   const resCounts = new Float64Array(nRes);
