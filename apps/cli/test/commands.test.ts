@@ -384,7 +384,7 @@ describe("dmasim sweep", () => {
     expect(lines.every((l) => l.verifyOk)).toBe(true);
     const csv = r.out.trim().split("\n");
     expect(csv[0]).toBe(
-      "iommu.mode,workload.bs,iops,cpu_ns_per_io,p50_us,p99_us,mb_s,verify,error",
+      "iommu.mode,workload.bs,iops,cpu_ns_per_io,p50_us,p99_us,mb_s,lat_mean_us,clat_mean_us,qd_mean,bound_by,bound_utilisation,verify,error",
     );
     expect(csv).toHaveLength(5);
   });

@@ -8,6 +8,8 @@ import {
   expandGrid,
   gridSchema,
   runSweep,
+  sweepCsvHeader,
+  sweepCsvRow,
 } from "../engine/sweep.ts";
 import { type CommandIo, UsageError, readJson } from "./common.ts";
 
@@ -54,13 +56,8 @@ export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promi
   const keys = Object.keys(g.data.vary);
   if (!o.json || o.out !== undefined) {
     if (o.csv) {
-      io.stdout(
-        `${[...keys, "iops", "cpu_ns_per_io", "p50_us", "p99_us", "mb_s", "verify", "error"].join(",")}\n`,
-      );
-      for (const l of lines)
-        io.stdout(
-          `${[...keys.map((k) => JSON.stringify(l.params[k])), l.iops.toFixed(0), l.cpuNsPerIo.toFixed(1), l.latencyP50Us.toFixed(2), l.latencyP99Us.toFixed(2), l.bandwidthMBps.toFixed(1), l.verifyOk ? "ok" : "FAILED", l.error ?? ""].join(",")}\n`,
-        );
+      io.stdout(`${sweepCsvHeader(keys)}\n`);
+      for (const l of lines) io.stdout(`${sweepCsvRow(keys, l)}\n`);
     } else {
       io.stdout(
         `${table(

@@ -4,7 +4,15 @@
  */
 import { COST_CATEGORIES } from "./cost.ts";
 import { bytes, fixed, si } from "./format.ts";
-import { type CompareCell, compareJobLine, jobLine } from "./report.ts";
+import {
+  type CompareCell,
+  boundText,
+  compareJobLine,
+  jobLine,
+  queueDepthText,
+  rampText,
+  resourceTable,
+} from "./report.ts";
 import type { RunResult } from "./run.ts";
 
 const COLORS = [
@@ -126,9 +134,20 @@ function categories(r: RunResult): { cats: string[]; parts: number[] } {
   return { cats, parts: cats.map((c) => r.cpuNsPerIoByCategory[c]) };
 }
 
+/** Mean and p99 of fio's slat, clat and lat, one row each. */
+function latencyRows(r: RunResult): string[][] {
+  const row = (name: string, s: RunResult["lat"]) => [
+    `${name} mean / p99`,
+    `${fixed(s.meanUs, 2)} / ${fixed(s.percentilesUs["99"] ?? 0, 2)} µs`,
+  ];
+  return [row("slat", r.slat), row("clat", r.clat), row("lat", r.lat)];
+}
+
 /** The HTML report of one run. */
 export function runHtml(r: RunResult): string {
   const { cats, parts } = categories(r);
+  const ramp = rampText(r);
+  const res = resourceTable(r);
   const body = [
     `<h1>dmasim run</h1><p>${esc(jobLine(r))}</p>`,
     tableHtml(
@@ -137,7 +156,11 @@ export function runHtml(r: RunResult): string {
         ["I/Os", String(r.ios)],
         ["IOPS", si(r.iops)],
         ["bandwidth", `${fixed(r.bandwidthMBps, 1)} MB/s`],
+        ["bound by", boundText(r.boundBy)],
+        ["queue depth", queueDepthText(r)],
+        ...(ramp === null ? [] : [["ramp", ramp]]),
         ["CPU per I/O", `${fixed(r.cpuNsPerIo, 1)} ns`],
+        ...latencyRows(r),
         [
           "latency p50 / p99 / max",
           `${fixed(r.latencyUs.p50, 1)} / ${fixed(r.latencyUs.p99, 1)} / ${fixed(r.latencyUs.max, 1)} µs`,
@@ -159,6 +182,8 @@ export function runHtml(r: RunResult): string {
         ],
       ],
     ),
+    `<h2>Shared resources</h2>`,
+    tableHtml(res.head, res.rows),
     `<h2>Latency distribution</h2>`,
     barChart(
       "latency-chart",
@@ -193,15 +218,16 @@ export function compareHtml(cells: readonly CompareCell[]): string {
   const body = [
     `<h1>dmasim compare</h1>${cells[0] ? `<p>${esc(compareJobLine(cells[0].result))}</p>` : ""}`,
     tableHtml(
-      ["iommu", "mapping", "IOPS", "CPU ns/IO", "vs first", "p99 µs", "verify"],
+      ["iommu", "mapping", "IOPS", "CPU ns/IO", "vs first", "bound by", "p99 µs", "verify"],
       cells.map((c) => [
         c.iommu,
         c.mapping,
         si(c.result.iops),
         fixed(c.result.cpuNsPerIo, 1),
         base > 0 ? `${fixed(c.result.cpuNsPerIo / base, 2)}x` : "-",
+        boundText(c.result.boundBy),
         fixed(c.result.latencyUs.p99, 1),
-        c.result.verify.ok ? "ok" : "FAILED",
+        c.result.verify.enabled ? (c.result.verify.ok ? "ok" : "FAILED") : "off",
       ]),
     ),
     `<h2>CPU time per I/O by category</h2>`,

@@ -1,8 +1,9 @@
 /** Human-readable reports of runs and comparisons. */
 import { COST_CATEGORIES } from "./cost.ts";
-import { effectiveIommuMode } from "./machine.ts";
+import { effectiveIommuMode, ioQueuesOf } from "./machine.ts";
 import { bytes, fixed, paint, si, table } from "./format.ts";
-import type { RunResult } from "./run.ts";
+import type { BoundBy, RunResult } from "./run.ts";
+import type { LatencySummary } from "./stats.ts";
 
 /** Describes the job in one line. */
 export function jobLine(r: RunResult): string {
@@ -14,7 +15,14 @@ export function jobLine(r: RunResult): string {
     eff === j.iommu.mode
       ? j.iommu.mode
       : `${eff} (asked ${j.iommu.mode}; untrusted devices get a strict domain)`;
-  return `${j.name}: ${j.workload.rw} bs=${bs} iodepth=${j.workload.iodepth} cpus=${j.machine.cpus} | IOMMU ${iommu} | ${j.host.mapping} | SGL ${j.controller.sgl} | buffers ${j.workload.buffers}`;
+  const extra: string[] = [`profile ${j.machine.profile}`, `completion ${j.host.completion}`];
+  if (j.machine.controllers > 1) extra.push(`${j.machine.controllers} controllers`);
+  const queues = ioQueuesOf(j);
+  if (queues < j.machine.cpus)
+    extra.push(
+      `${queues} I/O queue${queues === 1 ? "" : "s"}${j.machine.controllers > 1 ? " per controller" : ""} for ${j.machine.cpus} CPUs`,
+    );
+  return `${j.name}: ${j.workload.rw} bs=${bs} iodepth=${j.workload.iodepth} cpus=${j.machine.cpus} | IOMMU ${iommu} | ${j.host.mapping} | SGL ${j.controller.sgl} | buffers ${j.workload.buffers} | ${extra.join(" | ")}`;
 }
 
 /** The job line of a comparison: what all its cells share (not the IOMMU mode or the mapping). */
@@ -22,20 +30,139 @@ export function compareJobLine(r: RunResult): string {
   return jobLine(r).replace(/ \| IOMMU [^|]+\| [^|]+\|/, " |");
 }
 
+/** A fraction (0..1) as a percentage with one decimal: "92.1 %". */
+export function percent(u: number): string {
+  return `${fixed(100 * u, 1)} %`;
+}
+
+/** The bound of a run: "CPU 0 (92.1 %)", "queue depth × latency (99.8 %)". */
+export function boundText(b: BoundBy): string {
+  return `${b.resource} (${percent(b.utilisation)})`;
+}
+
+const SHORT_BOUND: Readonly<Record<string, string>> = {
+  "queue depth × latency": "qd",
+  "device bandwidth": "dev-bw",
+  "device command rate": "dev-cmd",
+  "iommu-invalidation-queue": "inval-q",
+  "iova-tree-lock": "iova-tree",
+  "rcache-depot-lock": "depot",
+  "fq-lock": "fq-lock",
+  "swiotlb-area-lock": "swiotlb",
+  "nvme-sq-lock": "sq-lock",
+};
+
+/** The bound in a few characters, for tables: "qd 100%", "CPU0 92%", "inval-q 97%". */
+export function shortBound(b: BoundBy): string {
+  const name = SHORT_BOUND[b.resource] ?? b.resource.replace(/^CPU /, "CPU");
+  return `${name} ${fixed(100 * b.utilisation, 0)}%`;
+}
+
+/** What the ramp left out, or null without one: "first 2000 I/Os" / "first 10ms (3620 I/Os)". */
+export function rampText(r: RunResult): string | null {
+  if (r.rampIos <= 0) return null;
+  const ramp = r.job.workload.ramp;
+  const what =
+    typeof ramp === "number" ? `first ${r.rampIos} I/Os` : `first ${ramp} (${r.rampIos} I/Os)`;
+  return `${what} run and left out of every statistic`;
+}
+
+/** The queue depth achieved: "31.9 of 32 (device side 31.7)". */
+export function queueDepthText(r: RunResult): string {
+  return `${fixed(r.qd.mean, 1)} of ${r.qd.configured} (device side ${fixed(r.qd.deviceMean, 1)})`;
+}
+
+/** The latency columns the reports print, fio's order. */
+export const LATENCY_COLUMNS = [
+  "min",
+  "mean",
+  "stdev",
+  "p50",
+  "p90",
+  "p99",
+  "p99.9",
+  "max",
+] as const;
+
+/** One latency row in µs, two decimals, in `LATENCY_COLUMNS` order. */
+export function latencyCells(s: LatencySummary): string[] {
+  const p = (k: string) => s.percentilesUs[k] ?? 0;
+  return [s.minUs, s.meanUs, s.stdevUs, p("50"), p("90"), p("99"), p("99.9"), s.maxUs].map((v) =>
+    fixed(v, 2),
+  );
+}
+
+/** The device rows: data pipe, command pipeline (with `controller.maxIops`), IOMMU walks. */
+export function deviceRows(r: RunResult): string[][] {
+  const several = r.job.machine.controllers > 1;
+  const rows = [
+    [
+      "device data pipe",
+      `${percent(r.device.bandwidthUtilisation)} busy of ${r.job.controller.bandwidthMBps} MB/s (IOMMU walks included${several ? "; busiest controller" : ""})`,
+    ],
+  ];
+  const maxIops = r.job.controller.maxIops;
+  if (maxIops !== undefined)
+    rows.push([
+      "device commands",
+      `${percent(r.device.commandUtilisation)} of ${si(maxIops)} IOPS${several ? " (busiest controller)" : ""}`,
+    ]);
+  rows.push(["IOMMU walk per I/O", `${fixed(r.device.walkNsPerIo, 1)} ns`]);
+  return rows;
+}
+
+/**
+ * The shared resources table, lock_stat style: the kinds acquired at all, with acquisitions per
+ * I/O, contended share, utilisation of the busiest instance (named when a kind has several),
+ * hold and wait time per I/O and the longest wait.
+ */
+export function resourceTable(r: RunResult): { head: string[]; rows: string[][] } {
+  const kinds = r.resources.filter((x) => x.acquisitions > 0);
+  const several = kinds.some((x) => x.instances > 1);
+  const head = [
+    "shared resource",
+    "instances",
+    "acq/IO",
+    "contended",
+    "util",
+    "hold ns/IO",
+    "wait ns/IO",
+    "max wait µs",
+    ...(several ? ["busiest"] : []),
+  ];
+  const rows = kinds.map((x) => [
+    x.name,
+    String(x.instances),
+    fixed(r.ios > 0 ? x.acquisitions / r.ios : 0, 3),
+    `${fixed((100 * x.contended) / x.acquisitions, 1)}%`,
+    `${fixed(100 * x.utilisation, 1)}%`,
+    fixed(x.holdNsPerIo, 1),
+    fixed(x.waitNsPerIo, 1),
+    fixed(x.maxWaitNs / 1000, 2),
+    ...(several ? [x.instances > 1 ? x.busiest : ""] : []),
+  ]);
+  return { head, rows };
+}
+
 /** The report of one run. */
 export function formatRun(r: RunResult, color: boolean): string {
   const out: string[] = [];
   out.push(paint(color, "bold", jobLine(r)));
   out.push("");
+  const ramp = rampText(r);
   out.push(
     table(
       ["result", "value"],
       [
         ["I/Os", `${r.ios} (${r.reads} reads, ${r.writes} writes)`],
+        ...(ramp === null ? [] : [["ramp", ramp]]),
         ["IOPS", si(r.iops)],
         ["bandwidth", `${fixed(r.bandwidthMBps, 1)} MB/s`],
+        ["bound by", paint(color, "bold", boundText(r.boundBy))],
+        ["queue depth", queueDepthText(r)],
         ["simulated time", `${fixed(r.simulatedNs / 1e6, 3)} ms`],
         ["CPU per I/O", `${fixed(r.cpuNsPerIo, 1)} ns`],
+        ...deviceRows(r),
         ["host memory per I/O", bytes(r.hostMemoryPerIo)],
         [
           "IOMMU page tables",
@@ -67,15 +194,30 @@ export function formatRun(r: RunResult, color: boolean): string {
   out.push("");
   out.push(
     table(
-      ["latency", "µs"],
+      ["latency (µs)", ...LATENCY_COLUMNS],
       [
-        ["p50", fixed(r.latencyUs.p50, 2)],
-        ["p90", fixed(r.latencyUs.p90, 2)],
-        ["p99", fixed(r.latencyUs.p99, 2)],
-        ["p99.9", fixed(r.latencyUs.p999, 2)],
-        ["max", fixed(r.latencyUs.max, 2)],
+        ["slat", ...latencyCells(r.slat)],
+        ["clat", ...latencyCells(r.clat)],
+        ["lat", ...latencyCells(r.lat)],
       ],
       color,
+    ),
+  );
+  out.push(
+    paint(
+      color,
+      "dim",
+      "slat: ready to doorbell; clat: doorbell to completion handled; lat: ready to completion handled",
+    ),
+  );
+  out.push("");
+  const res = resourceTable(r);
+  out.push(table(res.head, res.rows, color));
+  out.push(
+    paint(
+      color,
+      "dim",
+      "util: time the busiest instance was held over the measured time; wait: time CPUs spun for it",
     ),
   );
   out.push("");
@@ -131,16 +273,20 @@ export function formatRun(r: RunResult, color: boolean): string {
         : `exposure window: none (strict: every unmap is invalidated before its IOVA is freed); stale IOTLB hits ${r.exposure.staleHits}`,
     );
   }
-  if (r.perCpu.length > 1) {
-    out.push("");
-    out.push(
-      table(
-        ["cpu", "I/Os", "IOPS", "busy"],
-        r.perCpu.map((c) => [String(c.cpu), String(c.ios), si(c.iops), `${fixed(c.busyPct, 1)}%`]),
-        color,
-      ),
-    );
-  }
+  out.push("");
+  out.push(
+    table(
+      ["cpu", "I/Os", "IOPS", "busy", "wait"],
+      r.perCpu.map((c) => [
+        String(c.cpu),
+        String(c.ios),
+        si(c.iops),
+        `${fixed(c.busyPct, 1)}%`,
+        `${fixed(c.waitPct, 1)}%`,
+      ]),
+      color,
+    ),
+  );
   for (const d of r.debugReports.slice(0, 10)) out.push(paint(color, "yellow", `dma-debug: ${d}`));
   out.push("");
   out.push(
@@ -173,6 +319,8 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
       si(r.iops),
       fixed(r.cpuNsPerIo, 1),
       ratio,
+      shortBound(r.boundBy),
+      fixed(r.clat.meanUs, 1),
       fixed(r.latencyUs.p99, 1),
       fixed(r.perIo["domain.syncMapCalls"] ?? 0, 2),
       fixed(r.perIo["domain.rangeInvalidations"] ?? 0, 2),
@@ -187,13 +335,19 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
     "IOPS",
     "CPU ns/IO",
     "vs first",
+    "bound",
+    "clat µs",
     "p99 µs",
-    "sync-map/IO",
+    "sync/IO",
     "inval/IO",
-    "PTE writes/IO",
+    "PTE/IO",
     "mem/IO",
     "verify",
   ];
   const first = cells[0] ? compareJobLine(cells[0].result) : "";
-  return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n`;
+  const legend = [
+    "bound: what limits the run (qd: queue depth × latency); clat µs: mean; p99 µs: of lat",
+    "sync/IO: sync-map calls; inval/IO: range invalidations; PTE/IO: PTE writes; mem/IO: host memory",
+  ].map((l) => paint(color, "dim", l));
+  return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n${legend.join("\n")}\n`;
 }

@@ -23,9 +23,9 @@ import {
   fastMod,
   type Request,
 } from "@dmasim/bvec";
-import { COST_CATEGORIES, type CostCategory, type CostTable, Pricer } from "./cost.ts";
+import { type CostTable, Pricer } from "./cost.ts";
+import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
-import { EventHeap } from "./event-heap.ts";
 import { type Job, jobIos, rampOf } from "./job.ts";
 import {
   type Machine,
@@ -36,9 +36,11 @@ import {
   snapshotCounters,
 } from "./machine.ts";
 import { profileCosts } from "./profiles.ts";
-import { type Resource, ResourceSet } from "./resources.ts";
-import { type RunResult, boundOf, shortPercentiles } from "./results.ts";
-import { DepthHistogram, LatencyHistogram, TimeAverage } from "./stats.ts";
+import { ResourceSet } from "./resources.ts";
+import type { RunResult } from "./results.ts";
+import { summarise } from "./summary.ts";
+import { Measurement } from "./measure.ts";
+import { type Timeline, type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
 import { SlotBuffers, Workload } from "./workload.ts";
 
@@ -78,14 +80,9 @@ interface InFlight {
   status: BlkStatus;
 }
 
-const IDLE = 0;
-const STEPS = 1;
-const END = 2;
 const SEG_SUBMIT = 1;
 const SEG_COMPLETE = 2;
 const SEG_SOFTIRQ = 3;
-const EV_CPU = 0;
-const EV_STEP = 1;
 
 interface SoftIrq {
   readonly unit: number;
@@ -93,23 +90,12 @@ interface SoftIrq {
   readonly counts: Float64Array;
 }
 
-/** One CPU's timeline. */
-interface Cpu {
-  readonly id: number;
+/** One simulated CPU: its timeline and what it has to do. */
+interface Cpu extends Timeline {
   /** The queue this CPU submits to (1-based), the same on every controller. */
   readonly qid: number;
-  phase: number;
-  /** Where the timeline is: the next step's arrival, or when the CPU is free. */
-  cursor: number;
-  wakePending: boolean;
   segKind: number;
   segUnit: number;
-  segStart: number;
-  segWait: number;
-  readonly steps: Resource[];
-  readonly stepCount: number[];
-  readonly stepHold: number[];
-  stepIdx: number;
   /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
   readonly commits: number[];
   /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
@@ -141,7 +127,6 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const polled = job.host.completion === "poll";
   const depth = job.workload.iodepth;
   const batch = job.workload.batchSubmit;
-  const heap = new EventHeap();
   const cpus: Cpu[] = [];
   const queueOf = (c: number) => Math.floor((c * nQueues) / nCpus) + 1;
   const ownerOf = (qid: number) => Math.ceil(((qid - 1) * nCpus) / nQueues);
@@ -167,26 +152,15 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       cqFlag[key] = 1;
       const cpu = cpus[ownerOf(cqid)] as Cpu;
       cpu.cqPending.push(key);
-      wake(cpu, m.clock.now);
+      tl.wake(cpu, m.clock.now);
     },
   });
   options.setup?.(m);
   const sources = counterSources(m);
   const p = new Pricer(costs, (n) => counterRef(m, sources, n));
   const res = new ResourceSet(job);
-  const nRes = p.resources.length;
-  const resCounts = new Float64Array(nRes);
-  const resLast = new Float64Array(nRes);
-  let cpuLast = 0;
   devMark = p.device();
-  const fqs = m.units.map((u) => u.dev.cookie?.fq ?? null);
-  const armsLast = fqs.map((f) => f?.counters.c.timerArms ?? 0);
-  const flushesLast = fqs.map((f) => f?.counters.c.timerFlushes ?? 0);
-  const armer = fqs.map(() => 0);
-  const iovads = m.units.map((u) => u.dev.cookie?.iovad ?? null);
-  const pushesLast = iovads.map((d) => d?.counters.c.depotPushes ?? 0);
-  const trimsLast = iovads.map((d) => d?.counters.c.depotTrims ?? 0);
-  const depotOwner = iovads.map(() => 0);
+  const deferred = new DeferredWork(m);
 
   const workload = new Workload(job, rng);
   const slots = nCpus * depth;
@@ -196,32 +170,15 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const lim = m.host.limits;
   const ps = m.memory.pageSize;
 
-  // Statistics.
-  const lat = new LatencyHistogram();
-  const clat = new LatencyHistogram();
-  const slat = new LatencyHistogram();
-  const depths = new DepthHistogram();
-  const qdSystem = new TimeAverage();
-  const qdDevice = new TimeAverage();
-  let inSystem = 0;
-  let atDevice = 0;
+  const mx = new Measurement();
   const ramp = rampOf(job);
   const measuredIos = jobIos(job);
   const seconds = job.workload.seconds;
   /** Time-based runs end `seconds` after the ramp (set when the ramp ends). */
   let endNs = Infinity;
-  let measuring = false;
-  let windowStart = 0;
-  let lastDone = 0;
   let issued = 0;
   let readySlots = 0;
   let completed = 0;
-  let counted = 0;
-  let rampIos = 0;
-  let reads = 0;
-  let writes = 0;
-  let bytesDone = 0;
-  let errors = 0;
   let genCounter = 0;
   let startCounters = snapshotCounters(m, sources);
   let startCat = p.byCategory();
@@ -231,21 +188,19 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     return Array.from({ length: nUnits }, (_, i) => i);
   }
 
-  for (let c = 0; c < nCpus; c++) {
-    const cpu: Cpu = {
-      id: c,
+  const work: TimelineWork<Cpu> = {
+    hasWork,
+    start,
+    finish,
+    clockEvent,
+    drained,
+  };
+  for (let c = 0; c < nCpus; c++)
+    cpus.push({
+      ...timelineFields(c),
       qid: queueOf(c),
-      phase: IDLE,
-      cursor: 0,
-      wakePending: false,
       segKind: 0,
       segUnit: 0,
-      segStart: 0,
-      segWait: 0,
-      steps: [],
-      stepCount: [],
-      stepHold: [],
-      stepIdx: 0,
       commits: [],
       segIos: [],
       cqPending: [],
@@ -257,16 +212,18 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       ios: 0,
       busyNs: 0,
       waitNs: 0,
-    };
-    cpus.push(cpu);
-    for (let s = depth - 1; s >= 0; s--) makeReady(cpu, c * depth + s, 0);
-    wake(cpu, 0);
+    });
+  const tl = new Timelines(m.clock, p, cpus, work);
+  const resCounts = tl.counts;
+  for (const cpu of cpus) {
+    for (let s = depth - 1; s >= 0; s--) makeReady(cpu, cpu.id * depth + s, 0);
+    tl.wake(cpu, 0);
   }
 
   /** Whether the run still issues I/Os (by count, counting ready slots, or by time). */
   function wantMore(now: number): boolean {
-    if (!measuring) return true;
-    return measuredIos !== undefined ? issued - rampIos + readySlots < measuredIos : now < endNs;
+    if (!mx.measuring) return true;
+    return measuredIos !== undefined ? issued - mx.rampIos + readySlots < measuredIos : now < endNs;
   }
 
   /** A freed slot becomes ready for its next I/O at `t` when the run wants more. */
@@ -275,40 +232,11 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     readySlots++;
     readyAt[slot] = t;
     cpu.ready.push(slot);
-    inSystem++;
-    qdSystem.set(inSystem, t);
+    mx.ready(t);
     return true;
   }
 
-  function wake(cpu: Cpu, t: number): void {
-    if (cpu.phase !== IDLE || cpu.wakePending) return;
-    cpu.wakePending = true;
-    heap.push(Math.max(t, cpu.cursor), EV_CPU, cpu.id);
-  }
-
-  /** Whether work at `t` may run now: nothing else is due before it. */
-  function canRun(t: number): boolean {
-    return t <= heap.peekTime() && t < m.clock.nextAt();
-  }
-
-  function clockTo(t: number): void {
-    const ti = Math.floor(t);
-    if (ti > m.clock.now) m.clock.advanceTo(ti);
-  }
-
-  /** Prices what the work just run moved: CPU ns, and resource acquisitions into `resCounts`. */
-  function price(): number {
-    const c = p.cpu();
-    const ns = c - cpuLast;
-    cpuLast = c;
-    p.counts(resCounts);
-    for (let i = 0; i < nRes; i++) {
-      const v = resCounts[i] as number;
-      resCounts[i] = v - (resLast[i] as number);
-      resLast[i] = v;
-    }
-    return ns;
-  }
+  const price = () => tl.price();
 
   /** Turns the priced work into the CPU's steps, from `t`. */
   function plan(
@@ -321,79 +249,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   ): void {
     cpu.segKind = kind;
     cpu.segUnit = unit;
-    cpu.segStart = t;
-    cpu.segWait = 0;
-    cpu.cursor = t + cpuNs;
-    cpu.steps.length = 0;
-    cpu.stepCount.length = 0;
-    cpu.stepHold.length = 0;
-    cpu.stepIdx = 0;
-    for (let i = 0; i < nRes; i++) {
-      const n = counts[i] as number;
-      if (n <= 0) continue;
-      const r = p.resources[i] as { kind: Parameters<ResourceSet["instance"]>[0]; ns: number };
-      cpu.steps.push(res.instance(r.kind, unit, cpu.id, cpu.qid));
-      cpu.stepCount.push(n);
-      cpu.stepHold.push(r.ns);
-    }
-    cpu.phase = STEPS;
-    // Deferred work runs on the CPU that queued it: the fq timer on the CPU whose unmap armed it,
-    // the depot trimming work on the CPU whose free pushed a magazine.
-    const f = fqs[unit];
-    if (f) {
-      const arms = f.counters.c.timerArms;
-      if (arms !== armsLast[unit]) {
-        armsLast[unit] = arms;
-        armer[unit] = cpu.id;
-      }
-    }
-    const d = iovads[unit];
-    if (d) {
-      const pushes = d.counters.c.depotPushes;
-      if (pushes !== pushesLast[unit]) {
-        pushesLast[unit] = pushes;
-        depotOwner[unit] = cpu.id;
-      }
-    }
-  }
-
-  /** Runs `cpu` from where it is for as long as nothing else is due first. */
-  function advance(cpu: Cpu): void {
-    for (;;) {
-      if (cpu.phase === STEPS) {
-        while (cpu.stepIdx < cpu.steps.length) {
-          if (!canRun(cpu.cursor)) {
-            heap.push(cpu.cursor, EV_STEP, cpu.id);
-            return;
-          }
-          const i = cpu.stepIdx++;
-          const r = cpu.steps[i] as Resource;
-          const hold = (cpu.stepCount[i] as number) * (cpu.stepHold[i] as number);
-          const end = r.acquire(cpu.cursor, cpu.stepCount[i] as number, cpu.stepHold[i] as number);
-          cpu.segWait += end - cpu.cursor - hold;
-          cpu.cursor = end;
-        }
-        cpu.phase = END;
-      }
-      if (cpu.phase === END) {
-        if (!canRun(cpu.cursor)) {
-          heap.push(cpu.cursor, EV_STEP, cpu.id);
-          return;
-        }
-        clockTo(cpu.cursor);
-        finish(cpu);
-        cpu.phase = IDLE;
-      }
-      // Idle: take the next piece of work, if any.
-      if (!hasWork(cpu)) return;
-      if (!canRun(cpu.cursor)) {
-        cpu.wakePending = true;
-        heap.push(cpu.cursor, EV_CPU, cpu.id);
-        return;
-      }
-      clockTo(cpu.cursor);
-      if (!start(cpu, cpu.cursor)) return;
-    }
+    tl.plan(cpu, t, cpuNs, counts, (k) => res.instance(k, unit, cpu.id, cpu.qid));
+    deferred.noteWork(unit, cpu.id);
   }
 
   function hasWork(cpu: Cpu): boolean {
@@ -484,7 +341,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   function submitIo(cpu: Cpu, t: number): number {
     const slot = cpu.ready.pop() as number;
     readySlots--;
-    if (!measuring && issued >= ramp.ios && t >= ramp.ns) startMeasuring(t);
+    if (!mx.measuring && issued >= ramp.ios && t >= ramp.ns) startMeasuring(t);
     const unit = fastMod(slot - cpu.id * depth, nUnits);
     const u = m.units[unit] as (typeof m.units)[number];
     u.dev.cpu = cpu.id;
@@ -501,14 +358,13 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       bytes,
       gen: ++genCounter,
       readyAt: readyAt[slot] as number,
-      counted: measuring,
+      counted: mx.measuring,
       doorbellAt: t,
       pending: 0,
       status: BLK_STS.OK,
     };
     issued++;
-    if (measuring) depths.record(cpu.inflight + 1);
-    else rampIos++;
+    mx.issued(cpu.inflight + 1);
     workload.start(offset, bytes);
     const rs = buffers.ranges(slot, bytes);
     if (write && verifier) verifier.fill(rs, offset, bytes, io.gen);
@@ -535,11 +391,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   function finish(cpu: Cpu): void {
     const t = cpu.cursor;
     if (cpu.segKind === SEG_SUBMIT) {
-      for (const io of cpu.segIos) {
-        io.doorbellAt = t;
-        atDevice++;
-      }
-      qdDevice.set(atDevice, t);
+      for (const io of cpu.segIos) io.doorbellAt = t;
+      mx.doorbell(cpu.segIos.length, t);
       for (const k of cpu.commits) {
         const unit = Math.floor(k / 256);
         devMark = p.device();
@@ -555,7 +408,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   }
 
   function account(cpu: Cpu): void {
-    if (!measuring || cpu.segStart < windowStart) return;
+    if (!mx.measuring || cpu.segStart < mx.windowStart) return;
     cpu.busyNs += cpu.cursor - cpu.segStart;
     cpu.waitNs += cpu.segWait;
   }
@@ -566,38 +419,20 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     cpu.inflight--;
     completed++;
     workload.end(io.offset, io.bytes);
-    atDevice--;
-    qdDevice.set(atDevice, t);
-    inSystem--;
-    qdSystem.set(inSystem, t);
-    if (io.counted) {
-      counted++;
-      cpu.ios++;
-      bytesDone += io.bytes;
-      if (io.write) writes++;
-      else reads++;
-      lat.record(t - io.readyAt);
-      clat.record(t - io.doorbellAt);
-      slat.record(io.doorbellAt - io.readyAt);
-      if (t > lastDone) lastDone = t;
-    }
-    if (io.status !== BLK_STS.OK) {
-      if (io.counted) errors++;
-    } else if (verifier) {
+    mx.done({ ...io, ok: io.status === BLK_STS.OK }, t);
+    if (io.counted) cpu.ios++;
+    if (io.status === BLK_STS.OK && verifier) {
       if (io.write) verifier.recordWrite(io.offset, io.bytes, io.gen);
       else verifier.check(buffers.ranges(io.slot, io.bytes), io.offset, io.bytes);
     }
     makeReady(cpu, io.slot, t);
-    if (hasWork(cpu)) wake(cpu, t);
+    if (hasWork(cpu)) tl.wake(cpu, t);
   }
 
   /** The end of the ramp: statistics start from here. */
   function startMeasuring(t: number): void {
-    measuring = true;
-    windowStart = t;
+    mx.begin(t);
     if (seconds !== undefined) endNs = t + seconds * 1e9;
-    qdSystem.restart(t);
-    qdDevice.restart(t);
     res.resetStats();
     startCounters = snapshotCounters(m, sources);
     startCat = p.byCategory();
@@ -611,201 +446,65 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
    */
   function clockEvent(t: number): void {
     m.clock.advanceTo(t);
-    let owner = -1;
-    let unit = 0;
-    for (let u = 0; u < nUnits; u++) {
-      const f = fqs[u];
-      if (f && f.counters.c.timerFlushes !== flushesLast[u]) {
-        flushesLast[u] = f.counters.c.timerFlushes;
-        owner = armer[u] as number;
-        unit = u;
-      }
-      const d = iovads[u];
-      if (d && d.counters.c.depotTrims !== trimsLast[u]) {
-        trimsLast[u] = d.counters.c.depotTrims;
-        if (owner < 0) owner = depotOwner[u] as number;
-        unit = u;
-      }
-    }
-    if (owner < 0) return;
+    const ran = deferred.fired();
+    if (ran === null) return;
     const ns = price();
-    const cpu = cpus[owner] as Cpu;
-    cpu.softirq.push({ unit, cpuNs: ns, counts: Float64Array.from(resCounts) });
-    wake(cpu, t);
+    const cpu = cpus[ran.cpu] as Cpu;
+    cpu.softirq.push({ unit: ran.unit, cpuNs: ns, counts: Float64Array.from(resCounts) });
+    tl.wake(cpu, t);
   }
 
-  const progressEvery = 4096;
-  let loops = 0;
-  for (;;) {
-    const te = heap.peekTime();
-    const tc = m.clock.nextAt();
-    if (tc <= te) {
-      if (tc === Infinity) break;
-      clockEvent(tc);
-    } else {
-      const kind = heap.peekKind();
-      const cpu = cpus[heap.peekArg()] as Cpu;
-      heap.pop();
-      cpu.cursor = Math.max(cpu.cursor, te);
-      if (kind === EV_CPU) cpu.wakePending = false;
-      if (kind === EV_CPU && cpu.phase !== IDLE) continue;
-      advance(cpu);
-    }
-    if (++loops % progressEvery === 0) options.onProgress?.(counted, measuredIos ?? -1);
-    if (heap.size === 0 && m.clock.nextAt() === Infinity && completed < issued) {
-      // Requests that keep getting BLK_STS_RESOURCE with nothing in flight would be requeued
-      // forever: fail them so the run ends (and reports the errors).
-      let any = false;
-      for (const cpu of cpus)
-        for (const b of cpu.backlog.splice(0)) {
-          any = true;
-          pieceDone(b.io)(BLK_STS.RESOURCE);
-        }
-      for (const io of failed.splice(0)) complete(io, m.clock.now);
-      if (!any && completed < issued)
-        throw new InternalError(
-          `the run stalled with ${issued - completed} I/Os in flight and nothing scheduled`,
-        );
-    }
+  /**
+   * Nothing is scheduled: requests that keep getting BLK_STS_RESOURCE with nothing in flight
+   * would be requeued forever, so they fail (and the report says so) and the run goes on.
+   */
+  function drained(): boolean {
+    if (completed === issued) return false;
+    let any = false;
+    for (const cpu of cpus)
+      for (const b of cpu.backlog.splice(0)) {
+        any = true;
+        pieceDone(b.io)(BLK_STS.RESOURCE);
+      }
+    for (const io of failed.splice(0)) complete(io, m.clock.now);
+    if (!any && completed < issued)
+      throw new InternalError(
+        `the run stalled with ${issued - completed} I/Os in flight and nothing scheduled`,
+      );
+    return true;
   }
-  const windowEnd = Math.max(lastDone, windowStart);
-  const measuredNs = windowEnd - windowStart;
+
+  let events = 0;
+  const progress = options.onProgress;
+  tl.run(
+    progress === undefined
+      ? undefined
+      : () => {
+          if (++events % 4096 === 0) progress(mx.counted, measuredIos ?? -1);
+        },
+  );
+  const windowEnd = mx.windowEnd;
+  const measuredNs = windowEnd - mx.windowStart;
   // Let the lazy timer run so the exposure window of the last unmaps is recorded.
   m.clock.advance(2_000_000_000);
-  return summarise();
-
-  function summarise(): RunResult {
-    const endCounters = snapshotCounters(m, sources);
-    const endCat = p.byCategory();
-    const perIo: Record<string, number> = {};
-    for (const [k, v] of Object.entries(endCounters)) {
-      const d = v - (startCounters[k] ?? 0);
-      if (d !== 0 && counted > 0) perIo[k] = d / counted;
-    }
-    const resources = res.report(measuredNs, counted);
-    const waitTotal = cpus.reduce((a, c) => a + c.waitNs, 0);
-    const byCat = Object.fromEntries(
-      COST_CATEGORIES.map((c) => [
-        c,
-        counted > 0 ? (c === "wait" ? waitTotal : endCat[c] - startCat[c]) / counted : 0,
-      ]),
-    ) as Record<CostCategory, number>;
-    const cpuNsPerIo = Object.values(byCat).reduce((a, b) => a + b, 0);
-    const devBusy = units().map((u) => {
-      const b = timing.busy(u);
-      const s = startDevice[u] as typeof b;
-      return { pipe: b.pipeNs - s.pipeNs, cmd: b.cmdNs - s.cmdNs, walk: b.walkNs - s.walkNs };
-    });
-    const util = (x: number) => (measuredNs > 0 ? Math.min(1, x / measuredNs) : 0);
-    const bandwidth = Math.max(0, ...devBusy.map((d) => util(d.pipe)));
-    const commands = Math.max(0, ...devBusy.map((d) => util(d.cmd)));
-    const qdMean = qdSystem.mean(windowEnd);
-    const cpuBusy = cpus.map((c) => util(c.busyNs));
-    const latSummary = lat.summary();
-    const us = (ns: number) => ns / 1000;
-    const fq = m.dev.cookie?.fq;
-    const exposure = fq ? fq.exposure() : null;
-    const iotlb = m.iotlb?.counters.c;
-    const delta = (k: string) => (endCounters[k] ?? 0) - (startCounters[k] ?? 0);
-    const hostMem =
-      (m.host.mapping === "new" ? 190 : 184) +
-      (counted > 0
-        ? (delta("nvmehost.smallDescriptors") * 256 +
-            delta("nvmehost.largeDescriptors") * 4096 +
-            delta("nvmehost.vecArrays") * m.host.vecPool.objectBytes +
-            delta("nvmehost.sgTables") * m.host.sgPool.objectBytes) /
-          counted
-        : 0);
-    const wallMs = wall() - t0;
-    const debugReports = m.units.flatMap((u) =>
-      u.debug ? u.debug.errors.map((r) => `${r.class}: ${r.message}`) : [],
-    );
-    const tables = m.units.reduce(
-      (a, u) =>
-        u.domain?.pgtable
-          ? {
-              tables: a.tables + u.domain.pgtable.tablePages,
-              bytes: a.bytes + u.domain.pgtable.tableMemoryPages * ps,
-            }
-          : a,
-      { tables: 0, bytes: 0 },
-    );
-    const hist = lat.buckets();
-    return {
-      job,
-      ios: counted,
-      reads,
-      writes,
-      bytes: bytesDone,
-      rampIos,
-      simulatedNs: measuredNs,
-      iops: measuredNs > 0 ? (counted * 1e9) / measuredNs : 0,
-      bandwidthMBps: measuredNs > 0 ? (bytesDone * 1e3) / measuredNs : 0,
-      perCpu: cpus.map((c) => ({
-        cpu: c.id,
-        ios: c.ios,
-        iops: measuredNs > 0 ? (c.ios * 1e9) / measuredNs : 0,
-        busyPct: 100 * util(c.busyNs),
-        waitPct: 100 * util(c.waitNs),
-      })),
-      cpuNsPerIo,
-      cpuNsPerIoByCategory: byCat,
-      lat: latSummary,
-      clat: clat.summary(),
-      slat: slat.summary(),
-      latencyUs: shortPercentiles(latSummary),
-      latencyHistogram: {
-        upperUs: hist.map((b) => us(b.upperNs)),
-        counts: hist.map((b) => b.count),
-      },
-      latencyCdf: lat.cdf().map((x) => ({ us: us(x.ns), fraction: x.fraction })),
-      qd: {
-        mean: qdMean,
-        deviceMean: qdDevice.mean(windowEnd),
-        configured: slots,
-        distribution: depths.distribution(),
-      },
-      resources,
-      boundBy: boundOf({
-        cpuBusy,
-        resources,
-        bandwidth,
-        commands,
-        qdMean,
-        qdConfigured: slots,
-      }),
-      device: {
-        bandwidthUtilisation: bandwidth,
-        commandUtilisation: commands,
-        walkNsPerIo: counted > 0 ? devBusy.reduce((a, d) => a + d.walk, 0) / counted : 0,
-      },
-      perIo,
-      hostMemoryPerIo: hostMem,
-      iotlbHitRate: iotlb && iotlb.lookups > 0 ? iotlb.hits / iotlb.lookups : null,
-      pageTables: m.domain?.pgtable ? tables : null,
-      // Lazy: the flush queue's histogram. Strict: every unmap invalidated before its IOVA was
-      // freed, so the window is zero by construction (stale hits are still counted, as proof).
-      exposure: exposure
-        ? {
-            mode: "lazy" as const,
-            maxUs: us(exposure.maxNs),
-            p99Us: us(exposure.p99Ns),
-            staleHits: iotlb?.staleHits ?? 0,
-          }
-        : m.dev.cookie !== null
-          ? { mode: "strict" as const, maxUs: 0, p99Us: 0, staleHits: iotlb?.staleHits ?? 0 }
-          : null,
-      faults: m.units.reduce((a, u) => a + (u.domain?.counters.c.faults ?? 0), 0),
-      errors,
-      verify: {
-        enabled: verifier !== null,
-        checkedBytes: verifier?.checkedBytes ?? 0,
-        mismatches: verifier?.mismatches ?? 0,
-        ok: (verifier?.mismatches ?? 0) === 0 && errors === 0,
-      },
-      debugReports,
-      costTable: costs,
-      simulator: { wallMs, iosPerSecond: wallMs > 0 ? (completed * 1000) / wallMs : 0 },
-    };
-  }
+  return summarise({
+    job,
+    m,
+    sources,
+    p,
+    costs,
+    res,
+    timing,
+    startCounters,
+    startCat,
+    startDevice,
+    cpus,
+    mx,
+    verifier,
+    windowEnd,
+    measuredNs,
+    slots,
+    completed,
+    wallMs: wall() - t0,
+  });
 }

@@ -6,7 +6,7 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { z } from "zod";
 import { type JobInput, mergeJob, parseJob } from "./job.ts";
-import { runJob } from "./run.ts";
+import { type RunResult, runJob } from "./run.ts";
 
 /** A grid file. */
 export const gridSchema = z
@@ -32,6 +32,14 @@ export interface SweepLine {
   readonly cpuNsPerIo: number;
   readonly latencyP50Us: number;
   readonly latencyP99Us: number;
+  /** Mean `lat` (ready to completion handled) and `clat` (doorbell to completion handled), µs. */
+  readonly latMeanUs: number;
+  readonly clatMeanUs: number;
+  /** Achieved queue depth (time-average of I/Os in flight from ready to completion handled). */
+  readonly qdMean: number;
+  /** What bounds the run ("CPU 0", "nvme-sq-lock", "queue depth × latency", …) and how busy it is (0..1). */
+  readonly boundBy: string;
+  readonly boundUtilisation: number;
   readonly bandwidthMBps: number;
   readonly hostMemoryPerIo: number;
   readonly verifyOk: boolean;
@@ -68,22 +76,35 @@ export function expandGrid(grid: Grid): GridPoint[] {
   });
 }
 
+/** The sweep line of a finished run. */
+export function sweepLineOf(
+  index: number,
+  params: Record<string, unknown>,
+  r: RunResult,
+): SweepLine {
+  return {
+    index,
+    params,
+    iops: r.iops,
+    cpuNsPerIo: r.cpuNsPerIo,
+    latencyP50Us: r.latencyUs.p50,
+    latencyP99Us: r.latencyUs.p99,
+    latMeanUs: r.lat.meanUs,
+    clatMeanUs: r.clat.meanUs,
+    qdMean: r.qd.mean,
+    boundBy: r.boundBy.resource,
+    boundUtilisation: r.boundBy.utilisation,
+    bandwidthMBps: r.bandwidthMBps,
+    hostMemoryPerIo: r.hostMemoryPerIo,
+    verifyOk: r.verify.ok,
+    perIo: r.perIo,
+  };
+}
+
 /** Runs one grid point (in a worker or inline). */
 export function runPoint(p: GridPoint): SweepLine {
   try {
-    const r = runJob(parseJob(p.job));
-    return {
-      index: p.index,
-      params: p.params,
-      iops: r.iops,
-      cpuNsPerIo: r.cpuNsPerIo,
-      latencyP50Us: r.latencyUs.p50,
-      latencyP99Us: r.latencyUs.p99,
-      bandwidthMBps: r.bandwidthMBps,
-      hostMemoryPerIo: r.hostMemoryPerIo,
-      verifyOk: r.verify.ok,
-      perIo: r.perIo,
-    };
+    return sweepLineOf(p.index, p.params, runJob(parseJob(p.job)));
   } catch (e) {
     return {
       index: p.index,
@@ -92,6 +113,11 @@ export function runPoint(p: GridPoint): SweepLine {
       cpuNsPerIo: 0,
       latencyP50Us: 0,
       latencyP99Us: 0,
+      latMeanUs: 0,
+      clatMeanUs: 0,
+      qdMean: 0,
+      boundBy: "",
+      boundUtilisation: 0,
       bandwidthMBps: 0,
       hostMemoryPerIo: 0,
       verifyOk: false,
@@ -99,6 +125,60 @@ export function runPoint(p: GridPoint): SweepLine {
       error: (e as Error).message,
     };
   }
+}
+
+/** The CSV columns of a sweep after the grid's own keys. */
+export const SWEEP_CSV_COLUMNS = [
+  "iops",
+  "cpu_ns_per_io",
+  "p50_us",
+  "p99_us",
+  "mb_s",
+  "lat_mean_us",
+  "clat_mean_us",
+  "qd_mean",
+  "bound_by",
+  "bound_utilisation",
+  "verify",
+  "error",
+] as const;
+
+/** One CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break. */
+function csvField(s: string): string {
+  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+/** A varied value: a string always quoted, anything else as JSON (quoted when it needs it). */
+function csvParam(v: unknown): string {
+  if (typeof v === "string") return `"${v.replaceAll('"', '""')}"`;
+  return csvField(JSON.stringify(v) ?? "");
+}
+
+/** The CSV header line of a sweep whose grid varies `keys` (no line break). */
+export function sweepCsvHeader(keys: readonly string[]): string {
+  return [...keys, ...SWEEP_CSV_COLUMNS].map(csvField).join(",");
+}
+
+/**
+ * One CSV line of a sweep (no line break): the varied values (strings quoted, anything else as
+ * JSON), then `SWEEP_CSV_COLUMNS`.
+ */
+export function sweepCsvRow(keys: readonly string[], l: SweepLine): string {
+  const values = [
+    l.iops.toFixed(0),
+    l.cpuNsPerIo.toFixed(1),
+    l.latencyP50Us.toFixed(2),
+    l.latencyP99Us.toFixed(2),
+    l.bandwidthMBps.toFixed(1),
+    l.latMeanUs.toFixed(2),
+    l.clatMeanUs.toFixed(2),
+    l.qdMean.toFixed(1),
+    l.boundBy,
+    l.boundUtilisation.toFixed(3),
+    l.verifyOk ? "ok" : "FAILED",
+    l.error ?? "",
+  ];
+  return [...keys.map((k) => csvParam(l.params[k])), ...values.map(csvField)].join(",");
 }
 
 /** The default pool size: the machine's cores. */

@@ -1,0 +1,185 @@
+/**
+ * The summary of a run: the report's figures from what the run measured (counters, histograms,
+ * time averages, resource and device busy times) over the measured window.
+ */
+import { COST_CATEGORIES, type CostCategory, type CostTable, type Pricer } from "./cost.ts";
+import type { DeviceTiming } from "./device-time.ts";
+import type { Job } from "./job.ts";
+import { type Machine, counterSources, snapshotCounters } from "./machine.ts";
+import type { ResourceSet } from "./resources.ts";
+import { type RunResult, boundOf, shortPercentiles } from "./results.ts";
+import type { Measurement } from "./measure.ts";
+import type { Verifier } from "./verify.ts";
+
+/** What a run measured, for its summary. */
+export interface Measured {
+  readonly job: Job;
+  readonly m: Machine;
+  readonly sources: ReturnType<typeof counterSources>;
+  readonly p: Pricer;
+  readonly costs: CostTable;
+  readonly res: ResourceSet;
+  readonly timing: DeviceTiming;
+  /** Counters, CPU time by category and device busy times at the start of the window. */
+  readonly startCounters: Readonly<Record<string, number>>;
+  readonly startCat: Readonly<Record<CostCategory, number>>;
+  readonly startDevice: readonly ReturnType<DeviceTiming["busy"]>[];
+  readonly cpus: readonly {
+    readonly id: number;
+    readonly ios: number;
+    readonly busyNs: number;
+    readonly waitNs: number;
+  }[];
+  readonly mx: Measurement;
+  readonly verifier: Verifier | null;
+  readonly windowEnd: number;
+  readonly measuredNs: number;
+  readonly slots: number;
+  readonly completed: number;
+  /** Host wall time of the run, ms. */
+  readonly wallMs: number;
+}
+
+/** Builds the run's report from what it measured. */
+export function summarise(x: Measured): RunResult {
+  const { job, m, sources, p, costs, res, timing, startCounters, startCat, startDevice, cpus } = x;
+  const { mx, verifier, windowEnd, measuredNs, slots, completed } = x;
+  const { lat, clat, slat, depths, qdSystem, qdDevice, counted, rampIos, reads, writes } = mx;
+  const { errors } = mx;
+  const bytesDone = mx.bytes;
+  const units = () => m.units.map((u) => u.index);
+  const ps = m.memory.pageSize;
+
+  const endCounters = snapshotCounters(m, sources);
+  const endCat = p.byCategory();
+  const perIo: Record<string, number> = {};
+  for (const [k, v] of Object.entries(endCounters)) {
+    const d = v - (startCounters[k] ?? 0);
+    if (d !== 0 && counted > 0) perIo[k] = d / counted;
+  }
+  const resources = res.report(measuredNs, counted);
+  const waitTotal = cpus.reduce((a, c) => a + c.waitNs, 0);
+  const byCat = Object.fromEntries(
+    COST_CATEGORIES.map((c) => [
+      c,
+      counted > 0 ? (c === "wait" ? waitTotal : endCat[c] - startCat[c]) / counted : 0,
+    ]),
+  ) as Record<CostCategory, number>;
+  const cpuNsPerIo = Object.values(byCat).reduce((a, b) => a + b, 0);
+  const devBusy = units().map((u) => {
+    const b = timing.busy(u);
+    const s = startDevice[u] as typeof b;
+    return { pipe: b.pipeNs - s.pipeNs, cmd: b.cmdNs - s.cmdNs, walk: b.walkNs - s.walkNs };
+  });
+  const util = (x: number) => (measuredNs > 0 ? Math.min(1, x / measuredNs) : 0);
+  const bandwidth = Math.max(0, ...devBusy.map((d) => util(d.pipe)));
+  const commands = Math.max(0, ...devBusy.map((d) => util(d.cmd)));
+  const qdMean = qdSystem.mean(windowEnd);
+  const cpuBusy = cpus.map((c) => util(c.busyNs));
+  const latSummary = lat.summary();
+  const us = (ns: number) => ns / 1000;
+  const fq = m.dev.cookie?.fq;
+  const exposure = fq ? fq.exposure() : null;
+  const iotlb = m.iotlb?.counters.c;
+  const delta = (k: string) => (endCounters[k] ?? 0) - (startCounters[k] ?? 0);
+  const hostMem =
+    (m.host.mapping === "new" ? 190 : 184) +
+    (counted > 0
+      ? (delta("nvmehost.smallDescriptors") * 256 +
+          delta("nvmehost.largeDescriptors") * 4096 +
+          delta("nvmehost.vecArrays") * m.host.vecPool.objectBytes +
+          delta("nvmehost.sgTables") * m.host.sgPool.objectBytes) /
+        counted
+      : 0);
+  const wallMs = x.wallMs;
+  const debugReports = m.units.flatMap((u) =>
+    u.debug ? u.debug.errors.map((r) => `${r.class}: ${r.message}`) : [],
+  );
+  const tables = m.units.reduce(
+    (a, u) =>
+      u.domain?.pgtable
+        ? {
+            tables: a.tables + u.domain.pgtable.tablePages,
+            bytes: a.bytes + u.domain.pgtable.tableMemoryPages * ps,
+          }
+        : a,
+    { tables: 0, bytes: 0 },
+  );
+  const hist = lat.buckets();
+  return {
+    job,
+    ios: counted,
+    reads,
+    writes,
+    bytes: bytesDone,
+    rampIos,
+    simulatedNs: measuredNs,
+    iops: measuredNs > 0 ? (counted * 1e9) / measuredNs : 0,
+    bandwidthMBps: measuredNs > 0 ? (bytesDone * 1e3) / measuredNs : 0,
+    perCpu: cpus.map((c) => ({
+      cpu: c.id,
+      ios: c.ios,
+      iops: measuredNs > 0 ? (c.ios * 1e9) / measuredNs : 0,
+      busyPct: 100 * util(c.busyNs),
+      waitPct: 100 * util(c.waitNs),
+    })),
+    cpuNsPerIo,
+    cpuNsPerIoByCategory: byCat,
+    lat: latSummary,
+    clat: clat.summary(),
+    slat: slat.summary(),
+    latencyUs: shortPercentiles(latSummary),
+    latencyHistogram: {
+      upperUs: hist.map((b) => us(b.upperNs)),
+      counts: hist.map((b) => b.count),
+    },
+    latencyCdf: lat.cdf().map((x) => ({ us: us(x.ns), fraction: x.fraction })),
+    qd: {
+      mean: qdMean,
+      deviceMean: qdDevice.mean(windowEnd),
+      configured: slots,
+      distribution: depths.distribution(),
+    },
+    resources,
+    boundBy: boundOf({
+      cpuBusy,
+      resources,
+      bandwidth,
+      commands,
+      qdMean,
+      qdConfigured: slots,
+    }),
+    device: {
+      bandwidthUtilisation: bandwidth,
+      commandUtilisation: commands,
+      walkNsPerIo: counted > 0 ? devBusy.reduce((a, d) => a + d.walk, 0) / counted : 0,
+    },
+    perIo,
+    hostMemoryPerIo: hostMem,
+    iotlbHitRate: iotlb && iotlb.lookups > 0 ? iotlb.hits / iotlb.lookups : null,
+    pageTables: m.domain?.pgtable ? tables : null,
+    // Lazy: the flush queue's histogram. Strict: every unmap invalidated before its IOVA was
+    // freed, so the window is zero by construction (stale hits are still counted, as proof).
+    exposure: exposure
+      ? {
+          mode: "lazy" as const,
+          maxUs: us(exposure.maxNs),
+          p99Us: us(exposure.p99Ns),
+          staleHits: iotlb?.staleHits ?? 0,
+        }
+      : m.dev.cookie !== null
+        ? { mode: "strict" as const, maxUs: 0, p99Us: 0, staleHits: iotlb?.staleHits ?? 0 }
+        : null,
+    faults: m.units.reduce((a, u) => a + (u.domain?.counters.c.faults ?? 0), 0),
+    errors,
+    verify: {
+      enabled: verifier !== null,
+      checkedBytes: verifier?.checkedBytes ?? 0,
+      mismatches: verifier?.mismatches ?? 0,
+      ok: (verifier?.mismatches ?? 0) === 0 && errors === 0,
+    },
+    debugReports,
+    costTable: costs,
+    simulator: { wallMs, iosPerSecond: wallMs > 0 ? (completed * 1000) / wallMs : 0 },
+  };
+}
