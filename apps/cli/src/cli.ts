@@ -311,6 +311,25 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
   });
   program.addCommand(sw);
 
+  const val = new Command("validate")
+    .description(
+      "replay the validation set (published measurements, docs/validation.md) and report simulated against published, with the error",
+    )
+    .option("--json", "print JSON")
+    .addOption(
+      new Option("--markdown", "print the table as docs/validation.md holds it").conflicts("json"),
+    )
+    .option("--rows <ids>", "comma-separated row ids, or groups (C1: C1a, C1b, C1c)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  dmasim validate\n  dmasim validate --rows C1a,P2a\n  dmasim validate --markdown\n",
+    );
+  val.action(async (opts: Record<string, unknown>) => {
+    const m = await import("./commands/validate.ts");
+    setCode(m.validate(opts, cio));
+  });
+  program.addCommand(val);
+
   for (const cmd of program.commands) {
     cmd.exitOverride();
     cmd.configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });

@@ -52,10 +52,11 @@ describe("formatRun", () => {
   it("names the bound with its percentage right after IOPS and bandwidth", () => {
     const lines = text.split("\n");
     const at = (label: string) => lines.findIndex((l) => l.startsWith(`${label} `));
+    const busiest = r.boundBy.busiest;
     expect(rowOf(text, "bound by").join(" ")).toBe(
-      `${r.boundBy.resource} (${pct(r.boundBy.utilisation)})`,
+      `${r.boundBy.resource} (${pct(r.boundBy.utilisation)}${busiest ? `; busiest: ${busiest.resource} at ${pct(busiest.utilisation)}` : ""})`,
     );
-    expect(text).toMatch(/^bound by\s+\S.* \(\d+\.\d %\)$/m);
+    expect(text).toMatch(/^bound by\s+\S.* \(\d+\.\d %(; busiest: .+ at \d+\.\d %)?\)$/m);
     expect(at("bound by")).toBe(at("bandwidth") + 1);
     expect(at("bandwidth")).toBe(at("IOPS") + 1);
   });
@@ -172,7 +173,7 @@ describe("formatRun", () => {
         `${c.busyPct.toFixed(1)}%`,
         `${c.waitPct.toFixed(1)}%`,
       ]);
-    expect(out).toContain(`(${pct(s.boundBy.utilisation)})`);
+    expect(out).toContain(`(${pct(s.boundBy.utilisation)}`);
   });
 });
 
@@ -236,7 +237,7 @@ describe("HTML reports", () => {
     expect(html).not.toMatch(/<script|https?:\/\//);
     const cmp = compareHtml([{ iommu: "lazy", mapping: "two-step", result: r }]);
     expect(cmp).toContain("<th>bound by</th>");
-    expect(cmp).toContain(`(${pct(r.boundBy.utilisation)})`);
+    expect(cmp).toContain(`(${pct(r.boundBy.utilisation)}`);
   });
 });
 

@@ -500,15 +500,17 @@ export class IoPageTable {
   /** Linux `iova_to_phys`: the physical address `iova` maps to, or 0 when unmapped. */
   iovaToPhys(iova: number): number {
     const out = scratchLeaf;
-    if (!this.lookupLeaf(iova, out)) return 0;
+    if (!this.lookupLeaf(iova, out, false)) return 0;
     return out.pagePhys + (iova - out.pageIova);
   }
 
   /**
    * Walks the table for `iova` reading PTEs from memory, without allocating; fills `out` and
-   * returns true when a leaf maps it. Counts one walk.
+   * returns true when a leaf maps it. Counts one walk. `device` (the default) is the IOMMU's own
+   * walker, with its walk cache and its `walkCacheHits`/`walkMemReads` counts; false is a
+   * software walk by the CPU (`iova_to_phys`), which neither uses nor disturbs that cache.
    */
-  lookupLeaf(iova: number, out: LeafLookup): boolean {
+  lookupLeaf(iova: number, out: LeafLookup, device = true): boolean {
     const c = this.counters.c;
     c.walks++;
     if (!(iova >= 0 && iova < this.ivaLimit)) return false;
@@ -516,7 +518,7 @@ export class IoPageTable {
     const key = Math.floor(iova / this.leafSpan);
     let t: Table;
     let d = 0;
-    if (key === this.dwKey) {
+    if (device && key === this.dwKey) {
       // The levels above the leaf table are the ones the last walk read (no table has been
       // retired since): the same entries, counted as read again.
       t = this.dwTable as Table;
@@ -531,7 +533,7 @@ export class IoPageTable {
       const o = 2 * fastMod(idx, this.entriesPerView);
       const lo = v[o] as number;
       c.pteReads++;
-      c.walkMemReads++;
+      if (device) c.walkMemReads++;
       if (lo === 0) return false;
       const hi = v[o + 1] as number;
       // eslint-disable-next-line no-bitwise -- PTE low half is a 32-bit quantity
@@ -544,7 +546,7 @@ export class IoPageTable {
         return true;
       }
       t = this.nextTable(t, idx, this.pteAddr(lo, hi));
-      if (d + 1 === last) {
+      if (d + 1 === last && device) {
         this.dwKey = key;
         this.dwTable = t;
       }

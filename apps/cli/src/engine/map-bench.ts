@@ -20,11 +20,11 @@ import {
   dmaUnmapSgtable,
 } from "@dmasim/dma-core";
 import { type CostTable, Pricer } from "./cost.ts";
-import { EventHeap } from "./event-heap.ts";
 import { parseJob } from "./job.ts";
 import { buildMachine, counterRef, counterSources } from "./machine.ts";
 import { type ProfileName, profileCosts } from "./profiles.ts";
-import { type Resource, ResourceSet } from "./resources.ts";
+import { ResourceSet } from "./resources.ts";
+import { type Timeline, Timelines, timelineFields } from "./timeline.ts";
 
 /** Options, as the user tool takes them. */
 export interface MapBenchOptions {
@@ -95,22 +95,14 @@ function isqrt(n: number): number {
 const MAP = 0;
 const UNMAP = 1;
 
-interface Thread {
-  readonly id: number;
+interface Thread extends Timeline {
   readonly cpu: number;
   readonly buf: number;
   readonly sg: SgTable | null;
   addr: number;
   /** The operation in progress or next: MAP or UNMAP. */
   stage: number;
-  opStart: number;
-  cursor: number;
-  readonly steps: Resource[];
-  readonly stepCount: number[];
-  readonly stepHold: number[];
-  stepIdx: number;
-  /** Within an operation (taking its steps), or between two. */
-  stepping: boolean;
+  done: boolean;
 }
 
 /** Runs the benchmark. */
@@ -130,24 +122,6 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
   const sources = counterSources(m);
   const pricer = new Pricer(o.costs ?? profileCosts(profile), (n) => counterRef(m, sources, n));
   const res = new ResourceSet(job);
-  const nRes = pricer.resources.length;
-  const counts = new Float64Array(nRes);
-  const last = new Float64Array(nRes);
-  let cpuLast = pricer.cpu();
-  pricer.counts(last);
-  /** CPU ns since the last call; `counts` gets the resource acquisitions. */
-  const price = (): number => {
-    const c = pricer.cpu();
-    const ns = c - cpuLast;
-    cpuLast = c;
-    pricer.counts(counts);
-    for (let i = 0; i < nRes; i++) {
-      const v = counts[i] as number;
-      counts[i] = v - (last[i] as number);
-      last[i] = v;
-    }
-    return ns;
-  };
   const ps = m.memory.pageSize;
   const size = o.granule * ps;
   const dir = o.dir as DmaDirection;
@@ -169,19 +143,13 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
       buf = m.memory.allocPages(order) * ps;
     }
     return {
-      id: t,
+      ...timelineFields(t),
       cpu: t % job.machine.cpus,
       buf,
       sg,
       addr: 0,
       stage: MAP,
-      opStart: 0,
-      cursor: 0,
-      steps: [],
-      stepCount: [],
-      stepHold: [],
-      stepIdx: 0,
-      stepping: false,
+      done: false,
     };
   });
   const limit = o.seconds * 1e9;
@@ -197,93 +165,59 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
   let sumUnmapNs = 0;
   let sumSqUnmapNs = 0;
   let endTime = 0;
-  const heap = new EventHeap();
-  for (const th of threads) heap.push(0, 0, th.id);
 
-  /** Runs the map or unmap of `th` at `t` and plans its resource steps. */
-  const operate = (th: Thread, t: number): void => {
-    m.dev.cpu = th.cpu;
-    // Work done by timers since the last sample is not part of this thread's latencies.
-    price();
-    if (th.stage === MAP) {
-      if (dir !== DMA_DIRECTION.FROM_DEVICE) {
-        if (th.sg) for (const e of th.sg.sgl) m.memory.fill(e.phys, e.length, 0x66);
-        else m.memory.fill(th.buf, size, 0x66);
-      }
-      price();
-      if (th.sg) dmaMapSgtable(m.dev, th.sg, dir);
-      else th.addr = dmaMapPhys(m.dev, th.buf, size, dir);
-    } else if (th.sg) dmaUnmapSgtable(m.dev, th.sg, dir);
-    else dmaUnmapPhys(m.dev, th.addr, size, dir);
-    th.opStart = t;
-    th.cursor = t + price();
-    th.steps.length = 0;
-    th.stepCount.length = 0;
-    th.stepHold.length = 0;
-    th.stepIdx = 0;
-    for (let i = 0; i < nRes; i++) {
-      const n = counts[i] as number;
-      if (n <= 0) continue;
-      const r = pricer.resources[i] as (typeof pricer.resources)[number];
-      th.steps.push(res.instance(r.kind, 0, th.cpu, 1));
-      th.stepCount.push(n);
-      th.stepHold.push(r.ns);
-    }
-  };
-
-  const record = (th: Thread): void => {
-    const ns = th.cursor - th.opStart;
-    const v = Math.floor(ns / 100);
-    if (th.stage === MAP) {
-      sumMap += v;
-      sumSqMap += v * v;
-      sumMapNs += ns;
-      sumSqMapNs += ns * ns;
-    } else {
-      sumUnmap += v;
-      sumSqUnmap += v * v;
-      sumUnmapNs += ns;
-      sumSqUnmapNs += ns * ns;
-    }
-  };
-
-  // Each event is a thread at its next point in time: between operations it starts its next map
-  // or unmap; within one it takes its next resource step, or ends the operation. Taking steps as
-  // events keeps each resource's service in arrival order across threads.
-  while (heap.size > 0) {
-    const t = heap.peekTime();
-    const th = threads[heap.peekArg()] as Thread;
-    heap.pop();
-    if (Math.floor(t) > m.clock.now) m.clock.advanceTo(Math.floor(t));
-    if (!th.stepping) {
+  // Each thread is a timeline whose pieces of work alternate map and unmap (with the transfer
+  // delay between them); their resource acquisitions contend with the other threads'.
+  const tl = new Timelines<Thread>(m.clock, pricer, threads, {
+    hasWork: (th) => !th.done,
+    start: (th, t) => {
       if (th.stage === MAP && (t >= limit || loops >= maxLoops)) {
         if (t < limit) stoppedBy = "maxLoops";
+        th.done = true;
         endTime = Math.max(endTime, t);
-        continue;
+        return false;
       }
-      operate(th, t);
-      th.stepping = true;
-    } else if (th.stepIdx < th.steps.length) {
-      const i = th.stepIdx++;
-      th.cursor = (th.steps[i] as Resource).acquire(
-        th.cursor,
-        th.stepCount[i] as number,
-        th.stepHold[i] as number,
-      );
-    } else {
-      // The operation ended at th.cursor.
-      record(th);
-      th.stepping = false;
+      m.dev.cpu = th.cpu;
       if (th.stage === MAP) {
+        if (dir !== DMA_DIRECTION.FROM_DEVICE) {
+          if (th.sg) for (const e of th.sg.sgl) m.memory.fill(e.phys, e.length, 0x66);
+          else m.memory.fill(th.buf, size, 0x66);
+        }
+        if (th.sg) dmaMapSgtable(m.dev, th.sg, dir);
+        else th.addr = dmaMapPhys(m.dev, th.buf, size, dir);
+      } else if (th.sg) dmaUnmapSgtable(m.dev, th.sg, dir);
+      else dmaUnmapPhys(m.dev, th.addr, size, dir);
+      tl.plan(th, t, tl.price(), tl.counts, (k) => res.instance(k, 0, th.cpu, 1));
+      return true;
+    },
+    finish: (th) => {
+      const ns = th.cursor - th.segStart;
+      const v = Math.floor(ns / 100);
+      if (th.stage === MAP) {
+        sumMap += v;
+        sumSqMap += v * v;
+        sumMapNs += ns;
+        sumSqMapNs += ns * ns;
         th.stage = UNMAP;
         th.cursor += o.delayNs;
       } else {
+        sumUnmap += v;
+        sumSqUnmap += v * v;
+        sumUnmapNs += ns;
+        sumSqUnmapNs += ns * ns;
         th.stage = MAP;
         loops++;
       }
-    }
-    heap.push(th.cursor, 0, th.id);
-  }
+    },
+    clockEvent: (t) => {
+      m.clock.advanceTo(t);
+      // Work done by timers is not part of any thread's latencies.
+      tl.price();
+    },
+    drained: () => false,
+  });
+  for (const th of threads) tl.wake(th, 0);
+  tl.run();
   const n = Math.max(1, loops);
   const avgMap = Math.floor(sumMap / n);
   const avgUnmap = Math.floor(sumUnmap / n);

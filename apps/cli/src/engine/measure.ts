@@ -14,7 +14,6 @@ export interface MeasuredIo {
   readonly bytes: number;
   readonly readyAt: number;
   readonly doorbellAt: number;
-  readonly ok: boolean;
 }
 
 /** The statistics of a run's measured window. */
@@ -66,8 +65,8 @@ export class Measurement {
     this.qdDevice.set(this.atDevice, t);
   }
 
-  /** An I/O completed at `t`. */
-  done(io: MeasuredIo, t: number): void {
+  /** An I/O completed at `t` (`ok`: without an error). */
+  done(io: MeasuredIo, ok: boolean, t: number): void {
     this.atDevice--;
     this.qdDevice.set(this.atDevice, t);
     this.inSystem--;
@@ -77,7 +76,7 @@ export class Measurement {
     this.bytes += io.bytes;
     if (io.write) this.writes++;
     else this.reads++;
-    if (!io.ok) this.errors++;
+    if (!ok) this.errors++;
     this.lat.record(t - io.readyAt);
     this.clat.record(t - io.doorbellAt);
     this.slat.record(io.doorbellAt - io.readyAt);

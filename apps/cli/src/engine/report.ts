@@ -37,7 +37,11 @@ export function percent(u: number): string {
 
 /** The bound of a run: "CPU 0 (92.1 %)", "queue depth × latency (99.8 %)". */
 export function boundText(b: BoundBy): string {
-  return `${b.resource} (${percent(b.utilisation)})`;
+  const busiest =
+    b.busiest === undefined
+      ? ""
+      : `; busiest: ${b.busiest.resource} at ${percent(b.busiest.utilisation)}`;
+  return `${b.resource} (${percent(b.utilisation)}${busiest})`;
 }
 
 const SHORT_BOUND: Readonly<Record<string, string>> = {

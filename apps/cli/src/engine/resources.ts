@@ -52,7 +52,8 @@ export class Resource {
     const wait = start - arrival;
     this.acquisitions += count;
     if (wait > 0) {
-      this.contended++;
+      // The back-to-back acquisitions of one piece of work all waited behind the holder.
+      this.contended += count;
       this.waitNs += wait;
       if (wait > this.maxWaitNs) this.maxWaitNs = wait;
     }

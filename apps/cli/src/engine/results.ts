@@ -24,6 +24,11 @@ export interface BoundBy {
   readonly resource: string;
   /** 0..1: busy time over measured time (for the queue, achieved over configured depth). */
   readonly utilisation: number;
+  /**
+   * When the closed loop is the bound (nothing saturated): the busiest CPU, resource or device
+   * part all the same, which is what would bound the run with more depth or a faster device.
+   */
+  readonly busiest?: { readonly resource: string; readonly utilisation: number };
 }
 
 /** One CPU's share of the run. */
@@ -152,6 +157,7 @@ export function boundOf(c: BoundCandidates): BoundBy {
   return {
     resource: "queue depth × latency",
     utilisation: c.qdConfigured > 0 ? Math.min(1, c.qdMean / c.qdConfigured) : 0,
+    ...(best.utilisation > 0 ? { busiest: best } : {}),
   };
 }
 

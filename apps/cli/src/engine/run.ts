@@ -38,7 +38,7 @@ import {
 import { profileCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
-import { summarise } from "./summary.ts";
+import { type WindowEnd, summarise } from "./summary.ts";
 import { Measurement } from "./measure.ts";
 import { type Timeline, type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
@@ -171,6 +171,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const ps = m.memory.pageSize;
 
   const mx = new Measurement();
+  /** What the window's end captured (null while it is open). */
+  let end: WindowEnd | null = null;
   const ramp = rampOf(job);
   const measuredIos = jobIos(job);
   const seconds = job.workload.seconds;
@@ -408,7 +410,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   }
 
   function account(cpu: Cpu): void {
-    if (!mx.measuring || cpu.segStart < mx.windowStart) return;
+    if (!mx.measuring || end !== null || cpu.segStart < mx.windowStart) return;
     cpu.busyNs += cpu.cursor - cpu.segStart;
     cpu.waitNs += cpu.segWait;
   }
@@ -419,7 +421,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     cpu.inflight--;
     completed++;
     workload.end(io.offset, io.bytes);
-    mx.done({ ...io, ok: io.status === BLK_STS.OK }, t);
+    mx.done(io, io.status === BLK_STS.OK, t);
     if (io.counted) cpu.ios++;
     if (io.status === BLK_STS.OK && verifier) {
       if (io.write) verifier.recordWrite(io.offset, io.bytes, io.gen);
@@ -427,6 +429,26 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     }
     makeReady(cpu, io.slot, t);
     if (hasWork(cpu)) tl.wake(cpu, t);
+    if (end === null && mx.measuring && readySlots === 0 && mx.counted === issued - mx.rampIos)
+      closeWindow(t);
+  }
+
+  /**
+   * The last measured I/O completed at `t` and no more will be issued: the measured window ends
+   * here. What happens after it (the flush queue's last timer, the drain) is not measured.
+   */
+  function closeWindow(t: number): void {
+    end = capture(t);
+  }
+
+  function capture(t: number): WindowEnd {
+    return {
+      counters: snapshotCounters(m, sources),
+      cat: p.byCategory(),
+      device: units().map((u) => timing.busy(u)),
+      resources: res.report(t - mx.windowStart, mx.counted),
+      exposure: m.dev.cookie?.fq?.exposure() ?? null,
+    };
   }
 
   /** The end of the ramp: statistics start from here. */
@@ -485,21 +507,21 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   );
   const windowEnd = mx.windowEnd;
   const measuredNs = windowEnd - mx.windowStart;
-  // Let the lazy timer run so the exposure window of the last unmaps is recorded.
+  // A run whose window never closed (I/Os failed and the run stopped) ends it here.
+  const ended = (end as WindowEnd | null) ?? capture(windowEnd);
+  // Let the lazy timer run so the exposure window of the last unmaps is recorded (used only
+  // when no flush happened within the window).
   m.clock.advance(2_000_000_000);
   return summarise({
     job,
     m,
-    sources,
-    p,
     costs,
-    res,
-    timing,
     startCounters,
     startCat,
     startDevice,
     cpus,
     mx,
+    end: ended,
     verifier,
     windowEnd,
     measuredNs,

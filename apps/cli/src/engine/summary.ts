@@ -2,24 +2,31 @@
  * The summary of a run: the report's figures from what the run measured (counters, histograms,
  * time averages, resource and device busy times) over the measured window.
  */
-import { COST_CATEGORIES, type CostCategory, type CostTable, type Pricer } from "./cost.ts";
+import { COST_CATEGORIES, type CostCategory, type CostTable } from "./cost.ts";
 import type { DeviceTiming } from "./device-time.ts";
 import type { Job } from "./job.ts";
-import { type Machine, counterSources, snapshotCounters } from "./machine.ts";
-import type { ResourceSet } from "./resources.ts";
+import type { Machine } from "./machine.ts";
+import type { ResourceReport } from "./resources.ts";
+import type { HistogramSummary } from "@dmasim/iommu";
 import { type RunResult, boundOf, shortPercentiles } from "./results.ts";
 import type { Measurement } from "./measure.ts";
 import type { Verifier } from "./verify.ts";
+
+/** What the end of the measured window captured. */
+export interface WindowEnd {
+  readonly counters: Readonly<Record<string, number>>;
+  readonly cat: Readonly<Record<CostCategory, number>>;
+  readonly device: readonly ReturnType<DeviceTiming["busy"]>[];
+  readonly resources: readonly ResourceReport[];
+  /** The lazy exposure window of the ranges flushed so far (null without a flush queue). */
+  readonly exposure: HistogramSummary | null;
+}
 
 /** What a run measured, for its summary. */
 export interface Measured {
   readonly job: Job;
   readonly m: Machine;
-  readonly sources: ReturnType<typeof counterSources>;
-  readonly p: Pricer;
   readonly costs: CostTable;
-  readonly res: ResourceSet;
-  readonly timing: DeviceTiming;
   /** Counters, CPU time by category and device busy times at the start of the window. */
   readonly startCounters: Readonly<Record<string, number>>;
   readonly startCat: Readonly<Record<CostCategory, number>>;
@@ -31,6 +38,7 @@ export interface Measured {
     readonly waitNs: number;
   }[];
   readonly mx: Measurement;
+  readonly end: WindowEnd;
   readonly verifier: Verifier | null;
   readonly windowEnd: number;
   readonly measuredNs: number;
@@ -42,7 +50,7 @@ export interface Measured {
 
 /** Builds the run's report from what it measured. */
 export function summarise(x: Measured): RunResult {
-  const { job, m, sources, p, costs, res, timing, startCounters, startCat, startDevice, cpus } = x;
+  const { job, m, costs, startCounters, startCat, startDevice, cpus } = x;
   const { mx, verifier, windowEnd, measuredNs, slots, completed } = x;
   const { lat, clat, slat, depths, qdSystem, qdDevice, counted, rampIos, reads, writes } = mx;
   const { errors } = mx;
@@ -50,14 +58,14 @@ export function summarise(x: Measured): RunResult {
   const units = () => m.units.map((u) => u.index);
   const ps = m.memory.pageSize;
 
-  const endCounters = snapshotCounters(m, sources);
-  const endCat = p.byCategory();
+  const endCounters = x.end.counters;
+  const endCat = x.end.cat;
   const perIo: Record<string, number> = {};
   for (const [k, v] of Object.entries(endCounters)) {
     const d = v - (startCounters[k] ?? 0);
     if (d !== 0 && counted > 0) perIo[k] = d / counted;
   }
-  const resources = res.report(measuredNs, counted);
+  const resources = x.end.resources;
   const waitTotal = cpus.reduce((a, c) => a + c.waitNs, 0);
   const byCat = Object.fromEntries(
     COST_CATEGORIES.map((c) => [
@@ -67,7 +75,7 @@ export function summarise(x: Measured): RunResult {
   ) as Record<CostCategory, number>;
   const cpuNsPerIo = Object.values(byCat).reduce((a, b) => a + b, 0);
   const devBusy = units().map((u) => {
-    const b = timing.busy(u);
+    const b = x.end.device[u] as ReturnType<DeviceTiming["busy"]>;
     const s = startDevice[u] as typeof b;
     return { pipe: b.pipeNs - s.pipeNs, cmd: b.cmdNs - s.cmdNs, walk: b.walkNs - s.walkNs };
   });
@@ -79,7 +87,9 @@ export function summarise(x: Measured): RunResult {
   const latSummary = lat.summary();
   const us = (ns: number) => ns / 1000;
   const fq = m.dev.cookie?.fq;
-  const exposure = fq ? fq.exposure() : null;
+  // The exposure of the ranges flushed within the window; when none was, of those the flush
+  // queue's timer flushed after it.
+  const exposure = fq ? (x.end.exposure?.count ? x.end.exposure : fq.exposure()) : null;
   const iotlb = m.iotlb?.counters.c;
   const delta = (k: string) => (endCounters[k] ?? 0) - (startCounters[k] ?? 0);
   const hostMem =
