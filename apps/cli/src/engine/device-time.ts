@@ -3,7 +3,8 @@
  * completion. Each controller has a command pipeline (at most `controller.maxIops` commands a
  * second), media latency drawn from a distribution, and a bandwidth-limited data pipe; the DMA
  * translations of a command that missed the IOTLB add the IOMMU's page walk (priced from the
- * walk's memory reads by the cost table's device entries) to the time the pipe is busy.
+ * walk's memory reads by the cost table's device entries) to that command's time before its
+ * transfer.
  */
 import type { Rng } from "@dmasim/bvec";
 import type { Job } from "./job.ts";
@@ -177,9 +178,11 @@ export class DeviceTiming {
     t.cmdFree = start + this.cmdNs;
     t.cmdBusy += this.cmdNs;
     if (bytes === 0) return t.cmdFree - now;
-    const media = start + this.latency.sample();
-    const xfer = bytes / this.bytesPerNs + walkNs;
-    const end = t.pipe.reserve(now, media, xfer);
+    // The IOMMU's walks delay this command's DMA; they do not hold the data pipe, which moves
+    // other commands' data meanwhile (the walker runs beside the transfers).
+    const ready = start + this.latency.sample() + walkNs;
+    const xfer = bytes / this.bytesPerNs;
+    const end = t.pipe.reserve(now, ready, xfer);
     t.pipeBusy += xfer;
     t.walkNs += walkNs;
     return end - now;

@@ -102,7 +102,7 @@ export function deviceRows(r: RunResult): string[][] {
   const rows = [
     [
       "device data pipe",
-      `${percent(r.device.bandwidthUtilisation)} busy of ${r.job.controller.bandwidthMBps} MB/s (IOMMU walks included${several ? "; busiest controller" : ""})`,
+      `${percent(r.device.bandwidthUtilisation)} busy of ${r.job.controller.bandwidthMBps} MB/s${several ? " (busiest controller)" : ""}`,
     ],
   ];
   const maxIops = r.job.controller.maxIops;

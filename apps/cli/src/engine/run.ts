@@ -64,20 +64,26 @@ export interface RunOptions {
   readonly setup?: (m: Machine) => void;
 }
 
+/**
+ * The I/O of one queue slot (a slot has at most one in flight, so each slot keeps one record and
+ * one completion callback for its whole run).
+ */
 interface InFlight {
   readonly cpu: number;
   readonly slot: number;
-  readonly unit: number;
+  unit: number;
   readonly qid: number;
-  readonly write: boolean;
-  readonly offset: number;
-  readonly bytes: number;
-  readonly gen: number;
-  readonly readyAt: number;
-  readonly counted: boolean;
+  write: boolean;
+  offset: number;
+  bytes: number;
+  gen: number;
+  readyAt: number;
+  counted: boolean;
   doorbellAt: number;
   pending: number;
   status: BlkStatus;
+  /** The completion callback of each of its requests. */
+  readonly done: (status: BlkStatus) => void;
 }
 
 const SEG_SUBMIT = 1;
@@ -277,7 +283,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       const qid = key - unit * 256;
       const u = m.units[unit] as (typeof m.units)[number];
       u.dev.cpu = cpu.id;
-      cpu.segIos.length = 0;
+      if (cpu.segIos.length > 0) cpu.segIos.length = 0;
       doneNow = cpu.segIos;
       u.host.poll(qid);
       doneNow = null;
@@ -294,17 +300,17 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     }
     if (cpu.backlog.length > 0 && cpu.retryBacklog) {
       cpu.retryBacklog = false;
-      cpu.commits.length = 0;
-      cpu.segIos.length = 0;
+      if (cpu.commits.length > 0) cpu.commits.length = 0;
+      if (cpu.segIos.length > 0) cpu.segIos.length = 0;
       let unit = 0;
       while (cpu.backlog.length > 0) {
         const b = cpu.backlog[0] as { req: Request; io: InFlight; unit: number };
         const u = m.units[b.unit] as (typeof m.units)[number];
         u.dev.cpu = cpu.id;
-        const st = u.host.submit(b.req, pieceDone(b.io), { qid: cpu.qid, last: false });
+        const st = u.host.submit(b.req, b.io.done, { qid: cpu.qid, last: false });
         if (st === BLK_STS.RESOURCE) break;
         cpu.backlog.shift();
-        if (st !== BLK_STS.OK) pieceDone(b.io)(st);
+        if (st !== BLK_STS.OK) b.io.done(st);
         else addCommit(cpu, b.unit);
         unit = b.unit;
       }
@@ -312,8 +318,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       return true;
     }
     if (cpu.backlog.length === 0 && cpu.ready.length > 0) {
-      cpu.commits.length = 0;
-      cpu.segIos.length = 0;
+      if (cpu.commits.length > 0) cpu.commits.length = 0;
+      if (cpu.segIos.length > 0) cpu.segIos.length = 0;
       let unit = 0;
       for (let k = 0; k < batch && cpu.ready.length > 0; k++) unit = submitIo(cpu, t);
       plan(cpu, SEG_SUBMIT, unit, t, price(), resCounts);
@@ -328,20 +334,42 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   }
 
   let doneNow: InFlight[] | null = null;
-  const pieceDone = (io: InFlight) => (status: BlkStatus) => {
-    if (status !== BLK_STS.OK && io.status === BLK_STS.OK) io.status = status;
-    io.pending--;
-    if (io.pending === 0) {
-      if (doneNow !== null) doneNow.push(io);
-      else failed.push(io);
-    }
-  };
+  /** One record per slot, made once. */
+  const slotIo: InFlight[] = [];
+  for (let slot = 0; slot < slots; slot++) {
+    const cpu = Math.floor(slot / depth);
+    const io: InFlight = {
+      cpu,
+      slot,
+      unit: 0,
+      qid: queueOf(cpu),
+      write: false,
+      offset: 0,
+      bytes: 0,
+      gen: 0,
+      readyAt: 0,
+      counted: false,
+      doorbellAt: 0,
+      pending: 0,
+      status: BLK_STS.OK,
+      done: (status: BlkStatus) => {
+        if (status !== BLK_STS.OK && io.status === BLK_STS.OK) io.status = status;
+        io.pending--;
+        if (io.pending === 0) {
+          if (doneNow !== null) doneNow.push(io);
+          else failed.push(io);
+        }
+      },
+    };
+    slotIo.push(io);
+  }
   /** I/Os that ended outside completion work (refused at submission). */
   const failed: InFlight[] = [];
 
   /** Queues one I/O from the CPU's next ready slot; returns its controller. */
   function submitIo(cpu: Cpu, t: number): number {
-    const slot = cpu.ready.pop() as number;
+    // Oldest ready slot first, as fio reuses its io_u's in completion order.
+    const slot = cpu.ready.shift() as number;
     readySlots--;
     if (!mx.measuring && issued >= ramp.ios && t >= ramp.ns) startMeasuring(t);
     const unit = fastMod(slot - cpu.id * depth, nUnits);
@@ -350,21 +378,20 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     const bytes = workload.nextBs();
     const write = workload.nextIsWrite();
     const offset = workload.nextOffset(bytes);
-    const io: InFlight = {
-      cpu: cpu.id,
-      slot,
-      unit,
-      qid: cpu.qid,
-      write,
-      offset,
-      bytes,
-      gen: ++genCounter,
-      readyAt: readyAt[slot] as number,
-      counted: mx.measuring,
-      doorbellAt: t,
-      pending: 0,
-      status: BLK_STS.OK,
-    };
+    const io = slotIo[slot] as InFlight;
+    io.unit = unit;
+    io.write = write;
+    io.offset = offset;
+    io.bytes = bytes;
+    io.gen = ++genCounter;
+    // A slot that became ready during the ramp is measured from the window's start.
+    io.readyAt = mx.measuring
+      ? Math.max(readyAt[slot] as number, mx.windowStart)
+      : (readyAt[slot] as number);
+    io.counted = mx.measuring;
+    io.doorbellAt = t;
+    io.pending = 0;
+    io.status = BLK_STS.OK;
     issued++;
     mx.issued(cpu.inflight + 1);
     workload.start(offset, bytes);
@@ -380,9 +407,9 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       const req = blkRqFromBios(lim, [piece]);
       if (job.host.mapping === "scatterlist" && req.nrPhysSegments > 1)
         m.engine.sgEntries += req.nrPhysSegments;
-      const st = u.host.submit(req, pieceDone(io), { qid: cpu.qid, last: false });
+      const st = u.host.submit(req, io.done, { qid: cpu.qid, last: false });
       if (st === BLK_STS.RESOURCE) cpu.backlog.push({ req, io, unit });
-      else if (st !== BLK_STS.OK) pieceDone(io)(st);
+      else if (st !== BLK_STS.OK) io.done(st);
       else addCommit(cpu, unit);
     }
     m.engine.ios++;
@@ -486,7 +513,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     for (const cpu of cpus)
       for (const b of cpu.backlog.splice(0)) {
         any = true;
-        pieceDone(b.io)(BLK_STS.RESOURCE);
+        b.io.done(BLK_STS.RESOURCE);
       }
     for (const io of failed.splice(0)) complete(io, m.clock.now);
     if (!any && completed < issued)

@@ -29,9 +29,11 @@ export interface Timeline {
   /** When the current piece of work started, and how long it has waited for resources. */
   segStart: number;
   segWait: number;
+  /** The resource steps of the current piece of work: the first `nSteps` entries. */
   readonly steps: Resource[];
   readonly stepCount: number[];
   readonly stepHold: number[];
+  nSteps: number;
   stepIdx: number;
 }
 
@@ -47,6 +49,7 @@ export function timelineFields(id: number): Timeline {
     steps: [],
     stepCount: [],
     stepHold: [],
+    nSteps: 0,
     stepIdx: 0,
   };
 }
@@ -118,19 +121,19 @@ export class Timelines<T extends Timeline> {
     tl.segStart = t;
     tl.segWait = 0;
     tl.cursor = t + cpuNs;
-    tl.steps.length = 0;
-    tl.stepCount.length = 0;
-    tl.stepHold.length = 0;
     tl.stepIdx = 0;
     const entries = this.pricer.resources;
+    let k = 0;
     for (let i = 0; i < counts.length; i++) {
       const n = counts[i] as number;
       if (n <= 0) continue;
       const r = entries[i] as (typeof entries)[number];
-      tl.steps.push(instance(r.kind));
-      tl.stepCount.push(n);
-      tl.stepHold.push(r.ns);
+      tl.steps[k] = instance(r.kind);
+      tl.stepCount[k] = n;
+      tl.stepHold[k] = r.ns;
+      k++;
     }
+    tl.nSteps = k;
     tl.phase = PHASE.STEPS;
   }
 
@@ -183,7 +186,7 @@ export class Timelines<T extends Timeline> {
   private advance(tl: T): void {
     for (;;) {
       if (tl.phase === PHASE.STEPS) {
-        while (tl.stepIdx < tl.steps.length) {
+        while (tl.stepIdx < tl.nSteps) {
           if (!this.canRun(tl.cursor)) {
             this.heap.push(tl.cursor, EV_STEP, tl.id);
             return;

@@ -132,6 +132,8 @@ export class Workload {
  */
 export class SlotBuffers {
   private readonly pages: number[][] = [];
+  private readonly cache: (readonly BufferRange[] | undefined)[] = [];
+  private readonly cacheBytes: number[] = [];
   private readonly ps: number;
   private readonly offset: number;
 
@@ -167,8 +169,20 @@ export class SlotBuffers {
     }
   }
 
-  /** The physically contiguous pieces of the first `bytes` of slot `slot`'s buffer. */
-  ranges(slot: number, bytes: number): BufferRange[] {
+  /**
+   * The physically contiguous pieces of the first `bytes` of slot `slot`'s buffer (the same
+   * array for the same slot and size: the caller must not change it).
+   */
+  ranges(slot: number, bytes: number): readonly BufferRange[] {
+    const cached = this.cache[slot];
+    if (cached !== undefined && this.cacheBytes[slot] === bytes) return cached;
+    const out = this.compute(slot, bytes);
+    this.cache[slot] = out;
+    this.cacheBytes[slot] = bytes;
+    return out;
+  }
+
+  private compute(slot: number, bytes: number): BufferRange[] {
     const pages = this.pages[slot] as number[];
     const ps = this.ps;
     const out: BufferRange[] = [];
