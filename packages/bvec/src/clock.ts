@@ -22,6 +22,8 @@ export class SimClock {
   private seq = 0;
   private readonly heap: Timer[] = [];
   private readonly live = new Set<TimerId>();
+  /** Cancelled callbacks still in the heap (none: nothing to drop, no lookups). */
+  private cancelled = 0;
 
   /** The current simulated time in nanoseconds. */
   get now(): number {
@@ -59,7 +61,9 @@ export class SimClock {
 
   /** Cancels a scheduled callback; returns false if it already fired or was cancelled. */
   cancel(id: TimerId): boolean {
-    return this.live.delete(id);
+    const was = this.live.delete(id);
+    if (was) this.cancelled++;
+    return was;
   }
 
   /** Advances time by `ns`, firing every callback due on the way. */
@@ -100,9 +104,11 @@ export class SimClock {
   }
 
   private dropCancelled(): void {
+    if (this.cancelled === 0) return;
     let top = this.heap[0];
     while (top !== undefined && !this.live.has(top.id)) {
       this.pop();
+      this.cancelled--;
       top = this.heap[0];
     }
   }

@@ -132,6 +132,11 @@ export class NvmeQueue {
   lastSqTailDb = 0;
   cqHead = 0;
   cqPhase = 1;
+  /**
+   * The iod of each tag. Linux allocates every request's pdu with the tag set
+   * (`blk_mq_alloc_rqs`); the model creates a tag's iod the first time the tag is used
+   * (`iod()`), which changes nothing but the simulator's memory.
+   */
   readonly iods: NvmeIod[] = [];
   readonly freeTags: number[] = [];
   readonly callbacks: (CompletionCallback | undefined)[] = [];
@@ -143,10 +148,17 @@ export class NvmeQueue {
     this.cq = cq;
     // blk-mq uses depth - 1 tags so the SQ never looks empty when it is full.
     for (let t = depth - 2; t >= 0; t--) this.freeTags.push(t);
-    for (let t = 0; t < depth - 1; t++) {
-      this.iods.push(new NvmeIod(qid, t));
-      this.callbacks.push(undefined);
+    for (let t = 0; t < depth - 1; t++) this.callbacks.push(undefined);
+  }
+
+  /** The iod of `tag`. */
+  iod(tag: number): NvmeIod {
+    let iod = this.iods[tag];
+    if (iod === undefined) {
+      iod = new NvmeIod(this.qid, tag);
+      this.iods[tag] = iod;
     }
+    return iod;
   }
 
   /** Requests in flight. */
@@ -406,7 +418,7 @@ export class NvmeHost {
     const q = this.queues[0] as NvmeQueue;
     const tag = q.freeTags.pop();
     if (tag === undefined) throw new NvmeError("EBUSY", "no free admin tag");
-    const iod = q.iods[tag] as NvmeIod;
+    const iod = q.iod(tag);
     iod.resetForSubmit();
     build(iod.cmd);
     let result: number | undefined;
@@ -500,7 +512,7 @@ export class NvmeHost {
       this.counters.c.requeues++;
       return BLK_STS.RESOURCE;
     }
-    const iod = q.iods[tag] as NvmeIod;
+    const iod = q.iod(tag);
     let st: BlkStatus;
     try {
       st = this.prep(iod, req, ns, nsid);
