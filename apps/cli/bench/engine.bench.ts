@@ -8,16 +8,15 @@ import nvmeIo from "../../../packages/nvme/bench/io.bench.ts";
 import { type BenchCase, defineBenchmarks } from "../../../scripts/bench-harness.ts";
 import { DEFAULT_JOB, type JobInput, parseJob, runJob } from "../src/engine/index.ts";
 
-const IOS = 4000;
-const withIos = (j: JobInput, ios: number): JobInput => ({
-  ...j,
-  workload: { ...j.workload, ios, ramp: 0 },
+/** The default job as `dmasim run` runs it: 20 000 measured I/Os after a 2000-I/O ramp. */
+const job = parseJob(DEFAULT_JOB);
+const IOS = job.workload.ios as number;
+const RAMP = job.workload.ramp as number;
+const strict = parseJob({ ...DEFAULT_JOB, iommu: { mode: "strict" } });
+const randread = parseJob({
+  ...DEFAULT_JOB,
+  workload: { ...DEFAULT_JOB.workload, rw: "randread" } satisfies JobInput["workload"],
 });
-const job = parseJob(withIos(DEFAULT_JOB, IOS));
-const strict = parseJob({ ...withIos(DEFAULT_JOB, IOS), iommu: { mode: "strict" } });
-const randread = parseJob(
-  withIos({ ...DEFAULT_JOB, workload: { ...DEFAULT_JOB.workload, rw: "randread" } }, IOS),
-);
 /** I/Os of the CPU-count pair: enough that building 64 CPUs' queues and buffers is amortised. */
 const CPU_IOS = 20000;
 /** A fast device, so that the CPUs, not the device, set the pace. */
@@ -41,7 +40,7 @@ export default defineBenchmarks([
   },
   {
     name: "engine/default-job/per-io",
-    ops: IOS,
+    ops: IOS + RAMP,
     baseline: "engine/baseline/io-4k-read-lazy",
     note: "dmasim run's default job (lazy, two-step, 4 KiB randrw, verified), host ns per simulated I/O",
     fn: () => {
@@ -50,7 +49,7 @@ export default defineBenchmarks([
   },
   {
     name: "engine/randread-job/per-io",
-    ops: IOS,
+    ops: IOS + RAMP,
     baseline: "engine/baseline/io-4k-read-lazy",
     note: "the default job with random reads only",
     fn: () => {
@@ -59,7 +58,7 @@ export default defineBenchmarks([
   },
   {
     name: "engine/strict-job/per-io",
-    ops: IOS,
+    ops: IOS + RAMP,
     baseline: "engine/baseline/io-4k-read-lazy",
     note: "the default job with a strict IOMMU",
     fn: () => {

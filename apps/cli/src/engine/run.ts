@@ -109,8 +109,8 @@ interface Cpu extends Timeline {
   /** Completion queues with an interrupt pending (or posts a polling CPU will find). */
   readonly cqPending: number[];
   readonly softirq: SoftIrq[];
-  /** Free queue slots ready for their next I/O. */
-  readonly ready: number[];
+  /** Free queue slots ready for their next I/O, oldest first. */
+  readonly ready: SlotQueue;
   readonly backlog: { req: Request; io: InFlight; unit: number }[];
   retryBacklog: boolean;
   /** I/Os submitted and not yet completed. */
@@ -213,7 +213,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       segIos: [],
       cqPending: [],
       softirq: [],
-      ready: [],
+      ready: new SlotQueue(depth),
       backlog: [],
       retryBacklog: false,
       inflight: 0,
@@ -265,7 +265,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     return (
       cpu.softirq.length > 0 ||
       cpu.cqPending.length > 0 ||
-      (cpu.backlog.length > 0 ? cpu.retryBacklog : cpu.ready.length > 0)
+      (cpu.backlog.length > 0 ? cpu.retryBacklog : cpu.ready.size > 0)
     );
   }
 
@@ -317,11 +317,11 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       plan(cpu, SEG_SUBMIT, unit, t, price(), resCounts);
       return true;
     }
-    if (cpu.backlog.length === 0 && cpu.ready.length > 0) {
+    if (cpu.backlog.length === 0 && cpu.ready.size > 0) {
       if (cpu.commits.length > 0) cpu.commits.length = 0;
       if (cpu.segIos.length > 0) cpu.segIos.length = 0;
       let unit = 0;
-      for (let k = 0; k < batch && cpu.ready.length > 0; k++) unit = submitIo(cpu, t);
+      for (let k = 0; k < batch && cpu.ready.size > 0; k++) unit = submitIo(cpu, t);
       plan(cpu, SEG_SUBMIT, unit, t, price(), resCounts);
       return true;
     }
@@ -369,7 +369,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   /** Queues one I/O from the CPU's next ready slot; returns its controller. */
   function submitIo(cpu: Cpu, t: number): number {
     // Oldest ready slot first, as fio reuses its io_u's in completion order.
-    const slot = cpu.ready.shift() as number;
+    const slot = cpu.ready.shift();
     readySlots--;
     if (!mx.measuring && issued >= ramp.ios && t >= ramp.ns) startMeasuring(t);
     const unit = fastMod(slot - cpu.id * depth, nUnits);
@@ -556,4 +556,30 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     completed,
     wallMs: wall() - t0,
   });
+}
+
+/** A FIFO of slot numbers with room for a CPU's queue depth (a ring: no shifting). */
+class SlotQueue {
+  private readonly ring: Int32Array;
+  private head = 0;
+  size = 0;
+
+  constructor(capacity: number) {
+    this.ring = new Int32Array(capacity);
+  }
+
+  push(slot: number): void {
+    let i = this.head + this.size;
+    if (i >= this.ring.length) i -= this.ring.length;
+    this.ring[i] = slot;
+    this.size++;
+  }
+
+  /** The oldest slot (the queue must not be empty). */
+  shift(): number {
+    const slot = this.ring[this.head] as number;
+    this.head = this.head + 1 === this.ring.length ? 0 : this.head + 1;
+    this.size--;
+    return slot;
+  }
 }

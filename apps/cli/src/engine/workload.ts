@@ -23,7 +23,11 @@ export class Workload {
   private readonly job: Job;
   private readonly pickBs: () => number;
   private seqOffset = 0;
-  /** In-flight I/Os per 4 KiB block of the namespace (a count: overlapping I/Os may share). */
+  /**
+   * In-flight I/Os per 4 KiB block of the namespace (a count: overlapping I/Os may share): a
+   * typed array for namespaces up to 16 GiB, a map of the busy blocks beyond.
+   */
+  private readonly busyArray: Uint32Array | null;
   private readonly busyBlocks = new Map<number, number>();
 
   constructor(job: Job, rng: Rng) {
@@ -62,6 +66,8 @@ export class Workload {
       if (b > this.nsBytes) throw new Error(`workload.bs: ${b} exceeds the namespace`);
     }
     this.maxBs = Math.max(...sizes);
+    const blocks = Math.ceil(this.nsBytes / 4096);
+    this.busyArray = blocks <= 2 ** 22 ? new Uint32Array(blocks) : null;
   }
 
   /** The size of the next I/O, bytes. */
@@ -104,14 +110,22 @@ export class Workload {
   /** Marks `[offset, offset + bytes)` in flight. */
   start(offset: number, bytes: number): void {
     const end = Math.ceil((offset + bytes) / 4096);
-    for (let b = Math.floor(offset / 4096); b < end; b++)
-      this.busyBlocks.set(b, (this.busyBlocks.get(b) ?? 0) + 1);
+    const a = this.busyArray;
+    for (let b = Math.floor(offset / 4096); b < end; b++) {
+      if (a !== null) a[b] = (a[b] as number) + 1;
+      else this.busyBlocks.set(b, (this.busyBlocks.get(b) ?? 0) + 1);
+    }
   }
 
   /** Marks `[offset, offset + bytes)` no longer in flight. */
   end(offset: number, bytes: number): void {
     const end = Math.ceil((offset + bytes) / 4096);
+    const a = this.busyArray;
     for (let b = Math.floor(offset / 4096); b < end; b++) {
+      if (a !== null) {
+        a[b] = (a[b] as number) - 1;
+        continue;
+      }
       const n = (this.busyBlocks.get(b) ?? 1) - 1;
       if (n === 0) this.busyBlocks.delete(b);
       else this.busyBlocks.set(b, n);
@@ -120,7 +134,9 @@ export class Workload {
 
   private overlaps(offset: number, bytes: number): boolean {
     const end = Math.ceil((offset + bytes) / 4096);
-    for (let b = Math.floor(offset / 4096); b < end; b++) if (this.busyBlocks.has(b)) return true;
+    const a = this.busyArray;
+    for (let b = Math.floor(offset / 4096); b < end; b++)
+      if (a !== null ? (a[b] as number) > 0 : this.busyBlocks.has(b)) return true;
     return false;
   }
 }
