@@ -48,9 +48,7 @@ export class Verifier {
 
   /** Records that a write of generation `gen` completed. */
   recordWrite(offset: number, bytes: number, gen: number): void {
-    const first = offset / SECTOR_SIZE;
-    const n = bytes / SECTOR_SIZE;
-    for (let s = 0; s < n; s++) this.written.set(first + s, gen);
+    this.written.setRange(offset / SECTOR_SIZE, bytes / SECTOR_SIZE, gen);
   }
 
   /**
@@ -67,10 +65,10 @@ export class Verifier {
     }
     const first = offset / SECTOR_SIZE;
     const n = bytes / SECTOR_SIZE;
+    const gens = this.written;
     for (let s = 0; s < n;) {
-      const g = this.written.get(first + s);
-      let k = 1;
-      while (k < RUN_SECTORS && s + k < n && this.written.get(first + s + k) === g) k++;
+      const g = gens.get(first + s);
+      const k = gens.runLength(first + s, Math.min(RUN_SECTORS, n - s));
       const got = buf.subarray(s * SECTOR_SIZE, (s + k) * SECTOR_SIZE);
       const p = g === undefined ? 0 : this.patternAt(first + s, g);
       const want =
@@ -103,15 +101,43 @@ class SectorGens {
   private static readonly PAGE = 65536;
   private readonly pages: (Uint32Array | undefined)[] = [];
 
-  /** Records that `sector` was last written with generation `gen` (0 or more). */
-  set(sector: number, gen: number): void {
-    const pi = Math.floor(sector / SectorGens.PAGE);
-    let page = this.pages[pi];
-    if (page === undefined) {
-      page = new Uint32Array(SectorGens.PAGE);
-      this.pages[pi] = page;
+  /** Records that `n` sectors from `first` were last written with generation `gen` (0 or more). */
+  setRange(first: number, n: number, gen: number): void {
+    const P = SectorGens.PAGE;
+    let s = first;
+    const end = first + n;
+    while (s < end) {
+      const pi = Math.floor(s / P);
+      let page = this.pages[pi];
+      if (page === undefined) {
+        page = new Uint32Array(P);
+        this.pages[pi] = page;
+      }
+      const o = s - pi * P;
+      const k = Math.min(end - s, P - o);
+      page.fill(gen + 1, o, o + k);
+      s += k;
     }
-    page[sector - pi * SectorGens.PAGE] = gen + 1;
+  }
+
+  /** How many of the (up to `max`) sectors from `sector` share its generation (at least 1). */
+  runLength(sector: number, max: number): number {
+    const P = SectorGens.PAGE;
+    const pi = Math.floor(sector / P);
+    const o = sector - pi * P;
+    const page = this.pages[pi];
+    const lim = Math.min(max, P - o);
+    let k = 1;
+    if (page === undefined) {
+      // Never written here: the run goes on through the unwritten page, or stops at its end.
+      k = lim;
+    } else {
+      const g = page[o] as number;
+      while (k < lim && page[o + k] === g) k++;
+    }
+    // A run that reaches the end of a page continues on the next one sector by sector.
+    while (k < max && this.get(sector + k) === this.get(sector)) k++;
+    return k;
   }
 
   /** The generation `sector` was last written with, or undefined when never written. */
