@@ -23,7 +23,7 @@ import {
   fastMod,
   type Request,
 } from "@dmasim/bvec";
-import { type CostTable, Pricer } from "./cost.ts";
+import { type CostTable, Pricer, type ResourceKind } from "./cost.ts";
 import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
 import { type Job, jobIos, rampOf } from "./job.ts";
@@ -36,7 +36,7 @@ import {
   snapshotCounters,
 } from "./machine.ts";
 import { profileCosts } from "./profiles.ts";
-import { ResourceSet } from "./resources.ts";
+import { type Resource, ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
 import { type WindowEnd, summarise } from "./summary.ts";
 import { Measurement } from "./measure.ts";
@@ -102,6 +102,8 @@ interface Cpu extends Timeline {
   readonly qid: number;
   segKind: number;
   segUnit: number;
+  /** The instance of a resource kind this CPU's current piece of work uses. */
+  readonly instance: (kind: ResourceKind) => Resource;
   /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
   readonly commits: number[];
   /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
@@ -203,12 +205,14 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     clockEvent,
     drained,
   };
-  for (let c = 0; c < nCpus; c++)
-    cpus.push({
+  for (let c = 0; c < nCpus; c++) {
+    const qid = queueOf(c);
+    const cpu: Cpu = {
       ...timelineFields(c),
-      qid: queueOf(c),
+      qid,
       segKind: 0,
       segUnit: 0,
+      instance: (kind) => res.instance(kind, cpu.segUnit, c, qid),
       commits: [],
       segIos: [],
       cqPending: [],
@@ -220,7 +224,9 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       ios: 0,
       busyNs: 0,
       waitNs: 0,
-    });
+    };
+    cpus.push(cpu);
+  }
   const tl = new Timelines(m.clock, p, cpus, work);
   const resCounts = tl.counts;
   for (const cpu of cpus) {
@@ -257,7 +263,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   ): void {
     cpu.segKind = kind;
     cpu.segUnit = unit;
-    tl.plan(cpu, t, cpuNs, counts, (k) => res.instance(k, unit, cpu.id, cpu.qid));
+    tl.plan(cpu, t, cpuNs, counts, cpu.instance);
     deferred.noteWork(unit, cpu.id);
   }
 
