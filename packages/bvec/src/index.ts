@@ -43,6 +43,7 @@ export { SimClock, type TimerId } from "./clock.ts";
 export { Rng } from "./random.ts";
 export {
   type AllocOptions,
+  type ByteSink,
   type ByteSource,
   MAX_PAGE_ORDER,
   type MemoryCounter,

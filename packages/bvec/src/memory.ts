@@ -86,6 +86,14 @@ export interface ByteSource {
   read(at: number, dst: Uint8Array, dstOff: number, len: number): void;
 }
 
+/**
+ * Something that can take `len` bytes from `src[srcOff..]` at its byte `at`: the destination
+ * of `PhysMemory.readTo` (an NVMe namespace's `write` has this shape).
+ */
+export interface ByteSink {
+  write(at: number, src: Uint8Array, srcOff: number, len: number): void;
+}
+
 /** Options for `PhysMemory`. */
 export interface PhysMemoryOptions {
   /** The CPU page size: 4 KiB (default), 16 KiB or 64 KiB. */
@@ -182,6 +190,7 @@ export class PhysMemory {
 
   private readonly stores: RegionStore[] = [];
   private lastStore: RegionStore | undefined;
+  private zeroChunk: Uint8Array | undefined = undefined;
   private readonly areas: Record<Zone, FreeArea>;
   /** Free block head pfn -> order. */
   private readonly freeHeads = new Map<number, number>();
@@ -320,7 +329,8 @@ export class PhysMemory {
       if (chunk === undefined) dst.fill(0, dstOff + done, dstOff + done + n);
       else if (n <= SMALL_COPY) {
         const d = dstOff + done;
-        for (let i = 0; i < n; i++) dst[d + i] = chunk[off + i] as number;
+        const o = smallInt(off);
+        for (let i = 0; i < n; i++) dst[d + i] = chunk[o + i] as number;
       } else dst.set(off === 0 && n === cs ? chunk : chunk.subarray(off, off + n), dstOff + done);
       done += n;
       p += n;
@@ -349,7 +359,8 @@ export class PhysMemory {
       const chunk = this.materialize(store, (rel - off) / cs);
       if (n <= SMALL_COPY) {
         const from = srcOff + done;
-        for (let i = 0; i < n; i++) chunk[off + i] = src[from + i] as number;
+        const o = smallInt(off);
+        for (let i = 0; i < n; i++) chunk[o + i] = src[from + i] as number;
       } else
         chunk.set(
           srcOff + done === 0 && n === src.length
@@ -385,6 +396,32 @@ export class PhysMemory {
       p += n;
     }
     this.counters.c.bytesWritten += len;
+  }
+
+  /**
+   * Like `read`, but the `len` bytes go straight from the backing chunks to `dst` (its bytes
+   * `[dstAt, dstAt + len)`, through `dst.write`): a device model with its own store (an NVMe
+   * namespace) takes data from memory with one copy instead of two. Same checks, bytes and
+   * counters as `read`.
+   */
+  readTo(phys: number, dst: ByteSink, dstAt: number, len: number): void {
+    if (len === 0) return;
+    let store = this.checkedStore(phys, len);
+    const cs = this.chunkBytes;
+    let p = phys;
+    let done = 0;
+    while (done < len) {
+      if (p >= store.region.end) store = this.storeOf(p) as RegionStore;
+      const rel = p - store.region.start;
+      const off = fastMod(rel, cs);
+      const n = Math.min(cs - off, len - done, store.region.end - p);
+      const chunk = this.lookup(store, (rel - off) / cs);
+      if (chunk === undefined) dst.write(dstAt + done, this.zeros(), 0, n);
+      else dst.write(dstAt + done, chunk, off, n);
+      done += n;
+      p += n;
+    }
+    this.counters.c.bytesRead += len;
   }
 
   /** Fills `len` bytes at `phys` with `value` (0 on untouched memory costs nothing). */
@@ -716,6 +753,12 @@ export class PhysMemory {
     return s;
   }
 
+  /** A chunk's worth of zeros (what untouched memory reads as), made on first use. */
+  private zeros(): Uint8Array {
+    this.zeroChunk ??= new Uint8Array(this.chunkBytes);
+    return this.zeroChunk;
+  }
+
   private lookup(store: RegionStore, chunk: number): Uint8Array | undefined {
     const li = Math.floor(chunk / LEAF);
     return store.dir[li]?.[chunk - li * LEAF];
@@ -800,6 +843,16 @@ export class PhysMemory {
 }
 
 const scratch4 = new Uint8Array(4);
+
+/**
+ * An offset inside a chunk (below 2^16), as a 32-bit integer: offsets derived from an address
+ * are doubles to V8, and a byte loop indexing with one converts it on every access (about
+ * twice the cost of the loop with an integer index).
+ */
+function smallInt(off: number): number {
+  // eslint-disable-next-line no-bitwise -- a chunk offset (< 2^16), not an address
+  return off | 0;
+}
 
 function newArea(): FreeArea {
   const lists: Set<number>[] = [];

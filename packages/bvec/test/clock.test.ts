@@ -46,6 +46,34 @@ describe("SimClock", () => {
     expect(clock.nextAt()).toBe(Infinity);
   });
 
+  it("passes each timer its argument, one shared callback serving many timers", () => {
+    const clock = new SimClock();
+    const seen: string[] = [];
+    const cb = (t: number, name: string) => seen.push(`${name}@${t}`);
+    clock.schedule(20, cb, "b");
+    clock.schedule(10, cb, "a");
+    clock.scheduleAt(20, cb, "c");
+    clock.advance(30);
+    expect(seen).toEqual(["a@10", "b@20", "c@20"]);
+  });
+
+  it("counts pending timers through cancels and fires the rest in order", () => {
+    const clock = new SimClock();
+    const out: number[] = [];
+    const ids = [50, 10, 40, 20, 30].map((t) => clock.scheduleAt(t, () => out.push(t)));
+    expect(clock.cancel(ids[1] as number)).toBe(true);
+    expect(clock.cancel(ids[3] as number)).toBe(true);
+    expect(clock.pending).toBe(3);
+    expect(clock.nextAt()).toBe(30);
+    clock.advanceTo(45);
+    expect(out).toEqual([30, 40]);
+    expect(clock.cancel(ids[2] as number)).toBe(false);
+    expect(clock.pending).toBe(1);
+    clock.advance(10);
+    expect(out).toEqual([30, 40, 50]);
+    expect(clock.pending).toBe(0);
+  });
+
   it("runs the next event on request", () => {
     const clock = new SimClock();
     clock.schedule(7, () => undefined);

@@ -169,6 +169,40 @@ describe("PhysMemory bytes", () => {
     expect(mem.counters.c.bytesWritten).toBe(100);
     expect(mem.counters.c.bytesRead).toBe(40);
   });
+
+  it("hands a sink what read would copy, chunk by chunk, zeros for untouched memory", () => {
+    const mem = new PhysMemory({ ramBytes: 8 * GiB });
+    // 200 written bytes across a chunk boundary, then 100 untouched ones.
+    const at = P32 + 65536 - 100;
+    mem.write(at, pattern(200));
+    const got = new Uint8Array(300).fill(0xee);
+    const calls: number[] = [];
+    const sink = {
+      write(to: number, src: Uint8Array, srcOff: number, len: number): void {
+        calls.push(len);
+        got.set(src.subarray(srcOff, srcOff + len), to - 1000);
+      },
+    };
+    mem.readTo(at, sink, 1000, 300);
+    expect(calls).toEqual([100, 200]);
+    expect(got.subarray(0, 200)).toEqual(pattern(200));
+    expect(got.subarray(200)).toEqual(new Uint8Array(100));
+    expect(mem.counters.c.bytesRead).toBe(300);
+    expect(mem.counters.c.chunksMaterialized).toBe(2);
+  });
+
+  it("refuses a readTo that reaches a hole before the sink gets anything", () => {
+    const mem = new PhysMemory({ ramBytes: 8 * GiB });
+    let written = 0;
+    const sink = {
+      write: () => {
+        written++;
+      },
+    };
+    expect(() => mem.readTo(0x80000000 - 16, sink, 0, 32)).toThrow(BvecError);
+    expect(written).toBe(0);
+    expect(mem.counters.c.bytesRead).toBe(0);
+  });
 });
 
 describe("PhysMemory page allocator", () => {

@@ -3,7 +3,7 @@
  * (IOTLB, then a page-table walk; faults are data) or, on the direct path, through the bus
  * offset; then physical memory. Device models (the NVMe controller) use only this.
  */
-import { type ByteSource, CounterSet, REGION_KIND, hex } from "@dmasim/bvec";
+import { type ByteSink, type ByteSource, CounterSet, REGION_KIND, hex } from "@dmasim/bvec";
 import { DMA_ACCESS, type IommuFault, TranslationBuffer, translateInto } from "@dmasim/iommu";
 import type { Device } from "./device.ts";
 import { dmaToPhys } from "./direct.ts";
@@ -36,6 +36,10 @@ export class DeviceDma {
   private readonly result: DmaAccessResult = { ok: true, fault: undefined, busError: undefined };
   /** While `writeFrom` runs: where the bytes come from (else they come from the buffer). */
   private source: ByteSource | undefined = undefined;
+  /** While `readTo` runs: where the bytes go (else they go to the buffer). */
+  private sink: ByteSink | undefined = undefined;
+  /** Where `readTo` stages what it reads when part of the access fails (see `access`). */
+  private staging = new Uint8Array(0);
 
   constructor(dev: Device) {
     this.dev = dev;
@@ -65,6 +69,22 @@ export class DeviceDma {
       return this.access(addr, noBytes, srcAt, len, true);
     } finally {
       this.source = undefined;
+    }
+  }
+
+  /**
+   * Like `read`, but the `len` bytes go to `dst`'s bytes `[dstAt, dstAt + len)` straight from
+   * memory (`PhysMemory.readTo`): a device with its own store skips a staging buffer. Same
+   * translation, checks, counters and result as `read`; `dst` receives nothing unless the whole
+   * access succeeds.
+   */
+  readTo(addr: number, dst: ByteSink, dstAt: number, len: number): DmaAccessResult {
+    this.counters.c.reads++;
+    this.sink = dst;
+    try {
+      return this.access(addr, noBytes, dstAt, len, false);
+    } finally {
+      this.sink = undefined;
     }
   }
 
@@ -109,11 +129,21 @@ export class DeviceDma {
         this.counters.c.faults++;
         return r;
       }
+      let b = buf;
       let at = off;
+      if (this.sink !== undefined && tb.count > 1 && !this.reachesAll(tb)) {
+        // `readTo` must leave its sink alone when the access fails part way: the runs before
+        // the one that reaches no memory are read into a staging buffer instead, exactly as
+        // `read` would read them, and nothing reaches the sink.
+        this.sink = undefined;
+        if (this.staging.length < len) this.staging = new Uint8Array(len);
+        b = this.staging;
+        at = 0;
+      }
       for (let i = 0; i < tb.count; i++) {
         const p = tb.phys[i] as number;
         const n = tb.len[i] as number;
-        if (!this.touch(p, buf, at, n, write)) return r;
+        if (!this.touch(p, b, at, n, write)) return r;
         at += n;
       }
     } else {
@@ -129,8 +159,7 @@ export class DeviceDma {
 
   private touch(phys: number, buf: Uint8Array, off: number, len: number, write: boolean): boolean {
     const mem = this.dev.memory;
-    const region = mem.regionOf(phys);
-    if (region === undefined || phys + len > region.end || region.kind === REGION_KIND.MMIO) {
+    if (!this.reaches(phys, len)) {
       this.busError(`DMA to ${hex(phys)}+${hex(len)} reaches no memory`);
       return false;
     }
@@ -138,7 +167,24 @@ export class DeviceDma {
       const src = this.source;
       if (src === undefined) mem.write(phys, buf, off, len);
       else mem.writeFrom(phys, src, off, len);
-    } else mem.read(phys, buf, off, len);
+    } else {
+      const dst = this.sink;
+      if (dst === undefined) mem.read(phys, buf, off, len);
+      else mem.readTo(phys, dst, off, len);
+    }
+    return true;
+  }
+
+  /** True when `[phys, phys + len)` lies in one region of RAM or device memory (not MMIO). */
+  private reaches(phys: number, len: number): boolean {
+    const region = this.dev.memory.regionOf(phys);
+    return region !== undefined && phys + len <= region.end && region.kind !== REGION_KIND.MMIO;
+  }
+
+  /** True when every run of a translation `reaches` memory. */
+  private reachesAll(tb: TranslationBuffer): boolean {
+    for (let i = 0; i < tb.count; i++)
+      if (!this.reaches(tb.phys[i] as number, tb.len[i] as number)) return false;
     return true;
   }
 

@@ -34,6 +34,8 @@ export type SwiotlbCounter =
 interface Area {
   /** Physical address of the first slot. */
   readonly base: number;
+  /** One past the last slot's last byte. */
+  readonly end: number;
   readonly pfn: number;
   readonly order: number;
   readonly slots: number;
@@ -63,6 +65,14 @@ export class Swiotlb {
   /** Fault injection: return true to make the next mapping fail as if the pool were full. */
   faultHook: ((size: number) => boolean) | undefined = undefined;
   private readonly areas: Area[] = [];
+  /**
+   * The areas by address, and the span from the first to the end of the last: `areaOf` runs on
+   * every unmap and sync (Linux `is_swiotlb_buffer`), so it rejects an address outside the span
+   * with two comparisons and finds the area of any other by binary search.
+   */
+  private readonly byBase: Area[] = [];
+  private lo = Infinity;
+  private hi = -Infinity;
   private readonly scratch = new Uint8Array(IO_TLB_SIZE * IO_TLB_SEGSIZE);
 
   constructor(memory: PhysMemory, options: SwiotlbOptions = {}) {
@@ -94,6 +104,7 @@ export class Swiotlb {
       const slots = bytes / IO_TLB_SIZE;
       this.areas.push({
         base: pfn * memory.pageSize,
+        end: pfn * memory.pageSize + slots * IO_TLB_SIZE,
         pfn,
         order,
         slots,
@@ -103,6 +114,12 @@ export class Swiotlb {
         index: 0,
       });
       left -= bytes;
+    }
+    this.byBase.push(...this.areas);
+    this.byBase.sort((a, b) => a.base - b.base);
+    for (const a of this.areas) {
+      this.lo = Math.min(this.lo, a.base);
+      this.hi = Math.max(this.hi, a.end);
     }
     this.size = size;
   }
@@ -214,11 +231,23 @@ export class Swiotlb {
     }
     for (const a of this.areas) this.memory.freePages(a.pfn, a.order);
     this.areas.length = 0;
+    this.byBase.length = 0;
+    this.lo = Infinity;
+    this.hi = -Infinity;
   }
 
   private areaOf(phys: number): Area | undefined {
-    for (const a of this.areas)
-      if (phys >= a.base && phys < a.base + a.slots * IO_TLB_SIZE) return a;
+    if (!(phys >= this.lo && phys < this.hi)) return undefined;
+    const areas = this.byBase;
+    let l = 0;
+    let h = areas.length - 1;
+    while (l <= h) {
+      const m = Math.floor((l + h) / 2);
+      const a = areas[m] as Area;
+      if (phys < a.base) h = m - 1;
+      else if (phys >= a.end) l = m + 1;
+      else return a;
+    }
     return undefined;
   }
 

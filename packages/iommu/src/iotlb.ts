@@ -252,8 +252,10 @@ export class Iotlb {
     for (let k = 0; k < sizes.length; k++) {
       if (counts[k] === 0) continue;
       const ps = sizes[k] as number;
-      const base = iova - fastMod(iova, ps);
-      const first = fastMod(Math.floor(iova / ps), this.sets) * ways;
+      // One division: the page number gives both the page's base and its set.
+      const page = Math.floor(iova / ps);
+      const base = page * ps;
+      const first = fastMod(page, this.sets) * ways;
       for (let s = first; s < first + ways; s++) {
         if (this.eBase[s] === base && this.eAsid[s] === asid && this.eSize[s] === ps) return s;
       }

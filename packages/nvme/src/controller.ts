@@ -130,6 +130,15 @@ interface CompQueue {
   readonly backlog: { sqid: number; sqhd: number; cid: number; status: number; result: number }[];
 }
 
+/** A completion waiting on the clock for its service time (recycled once posted). */
+interface PendingPost {
+  cqid: number;
+  sqid: number;
+  sqhd: number;
+  cid: number;
+  status: number;
+}
+
 /** CC register fields. */
 function ccField(cc: number, shift: number, width: number): number {
   return Math.floor(cc / 2 ** shift) % 2 ** width;
@@ -192,6 +201,18 @@ export class NvmeController {
   private readonly hook: DescriptorHook;
   /** Completions scheduled on the clock and not yet posted. */
   private pendingPosts = 0;
+  /** Records of posted delayed completions, for reuse. */
+  private readonly freePosts: PendingPost[] = [];
+  /**
+   * Posts a delayed completion: one callback for every command, its record passed by the
+   * clock, so that scheduling a completion allocates no closure.
+   */
+  private readonly postDelayed = (_now: number, p: PendingPost): void => {
+    this.pendingPosts--;
+    const cq = this.cqs.get(p.cqid);
+    if (cq) this.post(cq, p.sqid, p.sqhd, p.cid, p.status, 0);
+    this.freePosts.push(p);
+  };
 
   constructor(o: NvmeControllerOptions) {
     this.dev = o.dev;
@@ -434,7 +455,8 @@ export class NvmeController {
       sq.head = (sq.head + 1) % sq.size;
       c.commandsFetched++;
       const cid = getU16(this.cmd, SQE.CID);
-      const { status, result } = sq.qid === 0 ? this.admin() : this.io();
+      // No modelled command returns a command-specific result (completion DW0): it is 0.
+      const status = sq.qid === 0 ? this.admin() : this.io();
       if (status !== 0) c.errors++;
       let delay = this.completionDelayNs + (this.faults.delayNs ?? 0);
       if (this.serviceTimeNs !== undefined && sq.qid !== 0) {
@@ -447,18 +469,17 @@ export class NvmeController {
         delay += Math.max(0, Math.round(this.serviceTimeNs(op, bytes, sq.qid)));
       }
       if (delay > 0 && this.clock) {
-        const cqid = sq.cqid;
-        const sqid = sq.qid;
-        const sqhd = sq.head;
+        const p = this.freePosts.pop() ?? { cqid: 0, sqid: 0, sqhd: 0, cid: 0, status: 0 };
+        p.cqid = sq.cqid;
+        p.sqid = sq.qid;
+        p.sqhd = sq.head;
+        p.cid = cid;
+        p.status = status;
         this.pendingPosts++;
-        this.clock.schedule(delay, () => {
-          this.pendingPosts--;
-          const cq = this.cqs.get(cqid);
-          if (cq) this.post(cq, sqid, sqhd, cid, status, result);
-        });
+        this.clock.schedule(delay, this.postDelayed, p);
       } else {
         const cq = this.cqs.get(sq.cqid);
-        if (cq) this.post(cq, sq.qid, sq.head, cid, status, result);
+        if (cq) this.post(cq, sq.qid, sq.head, cid, status, 0);
       }
     }
   }
@@ -507,24 +528,25 @@ export class NvmeController {
     return Math.floor((this.cmd[SQE.FLAGS] as number) / 64);
   }
 
-  private admin(): { status: number; result: number } {
+  /** Runs the admin command in `cmd`; returns its status. */
+  private admin(): number {
     this.counters.c.adminCommands++;
     const op = this.cmd[SQE.OPCODE] as number;
     // NVMe over PCIe: admin commands use PRPs only.
-    if (this.psdt() !== 0) return { status: NVME_SC.INVALID_FIELD + NVME_STATUS_DNR, result: 0 };
+    if (this.psdt() !== 0) return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
     switch (op) {
       case NVME_ADMIN.IDENTIFY:
-        return { status: this.identify(), result: 0 };
+        return this.identify();
       case NVME_ADMIN.CREATE_CQ:
-        return { status: this.createCq(), result: 0 };
+        return this.createCq();
       case NVME_ADMIN.CREATE_SQ:
-        return { status: this.createSq(), result: 0 };
+        return this.createSq();
       case NVME_ADMIN.DELETE_SQ:
-        return { status: this.deleteSq(), result: 0 };
+        return this.deleteSq();
       case NVME_ADMIN.DELETE_CQ:
-        return { status: this.deleteCq(), result: 0 };
+        return this.deleteCq();
       default:
-        return { status: NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR, result: 0 };
+        return NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR;
     }
   }
 
@@ -625,7 +647,8 @@ export class NvmeController {
   // ---------------------------------------------------------------------------------------
   // I/O commands
 
-  private io(): { status: number; result: number } {
+  /** Runs the I/O command in `cmd`; returns its status. */
+  private io(): number {
     const c = this.counters.c;
     c.ioCommands++;
     this.ioSeen++;
@@ -638,43 +661,43 @@ export class NvmeController {
         (fc.fraction !== undefined && this.rng.nextFloat() < fc.fraction);
       if (hit) {
         c.injectedFailures++;
-        return { status: fc.status, result: 0 };
+        return fc.status;
       }
     }
-    if (op === NVME_CMD.FLUSH) return { status: 0, result: 0 };
+    if (op === NVME_CMD.FLUSH) return 0;
     if (op !== NVME_CMD.READ && op !== NVME_CMD.WRITE)
-      return { status: NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR, result: 0 };
+      return NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR;
     const ns = this.namespaces[getU32(this.cmd, SQE.NSID) - 1];
-    if (ns === undefined) return { status: NVME_SC.INVALID_NS + NVME_STATUS_DNR, result: 0 };
+    if (ns === undefined) return NVME_SC.INVALID_NS + NVME_STATUS_DNR;
     const slba = getU32(this.cmd, SQE.CDW10) + getU32(this.cmd, SQE.CDW11) * TWO_POW_32;
     const nlb = (getU32(this.cmd, SQE.CDW12) % 65536) + 1;
     const len = nlb * ns.lbaSize;
     // MDTS is checked before any descriptor is read (QEMU `nvme_check_mdts`).
     if (this.mdts !== 0 && len > this.pageSize * pow2(this.mdts))
-      return { status: NVME_SC.INVALID_FIELD + NVME_STATUS_DNR, result: 0 };
-    if (slba + nlb > ns.blocks) return { status: NVME_SC.LBA_RANGE + NVME_STATUS_DNR, result: 0 };
+      return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    if (slba + nlb > ns.blocks) return NVME_SC.LBA_RANGE + NVME_STATUS_DNR;
     if (op === NVME_CMD.READ) {
       // The namespace's bytes go straight into host memory, range by range (no staging copy;
       // the LBA range was checked above, so the namespace read cannot fail).
-      return { status: this.transfer(this.data, len, true, ns, slba * ns.lbaSize), result: 0 };
+      return this.transfer(this.data, len, true, ns, slba * ns.lbaSize);
     }
     if (this.data.length < len) this.data = new Uint8Array(len);
-    const st = this.transfer(this.data, len, false);
-    if (st === 0) ns.write(slba * ns.lbaSize, this.data, 0, len);
-    return { status: st, result: 0 };
+    return this.transfer(this.data, len, false, ns, slba * ns.lbaSize);
   }
 
   /**
    * Walks the data pointer and moves `len` bytes: to the host when `toHost`, else from it. The
-   * bytes are `buf[0..len)`, or, when `src` is given (to the host only), `src`'s bytes from
-   * `srcAt` on, copied without staging.
+   * device's side of the bytes is `ns` from byte `nsAt` on when given, else `buf[0..len)`. Data
+   * from the host reaches `ns` only if the whole transfer succeeds: a single range goes
+   * straight there (if it fails, nothing moved); several are staged in `buf` first, since a
+   * later range may fail after earlier ones moved.
    */
   private transfer(
     buf: Uint8Array,
     len: number,
     toHost: boolean,
-    src?: NvmeNamespace,
-    srcAt = 0,
+    ns?: NvmeNamespace,
+    nsAt = 0,
   ): number {
     const c = this.counters.c;
     const psdt = this.psdt();
@@ -699,6 +722,8 @@ export class NvmeController {
     }
     if (r.count > this.maxRanges) return NVME_SC.INTERNAL + NVME_STATUS_DNR;
     c.dataRanges += r.count;
+    // Data from the host goes straight to the namespace when it is one range of the whole length.
+    const direct = !toHost && ns !== undefined && r.count === 1 && r.len[0] === len;
     let at = 0;
     for (let i = 0; i < r.count; i++) {
       const a = r.addr[i] as number;
@@ -709,9 +734,9 @@ export class NvmeController {
       }
       if (toHost) {
         const w =
-          src === undefined
+          ns === undefined
             ? this.dma.write(a, buf, at, n)
-            : this.dma.writeFrom(a, src, srcAt + at, n);
+            : this.dma.writeFrom(a, ns, nsAt + at, n);
         if (!w.ok) {
           c.dmaFaults++;
           return NVME_SC.DATA_XFER_ERROR;
@@ -719,7 +744,10 @@ export class NvmeController {
       } else {
         this.dataReadsSeen++;
         const fail = this.faults.failDmaRead?.nth === this.dataReadsSeen;
-        if (fail || !this.dma.read(a, buf, at, n).ok) {
+        if (
+          fail ||
+          !(direct ? this.dma.readTo(a, ns, nsAt + at, n) : this.dma.read(a, buf, at, n)).ok
+        ) {
           c.dmaFaults++;
           if (fail) c.injectedFailures++;
           return NVME_SC.DATA_XFER_ERROR;
@@ -728,7 +756,10 @@ export class NvmeController {
       at += n;
     }
     if (toHost) c.bytesWritten += len;
-    else c.bytesRead += len;
+    else {
+      c.bytesRead += len;
+      if (ns !== undefined && !direct) ns.write(nsAt, buf, 0, len);
+    }
     return 0;
   }
 

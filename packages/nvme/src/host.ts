@@ -582,23 +582,21 @@ export class NvmeHost {
 
   /** Host memory one request holds while in flight (what Linux would allocate for it). */
   requestMemory(iod: NvmeIod): RequestMemory {
-    const desc =
-      iod.nrDescriptors === 0
-        ? 0
-        : iodHas(iod.flags, IOD.SMALL_DESCRIPTOR)
-          ? NVME_SMALL_POOL_SIZE
-          : iod.nrDescriptors * NVME_CTRL_PAGE_SIZE;
     return {
       iodBytes: IOD_BYTES[this.mapping],
-      descriptorBytes: desc,
+      descriptorBytes: descriptorBytes(iod),
       vecArrayBytes: iod.dmaVecs !== null ? this.vecPool.objectBytes : 0,
       scatterlistBytes: iod.sgt !== null ? this.sgPool.objectBytes : 0,
     };
   }
 
+  /** The sum of `requestMemory`'s descriptor, vec-array and scatterlist bytes (no object made). */
   private totalMemory(iod: NvmeIod): number {
-    const m = this.requestMemory(iod);
-    return m.descriptorBytes + m.vecArrayBytes + m.scatterlistBytes;
+    return (
+      descriptorBytes(iod) +
+      (iod.dmaVecs !== null ? this.vecPool.objectBytes : 0) +
+      (iod.sgt !== null ? this.sgPool.objectBytes : 0)
+    );
   }
 
   /**
@@ -731,6 +729,14 @@ export class NvmeHost {
     this.large.destroy();
     this.enabled = false;
   }
+}
+
+/** Bytes of the descriptor blocks a request holds. */
+function descriptorBytes(iod: NvmeIod): number {
+  if (iod.nrDescriptors === 0) return 0;
+  return iodHas(iod.flags, IOD.SMALL_DESCRIPTOR)
+    ? NVME_SMALL_POOL_SIZE
+    : iod.nrDescriptors * NVME_CTRL_PAGE_SIZE;
 }
 
 const cqeScratch = new Uint8Array(CQE_SIZE);

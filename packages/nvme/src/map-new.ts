@@ -100,6 +100,9 @@ function mapAttrs(iod: NvmeIod): number {
   return iodHas(iod.flags, IOD.DATA_MMIO) ? DMA_ATTR.MMIO : 0;
 }
 
+/** The segment `setupDataSimple` looks at (mapping is synchronous: one scratch bvec serves). */
+const simpleBv: BioVec = { page: 0, offset: 0, len: 0, pageSize: 4096 };
+
 /**
  * Linux `nvme_pci_setup_data_simple`: one segment, mapped with one call; PRP1/PRP2 when it fits
  * two controller pages and SGLs are not forced, else one SGL Data Block. Returns AGAIN to fall
@@ -108,7 +111,7 @@ function mapAttrs(iod: NvmeIod): number {
 function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: UseSgl): BlkStatus {
   const bio = req.bio;
   if (bio === null) return BLK_STS.IOERR;
-  const bv = mpBvecIterBvec(bio.bvecs, bio.iter);
+  const bv = mpBvecIterBvec(bio.bvecs, bio.iter, simpleBv);
   const phys = bvecPhys(bv);
   const prp1Offset = fastMod(bv.offset, NVME_CTRL_PAGE_SIZE);
   const prpPossible = prp1Offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
@@ -409,6 +412,8 @@ function freeDescriptors(ctx: MapContext, iod: NvmeIod): void {
 }
 
 const scratchVecs: DmaVec[] = [];
+/** The one-element list an inline DMA pair is unmapped through (set before each use). */
+const inlineVec: DmaVec[] = [{ addr: 0, len: 0 }];
 
 /**
  * Linux `nvme_unmap_data`: one path for every mapping kind (R6): a single segment, an IOVA
@@ -420,7 +425,8 @@ export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, faile
   const dir = rqDmaDir(req);
   const attrs = mapAttrs(iod);
   if (iodHas(iod.flags, IOD.SINGLE_SEGMENT)) {
-    dmaUnmapRange(ctx.dev, iod.dmaState, [iod.dmaVec], 1, iod.totalLen, dir, attrs);
+    inlineVec[0] = iod.dmaVec;
+    dmaUnmapRange(ctx.dev, iod.dmaState, inlineVec, 1, iod.totalLen, dir, attrs);
     return;
   }
   const mapped = failed && dmaUseIova(iod.dmaState) ? dmaIovaSize(iod.dmaState) : iod.totalLen;
@@ -442,10 +448,11 @@ export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, faile
         dmaUnmapRange(ctx.dev, iod.dmaState, scratchVecs, n, iod.totalLen, dir, attrs);
       }
     } else if (iod.nrDmaVecs > 0) {
+      inlineVec[0] = iod.dmaVec;
       dmaUnmapRange(
         ctx.dev,
         iod.dmaState,
-        iod.dmaVecs ?? [iod.dmaVec],
+        iod.dmaVecs ?? inlineVec,
         iod.nrDmaVecs,
         iod.totalLen,
         dir,

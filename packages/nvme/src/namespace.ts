@@ -1,23 +1,29 @@
 /**
  * A namespace of the simulated controller: a logical block size, a capacity, and real bytes
- * stored sparsely (16 KiB chunks created on first write), so large namespaces cost only what
+ * stored sparsely (4 KiB chunks created on first write), so large namespaces cost only what
  * is written.
  */
-import { checkInt, hex, isPow2 } from "@dmasim/bvec";
+import { checkInt, fastMod, hex, isPow2 } from "@dmasim/bvec";
 import { NvmeError } from "./errors.ts";
 
-/** Bytes per stored chunk: small, so that scattered small writes do not each zero a large block. */
-const CHUNK = 16384;
-/** Chunks per directory leaf. */
-const LEAF = 1024;
 /**
- * Chunks carved from one slab. A fresh `Uint8Array` per chunk costs an allocation, its zeroing
- * and external-memory bookkeeping on every first write (a random-write workload over a large
- * namespace hits that on nearly every write); one zeroed slab holds this many chunks.
+ * Bytes per stored chunk: one page, so that scattered small writes each zero (and make the host
+ * fault in) only the page they write, and a read of a block never written copies nothing.
+ * Chunks that follow each other in a slab are copied as one run, so large transfers over
+ * data written in order still take few copies.
  */
-const SLAB_CHUNKS = 64;
-/** Bytes of each cached page view of a chunk. */
-const PAGE = 4096;
+const CHUNK = 4096;
+/** Chunks per directory leaf (16 MiB of namespace). */
+const LEAF = 4096;
+/**
+ * Chunks carved from one slab (1 MiB). A fresh `Uint8Array` per chunk costs an allocation, its
+ * zeroing and external-memory bookkeeping on every first write (a random-write workload over a
+ * large namespace hits that on nearly every write); one zeroed slab holds this many chunks.
+ */
+const SLAB_CHUNKS = 256;
+
+/** Entries of the chunk view cache (a power of two). */
+const VIEWS = 256;
 
 /** Options of a namespace. */
 export interface NamespaceOptions {
@@ -32,17 +38,28 @@ export class NvmeNamespace {
   readonly nsid: number;
   readonly lbaSize: number;
   readonly blocks: number;
-  /** Two-level directory of chunks (dir[floor(ci / LEAF)][ci % LEAF]); a chunk exists once written. */
-  private readonly dir: (Array<Uint8Array | undefined> | undefined)[] = [];
   /**
-   * Views of each chunk's 4 KiB pages, beside `dir`: a read of one aligned page (the common
-   * device transfer) copies from a ready view instead of creating a `subarray` per copy.
+   * Two-level directory of chunks: `dir[floor(ci / LEAF)][ci % LEAF]` is the chunk's slot + 1
+   * (0: never written). Slot `s` is bytes `[(s % SLAB_CHUNKS) * CHUNK, ...)` of slab
+   * `floor(s / SLAB_CHUNKS)`: chunks take slots in the order they are first written.
+   *
+   * Integers in typed arrays rather than a view object per chunk: in a long run the namespace
+   * is far larger than the host's caches, so every object on the way to the bytes is one more
+   * cache and TLB miss before the copy starts. A view of a slab made for the copy (young, and
+   * in cache) is cheaper than a stored view that has gone cold; `viewOf` keeps the few made
+   * last.
    */
-  private readonly pageViews: (Array<Uint8Array[] | undefined> | undefined)[] = [];
+  private readonly dir: (Int32Array | undefined)[] = [];
+  /** The slabs, in slot order. */
+  private readonly slabs: Uint8Array[] = [];
   private chunkCount = 0;
-  /** The slab new chunks are carved from, and how many of its chunks are taken. */
-  private slab: ArrayBuffer | undefined = undefined;
-  private slabUsed = SLAB_CHUNKS;
+  /**
+   * Views of whole chunks read lately, direct-mapped by slot (`VIEWS` entries, `viewSlot` says
+   * whose): a chunk read again soon (a small working set) reuses its view instead of making one
+   * per copy, while a read of a cold chunk costs one look in this small table.
+   */
+  private readonly viewOf: Uint8Array[] = [];
+  private readonly viewSlot = new Int32Array(VIEWS).fill(-1);
 
   constructor(nsid: number, options: NamespaceOptions = {}) {
     this.nsid = nsid;
@@ -77,16 +94,21 @@ export class NvmeNamespace {
     while (done < len) {
       const p = at + done;
       const ci = Math.floor(p / CHUNK);
-      const o = p - ci * CHUNK;
-      const n = Math.min(CHUNK - o, len - done);
-      const li = Math.floor(ci / LEAF);
-      const k = ci - li * LEAF;
-      const c = this.dir[li]?.[k];
-      if (c === undefined) dst.fill(0, off + done, off + done + n);
-      else if (n === PAGE && Math.floor(o / PAGE) * PAGE === o) {
-        const views = (this.pageViews[li] as Uint8Array[][])[k] as Uint8Array[];
-        dst.set(views[o / PAGE] as Uint8Array, off + done);
-      } else dst.set(c.subarray(o, o + n), off + done);
+      const slot = this.slotOf(ci);
+      let n = Math.min(CHUNK - (p - ci * CHUNK), len - done);
+      // The run goes on over chunks never written either, or over the next slots of one slab.
+      for (let k = 1; done + n < len; k++) {
+        const next = this.slotOf(ci + k);
+        if (slot < 0 ? next >= 0 : next !== slot + k || fastMod(next, SLAB_CHUNKS) === 0) break;
+        n += Math.min(CHUNK, len - done - n);
+      }
+      if (slot < 0) dst.fill(0, off + done, off + done + n);
+      else if (n === CHUNK && p === ci * CHUNK) dst.set(this.chunkView(slot), off + done);
+      else {
+        const si = Math.floor(slot / SLAB_CHUNKS);
+        const b = (slot - si * SLAB_CHUNKS) * CHUNK + (p - ci * CHUNK);
+        dst.set(new Uint8Array((this.slabs[si] as Uint8Array).buffer, b, n), off + done);
+      }
       done += n;
     }
   }
@@ -98,39 +120,70 @@ export class NvmeNamespace {
     while (done < len) {
       const p = at + done;
       const ci = Math.floor(p / CHUNK);
-      const o = p - ci * CHUNK;
-      const n = Math.min(CHUNK - o, len - done);
-      const li = Math.floor(ci / LEAF);
-      let leaf = this.dir[li];
-      if (leaf === undefined) {
-        leaf = new Array<Uint8Array | undefined>(LEAF);
-        this.dir[li] = leaf;
-        this.pageViews[li] = new Array<Uint8Array[] | undefined>(LEAF);
+      const slot = this.slotFor(ci);
+      let n = Math.min(CHUNK - (p - ci * CHUNK), len - done);
+      // The run goes on while the next chunks (written by this call in any case) take the next
+      // slots of the same slab.
+      for (let k = 1; done + n < len; k++) {
+        const next = this.slotFor(ci + k);
+        if (next !== slot + k || fastMod(next, SLAB_CHUNKS) === 0) break;
+        n += Math.min(CHUNK, len - done - n);
       }
-      const k = ci - li * LEAF;
-      let c = leaf[k];
-      if (c === undefined) {
-        c = this.newChunk();
-        leaf[k] = c;
-        const views: Uint8Array[] = [];
-        for (let v = 0; v < CHUNK; v += PAGE) views.push(c.subarray(v, v + PAGE));
-        (this.pageViews[li] as Uint8Array[][])[k] = views;
-      }
-      c.set(src.subarray(off + done, off + done + n), o);
+      const si = Math.floor(slot / SLAB_CHUNKS);
+      (this.slabs[si] as Uint8Array).set(
+        src.subarray(off + done, off + done + n),
+        (slot - si * SLAB_CHUNKS) * CHUNK + (p - ci * CHUNK),
+      );
       done += n;
     }
   }
 
-  /** A zeroed chunk from the current slab (a new slab when it is used up). */
-  private newChunk(): Uint8Array {
-    if (this.slab === undefined || this.slabUsed === SLAB_CHUNKS) {
-      this.slab = new ArrayBuffer(SLAB_CHUNKS * CHUNK);
-      this.slabUsed = 0;
+  /** A view of the whole chunk in `slot`, from the view cache or made (and cached) now. */
+  private chunkView(slot: number): Uint8Array {
+    const h = fastMod(slot, VIEWS);
+    if (this.viewSlot[h] === slot) return this.viewOf[h] as Uint8Array;
+    const si = Math.floor(slot / SLAB_CHUNKS);
+    const v = new Uint8Array(
+      (this.slabs[si] as Uint8Array).buffer,
+      (slot - si * SLAB_CHUNKS) * CHUNK,
+      CHUNK,
+    );
+    this.viewOf[h] = v;
+    this.viewSlot[h] = slot;
+    return v;
+  }
+
+  /** The slot of chunk `ci`, or -1 when it was never written. */
+  private slotOf(ci: number): number {
+    const li = Math.floor(ci / LEAF);
+    const leaf = this.dir[li];
+    return leaf === undefined ? -1 : (leaf[ci - li * LEAF] as number) - 1;
+  }
+
+  /** The slot of chunk `ci`, taking a new one when it was never written. */
+  private slotFor(ci: number): number {
+    const li = Math.floor(ci / LEAF);
+    let leaf = this.dir[li];
+    if (leaf === undefined) {
+      leaf = new Int32Array(LEAF);
+      this.dir[li] = leaf;
     }
-    const c = new Uint8Array(this.slab, this.slabUsed * CHUNK, CHUNK);
-    this.slabUsed++;
+    const k = ci - li * LEAF;
+    let slot = (leaf[k] as number) - 1;
+    if (slot < 0) {
+      slot = this.newChunk();
+      leaf[k] = slot + 1;
+    }
+    return slot;
+  }
+
+  /** Takes the next (zeroed) chunk slot, with a new slab when the last one is full. */
+  private newChunk(): number {
+    const slot = this.chunkCount;
+    if (slot === this.slabs.length * SLAB_CHUNKS)
+      this.slabs.push(new Uint8Array(SLAB_CHUNKS * CHUNK));
     this.chunkCount++;
-    return c;
+    return slot;
   }
 
   private check(at: number, len: number): void {

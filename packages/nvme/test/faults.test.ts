@@ -116,6 +116,22 @@ describe("faults: controller", () => {
     });
   }
 
+  it.each([
+    { pages: 1, nth: 1, how: "its only data range" },
+    { pages: 6, nth: 3, how: "its third data range, after two moved" },
+  ])("leaves the namespace as it was when a write fails on $how", ({ pages: n, nth }) => {
+    const r = new Rig({ mode: "strict", sgl: "none", host: { maxRetries: 0 } });
+    const old = pages(r, n, 40);
+    expect(r.io("write", 0, old.bv)).toBe(OK);
+    r.ctrl.setFaults({ failDmaRead: { nth } });
+    const next = pages(r, n, 41);
+    expect(r.io("write", 0, next.bv)).toBe(BLK_STS.IOERR);
+    const ns = new Uint8Array(n * PAGE);
+    r.ctrl.namespaces[0]!.read(0, ns, 0, ns.length);
+    expect(Buffer.compare(ns, old.data)).toBe(0);
+    r.checkNoLeaks();
+  });
+
   it("fails with an invalid SGL type when an SGL segment is corrupted", () => {
     const r = new Rig({ mode: "none", sgl: "byte", host: { sglThreshold: 4096 } });
     r.ctrl.setFaults({ corruptDescriptor: { nth: 1 } });
