@@ -326,29 +326,26 @@ function deviceWalk(
   };
 }
 
+/** x86 invalidation costs (C1's split between the CPU's part and the queue's service). */
+const X86_INVALIDATION = {
+  rangeCpu: 200,
+  rangeService: 1130,
+  allCpu: 300,
+  allService: 1500,
+  syncMapCpu: 200,
+  syncMapService: 1130,
+};
+
 const INTEL: CostTable = {
   ...COMMON,
-  ...invalidation({
-    rangeCpu: 200,
-    rangeService: 1130,
-    allCpu: 300,
-    allService: 1500,
-    syncMapCpu: 150,
-    syncMapService: 1050,
-    source: `${C1}; ${QI}`,
-  }),
+  ...invalidation({ ...X86_INVALIDATION, source: `${C1}; ${QI}` }),
   ...deviceWalk(100, 5, "a DRAM access on an x86 server (≈100 ns load-to-use)"),
 };
 
 const AMD_VI: CostTable = {
   ...COMMON,
   ...invalidation({
-    rangeCpu: 200,
-    rangeService: 1130,
-    allCpu: 300,
-    allService: 1500,
-    syncMapCpu: 150,
-    syncMapService: 1050,
+    ...X86_INVALIDATION,
     source: `${AMD}: INVALIDATE_IOMMU_PAGES + COMPLETION_WAIT on the command buffer`,
   }),
   ...deviceWalk(100, 5, AMD),

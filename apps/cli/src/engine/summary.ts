@@ -139,10 +139,7 @@ export function summarise(x: Measured): RunResult {
     clat: clat.summary(),
     slat: slat.summary(),
     latencyUs: shortPercentiles(latSummary),
-    latencyHistogram: {
-      upperUs: hist.map((b) => us(b.upperNs)),
-      counts: hist.map((b) => b.count),
-    },
+    latencyHistogram: decades(hist),
     latencyCdf: lat.cdf().map((x) => ({ us: us(x.ns), fraction: x.fraction })),
     qd: {
       mean: qdMean,
@@ -192,4 +189,30 @@ export function summarise(x: Measured): RunResult {
     costTable: costs,
     simulator: { wallMs, iosPerSecond: wallMs > 0 ? (completed * 1000) / wallMs : 0 },
   };
+}
+
+/**
+ * The histogram for charts: the fine buckets gathered into 8 log-spaced buckets per decade from
+ * 1 µs (upper bounds rounded to 3 digits), up to the one that holds the largest value.
+ */
+function decades(fine: readonly { upperNs: number; count: number }[]): {
+  upperUs: number[];
+  counts: number[];
+} {
+  const upperUs: number[] = [];
+  const counts: number[] = [];
+  const last = fine[fine.length - 1];
+  if (last === undefined) return { upperUs, counts };
+  for (let b = 0; ; b++) {
+    const ub = Number((10 ** (b / 8)).toPrecision(3));
+    upperUs.push(ub);
+    counts.push(0);
+    if (ub * 1000 >= last.upperNs) break;
+  }
+  let i = 0;
+  for (const f of fine) {
+    while (i < upperUs.length - 1 && f.upperNs > (upperUs[i] as number) * 1000) i++;
+    counts[i] = (counts[i] as number) + f.count;
+  }
+  return { upperUs, counts };
 }
