@@ -63,7 +63,9 @@ async function jobOptions(cmd: Command, single: boolean): Promise<Command> {
       new Option("--seconds <s>", "simulated seconds to run").argParser(c.numberOption(1e-6, 3600)),
     )
     .addOption(
-      new Option("--cpus <n>", "simulated CPUs (one I/O queue each unless --io-queues)").argParser(c.intOption(1, 64)),
+      new Option("--cpus <n>", "simulated CPUs (one I/O queue each unless --io-queues)").argParser(
+        c.intOption(1, 64),
+      ),
     )
     .addOption(new Option("--seed <n>", "random seed").argParser(c.intOption(0, 2 ** 32 - 1)))
     .addOption(
@@ -161,7 +163,10 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
     cmd
       .option("--json", "print JSON instead of tables")
       .option("--html <file>", "also write a self-contained HTML report with charts")
-      .option("--costs <file>", "a JSON cost table merged over the job's profile (machine.profile)");
+      .option(
+        "--costs <file>",
+        "a JSON cost table merged over the job's profile (machine.profile)",
+      );
 
   const run = new Command("run")
     .description("run a job (the built-in default job without a file) and report what it cost")
