@@ -104,6 +104,8 @@ interface Cpu extends Timeline {
   segUnit: number;
   /** The instance of a resource kind this CPU's current piece of work uses. */
   readonly instance: (kind: ResourceKind) => Resource;
+  /** The driver's submission options of this CPU (its queue; doorbells wait for the commit). */
+  readonly submitOpts: { readonly qid: number; readonly last: false };
   /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
   readonly commits: number[];
   /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
@@ -213,6 +215,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       segKind: 0,
       segUnit: 0,
       instance: (kind) => res.instance(kind, cpu.segUnit, c, qid),
+      submitOpts: { qid, last: false },
       commits: [],
       segIos: [],
       cqPending: [],
@@ -313,7 +316,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
         const b = cpu.backlog[0] as { req: Request; io: InFlight; unit: number };
         const u = m.units[b.unit] as (typeof m.units)[number];
         u.dev.cpu = cpu.id;
-        const st = u.host.submit(b.req, b.io.done, { qid: cpu.qid, last: false });
+        const st = u.host.submit(b.req, b.io.done, cpu.submitOpts);
         if (st === BLK_STS.RESOURCE) break;
         cpu.backlog.shift();
         if (st !== BLK_STS.OK) b.io.done(st);
@@ -413,7 +416,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       const req = blkRqFromBios(lim, [piece]);
       if (job.host.mapping === "scatterlist" && req.nrPhysSegments > 1)
         m.engine.sgEntries += req.nrPhysSegments;
-      const st = u.host.submit(req, io.done, { qid: cpu.qid, last: false });
+      const st = u.host.submit(req, io.done, cpu.submitOpts);
       if (st === BLK_STS.RESOURCE) cpu.backlog.push({ req, io, unit });
       else if (st !== BLK_STS.OK) io.done(st);
       else addCommit(cpu, unit);
