@@ -356,7 +356,7 @@ export class NvmeHost {
   }
 
   /**
-   * Linux's limits (reference nvme.md §1.12): max_hw_sectors from 8 MiB, the DMA optimal mapping
+   * Linux's limits (`nvme_set_ctrl_limits`, `nvme_pci_alloc_dev` in drivers/nvme/host/): max_hw_sectors from 8 MiB, the DMA optimal mapping
    * size and MDTS; max_segments from that; a virt boundary only without SGL support (always in
    * the old style); 4-byte DMA alignment; no segment size limit.
    */

@@ -1,5 +1,5 @@
 /**
- * The old, scatterlist-based nvme-pci data path (≈ Linux 6.8, reference nvme.md §2.2): every
+ * The old, scatterlist-based nvme-pci data path (≈ Linux 6.8, `nvme_map_data`): every
  * multi-segment request takes a scatterlist table from a mempool, `blk_rq_map_sg` fills it,
  * `dma_map_sgtable` maps it, and the PRP list or SGL is built from the mapped entries. Kept so
  * both styles can run on the same controller and their costs can be compared.

@@ -14,7 +14,6 @@
 import {
   BLK_STS,
   Bio,
-  type BlkStatus,
   InternalError,
   Rng,
   bioAddPage,
@@ -23,7 +22,7 @@ import {
   fastMod,
   type Request,
 } from "@dmasim/bvec";
-import { type CostTable, Pricer, type ResourceKind } from "./cost.ts";
+import { type CostTable, Pricer } from "./cost.ts";
 import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
 import { type Job, jobIos, rampOf } from "./job.ts";
@@ -36,13 +35,21 @@ import {
   snapshotCounters,
 } from "./machine.ts";
 import { profileCosts } from "./profiles.ts";
-import { type Resource, ResourceSet } from "./resources.ts";
+import { ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
 import { type WindowEnd, summarise } from "./summary.ts";
 import { Measurement } from "./measure.ts";
-import { type Timeline, type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
+import { type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
-import { SlotBuffers, Workload } from "./workload.ts";
+import { SlotBuffers, SlotQueue, Workload } from "./workload.ts";
+import {
+  type Cpu,
+  type InFlight,
+  SEG_COMPLETE,
+  SEG_SOFTIRQ,
+  SEG_SUBMIT,
+  slotRecords,
+} from "./cpu-state.ts";
 
 export type { BoundBy, CpuReport, Percentiles, RunResult } from "./results.ts";
 
@@ -62,66 +69,6 @@ export interface RunOptions {
    * makes of it.
    */
   readonly setup?: (m: Machine) => void;
-}
-
-/**
- * The I/O of one queue slot (a slot has at most one in flight, so each slot keeps one record and
- * one completion callback for its whole run).
- */
-interface InFlight {
-  readonly cpu: number;
-  readonly slot: number;
-  unit: number;
-  readonly qid: number;
-  write: boolean;
-  offset: number;
-  bytes: number;
-  gen: number;
-  readyAt: number;
-  counted: boolean;
-  doorbellAt: number;
-  pending: number;
-  status: BlkStatus;
-  /** The completion callback of each of its requests. */
-  readonly done: (status: BlkStatus) => void;
-}
-
-const SEG_SUBMIT = 1;
-const SEG_COMPLETE = 2;
-const SEG_SOFTIRQ = 3;
-
-interface SoftIrq {
-  readonly unit: number;
-  readonly cpuNs: number;
-  readonly counts: Float64Array;
-}
-
-/** One simulated CPU: its timeline and what it has to do. */
-interface Cpu extends Timeline {
-  /** The queue this CPU submits to (1-based), the same on every controller. */
-  readonly qid: number;
-  segKind: number;
-  segUnit: number;
-  /** The instance of a resource kind this CPU's current piece of work uses. */
-  readonly instance: (kind: ResourceKind) => Resource;
-  /** The driver's submission options of this CPU (its queue; doorbells wait for the commit). */
-  readonly submitOpts: { readonly qid: number; readonly last: false };
-  /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
-  readonly commits: number[];
-  /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
-  readonly segIos: InFlight[];
-  /** Completion queues with an interrupt pending (or posts a polling CPU will find). */
-  readonly cqPending: number[];
-  readonly softirq: SoftIrq[];
-  /** Free queue slots ready for their next I/O, oldest first. */
-  readonly ready: SlotQueue;
-  readonly backlog: { req: Request; io: InFlight; unit: number }[];
-  retryBacklog: boolean;
-  /** I/Os submitted and not yet completed. */
-  inflight: number;
-  ios: number;
-  busyNs: number;
-  waitNs: number;
 }
 
 /** Runs `job` and returns its results. */
@@ -343,35 +290,12 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   }
 
   let doneNow: InFlight[] | null = null;
-  /** One record per slot, made once. */
-  const slotIo: InFlight[] = [];
-  for (let slot = 0; slot < slots; slot++) {
-    const cpu = Math.floor(slot / depth);
-    const io: InFlight = {
-      cpu,
-      slot,
-      unit: 0,
-      qid: queueOf(cpu),
-      write: false,
-      offset: 0,
-      bytes: 0,
-      gen: 0,
-      readyAt: 0,
-      counted: false,
-      doorbellAt: 0,
-      pending: 0,
-      status: BLK_STS.OK,
-      done: (status: BlkStatus) => {
-        if (status !== BLK_STS.OK && io.status === BLK_STS.OK) io.status = status;
-        io.pending--;
-        if (io.pending === 0) {
-          if (doneNow !== null) doneNow.push(io);
-          else failed.push(io);
-        }
-      },
-    };
-    slotIo.push(io);
-  }
+  /** One record per slot, made once; an I/O whose every request is done goes to the current
+   * completion work, or (refused at submission) to `failed`. */
+  const slotIo = slotRecords(slots, depth, queueOf, (io) => {
+    if (doneNow !== null) doneNow.push(io);
+    else failed.push(io);
+  });
   /** I/Os that ended outside completion work (refused at submission). */
   const failed: InFlight[] = [];
 
@@ -565,30 +489,4 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     completed,
     wallMs: wall() - t0,
   });
-}
-
-/** A FIFO of slot numbers with room for a CPU's queue depth (a ring: no shifting). */
-class SlotQueue {
-  private readonly ring: Int32Array;
-  private head = 0;
-  size = 0;
-
-  constructor(capacity: number) {
-    this.ring = new Int32Array(capacity);
-  }
-
-  push(slot: number): void {
-    let i = this.head + this.size;
-    if (i >= this.ring.length) i -= this.ring.length;
-    this.ring[i] = slot;
-    this.size++;
-  }
-
-  /** The oldest slot (the queue must not be empty). */
-  shift(): number {
-    const slot = this.ring[this.head] as number;
-    this.head = this.head + 1 === this.ring.length ? 0 : this.head + 1;
-    this.size--;
-    return slot;
-  }
 }

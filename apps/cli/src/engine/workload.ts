@@ -213,3 +213,29 @@ export class SlotBuffers {
     return out;
   }
 }
+
+/** A FIFO of slot numbers with room for a CPU's queue depth (a ring: no shifting). */
+export class SlotQueue {
+  private readonly ring: Int32Array;
+  private head = 0;
+  size = 0;
+
+  constructor(capacity: number) {
+    this.ring = new Int32Array(capacity);
+  }
+
+  push(slot: number): void {
+    let i = this.head + this.size;
+    if (i >= this.ring.length) i -= this.ring.length;
+    this.ring[i] = slot;
+    this.size++;
+  }
+
+  /** The oldest slot (the queue must not be empty). */
+  shift(): number {
+    const slot = this.ring[this.head] as number;
+    this.head = this.head + 1 === this.ring.length ? 0 : this.head + 1;
+    this.size--;
+    return slot;
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The state the run keeps per queue slot (its I/O in flight) and per simulated CPU (its timeline
+ * and what it has to do).
+ */
+import { BLK_STS, type BlkStatus, type Request } from "@dmasim/bvec";
+import type { ResourceKind } from "./cost.ts";
+import type { Resource } from "./resources.ts";
+import type { Timeline } from "./timeline.ts";
+import type { SlotQueue } from "./workload.ts";
+
+/**
+ * The I/O of one queue slot (a slot has at most one in flight, so each slot keeps one record and
+ * one completion callback for its whole run).
+ */
+export interface InFlight {
+  readonly cpu: number;
+  readonly slot: number;
+  unit: number;
+  readonly qid: number;
+  write: boolean;
+  offset: number;
+  bytes: number;
+  gen: number;
+  readyAt: number;
+  counted: boolean;
+  doorbellAt: number;
+  pending: number;
+  status: BlkStatus;
+  /** The completion callback of each of its requests. */
+  readonly done: (status: BlkStatus) => void;
+}
+
+/** The kinds of a CPU's pieces of work. */
+export const SEG_SUBMIT = 1;
+export const SEG_COMPLETE = 2;
+export const SEG_SOFTIRQ = 3;
+
+export interface SoftIrq {
+  readonly unit: number;
+  readonly cpuNs: number;
+  readonly counts: Float64Array;
+}
+
+/** One simulated CPU: its timeline and what it has to do. */
+export interface Cpu extends Timeline {
+  /** The queue this CPU submits to (1-based), the same on every controller. */
+  readonly qid: number;
+  segKind: number;
+  segUnit: number;
+  /** The instance of a resource kind this CPU's current piece of work uses. */
+  readonly instance: (kind: ResourceKind) => Resource;
+  /** The driver's submission options of this CPU (its queue; doorbells wait for the commit). */
+  readonly submitOpts: { readonly qid: number; readonly last: false };
+  /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
+  readonly commits: number[];
+  /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
+  readonly segIos: InFlight[];
+  /** Completion queues with an interrupt pending (or posts a polling CPU will find). */
+  readonly cqPending: number[];
+  readonly softirq: SoftIrq[];
+  /** Free queue slots ready for their next I/O, oldest first. */
+  readonly ready: SlotQueue;
+  readonly backlog: { req: Request; io: InFlight; unit: number }[];
+  retryBacklog: boolean;
+  /** I/Os submitted and not yet completed. */
+  inflight: number;
+  ios: number;
+  busyNs: number;
+  waitNs: number;
+}
+
+/**
+ * One I/O record per queue slot (`depth` slots per CPU), each with its completion callback:
+ * the first error sticks, and when the last request is done the I/O goes to `finished`.
+ */
+export function slotRecords(
+  slots: number,
+  depth: number,
+  queueOf: (cpu: number) => number,
+  finished: (io: InFlight) => void,
+): InFlight[] {
+  const out: InFlight[] = [];
+  for (let slot = 0; slot < slots; slot++) {
+    const cpu = Math.floor(slot / depth);
+    const io: InFlight = {
+      cpu,
+      slot,
+      unit: 0,
+      qid: queueOf(cpu),
+      write: false,
+      offset: 0,
+      bytes: 0,
+      gen: 0,
+      readyAt: 0,
+      counted: false,
+      doorbellAt: 0,
+      pending: 0,
+      status: BLK_STS.OK,
+      done: (status: BlkStatus) => {
+        if (status !== BLK_STS.OK && io.status === BLK_STS.OK) io.status = status;
+        io.pending--;
+        if (io.pending === 0) finished(io);
+      },
+    };
+    out.push(io);
+  }
+  return out;
+}
