@@ -1,6 +1,7 @@
 /**
  * Runs benchmark files (given on the command line) with tinybench and prints one JSON line per
- * case: { name, file, nsPerOp, opsPerSec, baseline?, ratio?, targetNs?, samples }.
+ * case: { name, file, nsPerOp, opsPerSec, baseline?, ratio?, targetNs?, samples }, where nsPerOp
+ * is the median sample's time over the case's operations per call.
  * Invoked by scripts/bench.mjs under tsx with the @dmasim/source condition.
  */
 import { Bench } from "tinybench";
@@ -22,11 +23,14 @@ for (const file of files) {
   for (const c of cases) {
     const task = bench.getTask(c.name);
     const r = task?.result as
-      { period?: number; latency?: { samplesCount?: number }; error?: unknown } | undefined;
+      | { period?: number; latency?: { p50?: number; samplesCount?: number }; error?: unknown }
+      | undefined;
     if (r?.error !== undefined)
       throw r.error instanceof Error ? r.error : new Error(String(r.error));
     if (r?.period === undefined) throw new Error(`benchmark ${c.name} produced no result`);
-    ns.set(c.name, (r.period * 1e6) / (c.ops ?? 1));
+    // The median sample, not the mean: on a shared machine a few samples stretched by another
+    // process or a major GC would otherwise move the figure (and every ratio) by tens of percent.
+    ns.set(c.name, ((r.latency?.p50 ?? r.period) * 1e6) / (c.ops ?? 1));
   }
   for (const c of cases) {
     const v = ns.get(c.name) as number;

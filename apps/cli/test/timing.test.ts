@@ -8,6 +8,7 @@ import {
   parseJob,
   runJob,
 } from "../src/engine/index.ts";
+import { ResourceSet } from "../src/engine/resources.ts";
 
 /** Runs a job given as a job file would give it. */
 function run(input: JobInput): RunResult {
@@ -301,6 +302,38 @@ describe("engine timing: shared resources", () => {
     expect(own.contended).toBe(0);
     expect(own.waitNsPerIo).toBe(0);
     expect(own.maxWaitNs).toBe(0);
+  });
+
+  it("marks exactly the instances one CPU alone takes as exclusive (taken without ordering)", () => {
+    const exclusive = (input: JobInput, perCpu = 1) =>
+      new ResourceSet(parseJob(input), perCpu)
+        .instances()
+        .filter((r) => r.exclusive)
+        .map((r) => r.name);
+    // 4 CPUs on 3 queues: CPUs 0 and 1 share SQ 1, CPUs 2 and 3 have SQ 2 and SQ 3 to themselves.
+    const four = { machine: { cpus: 4 }, controller: { ioQueues: 3 }, device: { swiotlbMiB: 8 } };
+    expect(exclusive(four).sort()).toEqual(
+      [
+        "SWIOTLB area 0 lock",
+        "SWIOTLB area 1 lock",
+        "SWIOTLB area 2 lock",
+        "SWIOTLB area 3 lock",
+        "nvme0 SQ 2 lock",
+        "nvme0 SQ 3 lock",
+        "nvme0 flush-queue lock (CPU 0)",
+        "nvme0 flush-queue lock (CPU 1)",
+        "nvme0 flush-queue lock (CPU 2)",
+        "nvme0 flush-queue lock (CPU 3)",
+      ].sort(),
+    );
+    // One flush queue per domain is shared; two threads per CPU share everything.
+    expect(exclusive({ ...four, iommu: { singleQueue: true } })).not.toContain(
+      "nvme0 flush-queue lock",
+    );
+    expect(exclusive(four, 2)).toEqual([]);
+    // On one CPU nothing is shared.
+    const one = new ResourceSet(parseJob({ machine: { cpus: 1 } })).instances();
+    expect(one.every((r) => r.exclusive)).toBe(true);
   });
 
   it("has no SWIOTLB area lock without a SWIOTLB pool", () => {

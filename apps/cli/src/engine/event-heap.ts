@@ -1,5 +1,5 @@
 /**
- * The engine's event queue: a binary min-heap of (time, sequence) keyed events held in typed
+ * The engine's event queue: a 4-ary min-heap of (time, sequence) keyed events held in typed
  * arrays, so that scheduling allocates nothing. Ties fire in the order they were scheduled.
  * Each event carries a kind and one integer argument (a CPU number, say).
  */
@@ -35,15 +35,17 @@ export class EventHeap {
   push(time: number, kind: number, arg: number): void {
     if (this.n === this.time.length) this.grow();
     const s = this.nextSeq++;
+    const tm = this.time;
     let i = this.n++;
+    // Sequence numbers grow, so a new event never goes above one of equal time.
     while (i > 0) {
-      const p = Math.floor((i - 1) / 2);
-      const pt = this.time[p] as number;
-      if (pt < time || (pt === time && (this.seq[p] as number) < s)) break;
+      const p = Math.floor((i - 1) / 4);
+      const pt = tm[p] as number;
+      if (pt <= time) break;
       this.move(p, i);
       i = p;
     }
-    this.time[i] = time;
+    tm[i] = time;
     this.seq[i] = s;
     this.kind[i] = kind;
     this.arg[i] = arg;
@@ -53,28 +55,33 @@ export class EventHeap {
   pop(): void {
     const last = --this.n;
     if (last <= 0) return;
-    const t = this.time[last] as number;
-    const s = this.seq[last] as number;
+    const tm = this.time;
+    const sq = this.seq;
+    const t = tm[last] as number;
+    const s = sq[last] as number;
     const k = this.kind[last] as number;
     const a = this.arg[last] as number;
     let i = 0;
     for (;;) {
-      const l = 2 * i + 1;
-      if (l >= last) break;
-      const r = l + 1;
-      let c = l;
-      if (r < last) {
-        const tr = this.time[r] as number;
-        const tl = this.time[l] as number;
-        if (tr < tl || (tr === tl && (this.seq[r] as number) < (this.seq[l] as number))) c = r;
+      // A 4-ary heap: half the levels of a binary one, the children side by side.
+      const first = 4 * i + 1;
+      if (first >= last) break;
+      const stop = first + 4 < last ? first + 4 : last;
+      let c = first;
+      let ct = tm[first] as number;
+      for (let j = first + 1; j < stop; j++) {
+        const jt = tm[j] as number;
+        if (jt < ct || (jt === ct && (sq[j] as number) < (sq[c] as number))) {
+          c = j;
+          ct = jt;
+        }
       }
-      const tc = this.time[c] as number;
-      if (tc > t || (tc === t && (this.seq[c] as number) > s)) break;
+      if (ct > t || (ct === t && (sq[c] as number) > s)) break;
       this.move(c, i);
       i = c;
     }
-    this.time[i] = t;
-    this.seq[i] = s;
+    tm[i] = t;
+    sq[i] = s;
     this.kind[i] = k;
     this.arg[i] = a;
   }

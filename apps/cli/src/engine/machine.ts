@@ -62,6 +62,14 @@ export function ioQueuesOf(job: Job): number {
   return Math.min(job.controller.ioQueues ?? job.machine.cpus, job.machine.cpus);
 }
 
+/**
+ * The I/O queue CPU `cpu` submits to (1-based qid): the CPUs are spread evenly over the queues,
+ * as blk-mq's `blk_mq_map_queues` groups consecutive CPUs onto one hardware context.
+ */
+export function queueOfCpu(job: Job, cpu: number): number {
+  return Math.floor((cpu * ioQueuesOf(job)) / job.machine.cpus) + 1;
+}
+
 /** Builds and brings up the machine of `job`. */
 export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
   const clock = new SimClock();

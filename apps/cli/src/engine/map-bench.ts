@@ -121,7 +121,7 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
   m.dev.setMaskBits(o.bits);
   const sources = counterSources(m);
   const pricer = new Pricer(o.costs ?? profileCosts(profile), (n) => counterRef(m, sources, n));
-  const res = new ResourceSet(job);
+  const res = new ResourceSet(job, Math.ceil(o.threads / job.machine.cpus));
   const ps = m.memory.pageSize;
   const size = o.granule * ps;
   const dir = o.dir as DmaDirection;

@@ -21,15 +21,24 @@
  *
  * Statistics are kept per instance and reported per kind, as lock_stat reports per lock class:
  * acquisitions, contended acquisitions, utilisation, wait per I/O and the longest wait.
+ *
+ * An instance only one timeline can ever take (a CPU's own flush-queue lock, the lock of a queue
+ * no other CPU submits to, everything on a one-CPU machine) is `exclusive`: nobody can hold it
+ * when that timeline arrives, so its acquisitions need not wait for the other timelines' events
+ * and the scheduler takes them at once (see `Timelines`). Their statistics are the same, except
+ * that an acquisition just after the ramp's end or the window's close may be counted on the
+ * other side of it.
  */
 import type { ResourceKind } from "./cost.ts";
 import type { Job } from "./job.ts";
-import { ioQueuesOf } from "./machine.ts";
+import { ioQueuesOf, queueOfCpu } from "./machine.ts";
 
 /** One instance of a shared resource. */
 export class Resource {
   readonly name: string;
   readonly kind: ResourceKind;
+  /** Only one timeline ever takes it (it is never contended). */
+  readonly exclusive: boolean;
   /** When the holder releases it. */
   freeAt = 0;
   acquisitions = 0;
@@ -38,9 +47,10 @@ export class Resource {
   waitNs = 0;
   maxWaitNs = 0;
 
-  constructor(kind: ResourceKind, name: string) {
+  constructor(kind: ResourceKind, name: string, exclusive = false) {
     this.kind = kind;
     this.name = name;
+    this.exclusive = exclusive;
   }
 
   /**
@@ -116,40 +126,45 @@ export class ResourceSet {
   private readonly nareas: number;
   private readonly all: Resource[] = [];
 
-  constructor(job: Job) {
-    const add = (r: Resource): Resource => {
+  /**
+   * The resources of `job`'s machine, taken by `timelinesPerCpu` timelines on each CPU (one in a
+   * workload run; map-bench may put several threads on one CPU).
+   */
+  constructor(job: Job, timelinesPerCpu = 1) {
+    /** An instance `cpus` CPUs take. */
+    const add = (kind: ResourceKind, name: string, cpus: number): Resource => {
+      const r = new Resource(kind, name, cpus * timelinesPerCpu === 1);
       this.all.push(r);
       return r;
     };
-    this.invalidationQueue = add(
-      new Resource("iommu-invalidation-queue", "IOMMU invalidation queue"),
-    );
     const cpus = job.machine.cpus;
+    this.invalidationQueue = add("iommu-invalidation-queue", "IOMMU invalidation queue", cpus);
     this.singleFq = job.iommu.singleQueue;
     this.nareas = 2 ** Math.ceil(Math.log2(cpus));
     const queues = ioQueuesOf(job);
+    const onQueue = new Array<number>(queues + 1).fill(0);
+    for (let c = 0; c < cpus; c++) {
+      const q = queueOfCpu(job, c);
+      onQueue[q] = (onQueue[q] as number) + 1;
+    }
     for (let u = 0; u < job.machine.controllers; u++) {
-      this.tree.push(add(new Resource("iova-tree-lock", `nvme${u} IOVA tree lock`)));
-      this.depot.push(add(new Resource("rcache-depot-lock", `nvme${u} rcache depot lock`)));
+      this.tree.push(add("iova-tree-lock", `nvme${u} IOVA tree lock`, cpus));
+      this.depot.push(add("rcache-depot-lock", `nvme${u} rcache depot lock`, cpus));
       const rings: Resource[] = [];
-      for (let c = 0; c < (this.singleFq ? 1 : cpus); c++)
-        rings.push(
-          add(
-            new Resource(
-              "fq-lock",
-              `nvme${u} flush-queue lock${this.singleFq ? "" : ` (CPU ${c})`}`,
-            ),
-          ),
-        );
+      if (this.singleFq) rings.push(add("fq-lock", `nvme${u} flush-queue lock`, cpus));
+      else
+        for (let c = 0; c < cpus; c++)
+          rings.push(add("fq-lock", `nvme${u} flush-queue lock (CPU ${c})`, 1));
       this.fq.push(rings);
       const sqs: Resource[] = [];
       for (let q = 1; q <= queues; q++)
-        sqs.push(add(new Resource("nvme-sq-lock", `nvme${u} SQ ${q} lock`)));
+        sqs.push(add("nvme-sq-lock", `nvme${u} SQ ${q} lock`, onQueue[q] as number));
       this.sq.push(sqs);
     }
+    // A CPU takes area `cpu % nareas`, and there are at least as many areas as CPUs.
     if (job.device.swiotlbMiB > 0)
       for (let a = 0; a < this.nareas; a++)
-        this.swiotlb.push(add(new Resource("swiotlb-area-lock", `SWIOTLB area ${a} lock`)));
+        this.swiotlb.push(add("swiotlb-area-lock", `SWIOTLB area ${a} lock`, 1));
   }
 
   /** The instance of `kind` that work of controller `unit` on `cpu` through queue `qid` uses. */

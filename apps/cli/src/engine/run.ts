@@ -32,6 +32,7 @@ import {
   counterRef,
   counterSources,
   ioQueuesOf,
+  queueOfCpu,
   snapshotCounters,
 } from "./machine.ts";
 import { profileCosts } from "./profiles.ts";
@@ -85,7 +86,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const depth = job.workload.iodepth;
   const batch = job.workload.batchSubmit;
   const cpus: Cpu[] = [];
-  const queueOf = (c: number) => Math.floor((c * nQueues) / nCpus) + 1;
+  const queueOf = (c: number) => queueOfCpu(job, c);
   const ownerOf = (qid: number) => Math.ceil(((qid - 1) * nCpus) / nQueues);
   const cqFlag = new Uint8Array(nUnits * 256);
   /** The CPUs submitting to each queue (index qid). */

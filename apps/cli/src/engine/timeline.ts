@@ -6,7 +6,8 @@
  * CPU part; each acquisition waits while another timeline holds the resource. Everything happens
  * in simulated-time order: a step runs at once only when nothing else (no other timeline's
  * event, no callback on the simulated clock) is due before it, otherwise it becomes an event on
- * the heap. No step scans all timelines.
+ * the heap; an acquisition of an exclusive resource (one only this timeline takes) needs no
+ * such order and runs at once. No step scans all timelines.
  */
 import type { SimClock } from "@dmasim/bvec";
 import type { Pricer, ResourceKind } from "./cost.ts";
@@ -187,14 +188,16 @@ export class Timelines<T extends Timeline> {
     for (;;) {
       if (tl.phase === PHASE.STEPS) {
         while (tl.stepIdx < tl.nSteps) {
-          if (!this.canRun(tl.cursor)) {
+          const r = tl.steps[tl.stepIdx] as Resource;
+          // An exclusive resource is free whenever its one user arrives: no order to keep.
+          if (!r.exclusive && !this.canRun(tl.cursor)) {
             this.heap.push(tl.cursor, EV_STEP, tl.id);
             return;
           }
           const i = tl.stepIdx++;
           const count = tl.stepCount[i] as number;
           const hold = tl.stepHold[i] as number;
-          const end = (tl.steps[i] as Resource).acquire(tl.cursor, count, hold);
+          const end = r.acquire(tl.cursor, count, hold);
           tl.segWait += end - tl.cursor - count * hold;
           tl.cursor = end;
         }
