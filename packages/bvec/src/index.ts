@@ -118,3 +118,14 @@ export {
   blkRqPhysSegments,
   countPhysSegments,
 } from "./segments.ts";
+export {
+  DEFAULT_KERNEL,
+  KERNEL_GATES,
+  KERNEL_VERSIONS,
+  type KernelGate,
+  type KernelGateName,
+  type KernelVersion,
+  isKernelVersion,
+  kernelHas,
+  parseKernelVersion,
+} from "./kernel.ts";

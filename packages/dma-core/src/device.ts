@@ -4,6 +4,8 @@
  */
 import {
   CounterSet,
+  DEFAULT_KERNEL,
+  type KernelVersion,
   MAX_ADDR,
   type PhysMemory,
   REGION_KIND,
@@ -51,6 +53,8 @@ export interface P2pRoute {
 export interface DeviceOptions {
   readonly name: string;
   readonly memory: PhysMemory;
+  /** The Linux release whose DMA layer (and drivers) this device runs under (default: newest). */
+  readonly kernel?: KernelVersion;
   /** Streaming DMA mask, bits (default 64). */
   readonly dmaMaskBits?: number;
   /** Coherent DMA mask, bits (default: the streaming mask). */
@@ -121,6 +125,8 @@ export type DeviceCounter =
 export class Device {
   readonly name: string;
   readonly memory: PhysMemory;
+  /** The Linux release modelled for this device; gated behaviours ask `kernelHas(dev.kernel, …)`. */
+  readonly kernel: KernelVersion;
   /** Streaming mask as a limit (`*dev->dma_mask`). */
   dmaMask: number;
   dmaMaskBits: number;
@@ -179,6 +185,7 @@ export class Device {
   constructor(o: DeviceOptions) {
     if (!o.name) throw new DmaError("EINVAL", "a device needs a name");
     this.name = o.name;
+    this.kernel = o.kernel ?? DEFAULT_KERNEL;
     this.memory = o.memory;
     this.dmaMaskBits = o.dmaMaskBits ?? 64;
     this.dmaMask = dmaBitMask(this.dmaMaskBits);

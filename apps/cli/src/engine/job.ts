@@ -2,7 +2,7 @@
  * Job files: what machine to simulate and what workload to run, validated with a zod schema.
  * Every field has a default, so `{}` is a valid job (the built-in default job).
  */
-import { parseAddress } from "@dmasim/bvec";
+import { DEFAULT_KERNEL, KERNEL_VERSIONS, parseAddress } from "@dmasim/bvec";
 import { z } from "zod";
 
 const sizeLike = z.union([
@@ -27,6 +27,8 @@ const bsSchema = z.union([
 export const jobSchema = z
   .object({
     name: z.string().default("default"),
+    /** The Linux release modelled (docs/kernel-versions.md lists what differs between them). */
+    kernel: z.enum(KERNEL_VERSIONS).default(DEFAULT_KERNEL),
     seed: z
       .number()
       .int()
@@ -42,9 +44,21 @@ export const jobSchema = z
         profile: z.enum(["intel-vtd", "amd-vi", "arm-smmuv3"]).default("intel-vtd"),
         /** NVMe controllers, each its own PCI function, queues and DMA domain, all behind one IOMMU. */
         controllers: z.number().int().min(1).max(16).default(1),
+        /**
+         * CONFIG_HZ: the timer tick. Timers armed in jiffies (the flush queue's 10 ms) fire on
+         * ticks, rounded as the timer wheel rounds them. 250 is the kernel's Kconfig default.
+         */
+        hz: z.union([z.literal(100), z.literal(250), z.literal(300), z.literal(1000)]).default(250),
       })
       .strict()
-      .default({ memoryGiB: 16, pageSize: 4096, cpus: 1, profile: "intel-vtd", controllers: 1 }),
+      .default({
+        memoryGiB: 16,
+        pageSize: 4096,
+        cpus: 1,
+        profile: "intel-vtd",
+        controllers: 1,
+        hz: 250,
+      }),
     iommu: z
       .object({
         mode: z.enum(["none", "passthrough", "strict", "lazy"]).default("lazy"),
@@ -60,6 +74,11 @@ export const jobSchema = z
         singleQueue: z.boolean().default(false),
         syncMapNeeded: z.boolean().default(false),
         freeEmptyTables: z.boolean().default(false),
+        /**
+         * The IOMMU reports caching mode (VT-d CAP.CM), as an emulated IOMMU in a guest does
+         * (QEMU's intel-iommu): Linux then disallows batching and invalidates strictly.
+         */
+        cachingMode: z.boolean().default(false),
       })
       .strict()
       .default({
@@ -71,6 +90,7 @@ export const jobSchema = z
         singleQueue: false,
         syncMapNeeded: false,
         freeEmptyTables: false,
+        cachingMode: false,
       }),
     device: z
       .object({
@@ -101,6 +121,11 @@ export const jobSchema = z
         maxIops: z.number().positive().max(1e9).optional(),
         /** I/O queue pairs per controller (default one per CPU); fewer makes CPUs share queues. */
         ioQueues: z.number().int().min(1).max(64).optional(),
+        /**
+         * The controller offers Doorbell Buffer Config (shadow doorbells and event indexes, as
+         * QEMU's emulated NVMe does); the host then uses them.
+         */
+        shadowDoorbells: z.boolean().default(false),
       })
       .strict()
       .default({
@@ -113,6 +138,7 @@ export const jobSchema = z
         latencyDist: "lognormal",
         latencyJitterPct: 10,
         bandwidthMBps: 3500,
+        shadowDoorbells: false,
       }),
     host: z
       .object({

@@ -120,6 +120,7 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
     const dev = new Device({
       name: `nvme${u}`,
       memory,
+      kernel: job.kernel,
       dmaMaskBits: job.device.dmaMaskBits,
       coherent: job.device.coherent,
       untrusted: !job.device.trusted,
