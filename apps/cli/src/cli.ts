@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { KERNEL_VERSIONS } from "@dmasim/bvec";
 import { Command, CommanderError, Option } from "commander";
 import type { CommandIo } from "./commands/common.ts";
 
@@ -28,12 +29,24 @@ function readVersion(): string {
 
 const IOMMU = ["none", "passthrough", "strict", "lazy"] as const;
 const MAPPING = ["two-step", "per-segment", "scatterlist"] as const;
+const KERNELS = KERNEL_VERSIONS;
 
 /** Adds the options that override job fields. */
-async function jobOptions(cmd: Command, single: boolean): Promise<Command> {
+async function jobOptions(cmd: Command, single: boolean, kernelList = false): Promise<Command> {
   const c = await import("./commands/common.ts");
   if (single) {
     cmd
+      .addOption(
+        kernelList
+          ? new Option(
+              "--kernel <versions>",
+              `Linux release modelled (${KERNELS.join(", ")}; default ${KERNELS[KERNELS.length - 1]}), or two comma-separated to show what changes`,
+            ).argParser(c.listOption(KERNELS))
+          : new Option(
+              "--kernel <version>",
+              `Linux release modelled: ${KERNELS.join(", ")} (default ${KERNELS[KERNELS.length - 1]})`,
+            ).argParser(c.choiceOption(KERNELS)),
+      )
       .addOption(
         new Option("--iommu <mode>", "IOMMU mode: none, passthrough, strict, lazy").argParser(
           c.choiceOption(IOMMU),
@@ -196,11 +209,17 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
         "--mapping <styles>",
         "comma-separated mapping styles (default all three)",
       ).argParser(c.listOption(MAPPING)),
+    )
+    .addOption(
+      new Option(
+        "--kernel <versions>",
+        "comma-separated Linux releases to compare (default the job's, 7.0)",
+      ).argParser(c.listOption(KERNELS)),
     );
   await jobOptions(compare, false);
   reportOpts(compare).addHelpText(
     "after",
-    "\nExamples:\n  dmasim compare\n  dmasim compare --iommu strict,lazy --bs 64k --html compare.html\n",
+    "\nExamples:\n  dmasim compare\n  dmasim compare --iommu strict,lazy --bs 64k --html compare.html\n  dmasim compare --kernel 6.18,6.19 --iommu strict --mapping two-step --buffers offset\n",
   );
   compare.action(async (file: string | undefined, opts: Record<string, unknown>) => {
     const m = await import("./commands/compare.ts");
@@ -218,11 +237,12 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
     .addOption(
       new Option("--offset <bytes>", "namespace byte offset").argParser(c.intOption(0, 2 ** 40)),
     )
+    .option("--debug", "attach dma-debug, as run --debug (off by default, as in run)")
     .option("--json", "print JSON");
-  await jobOptions(trace, true);
+  await jobOptions(trace, true, true);
   trace.addHelpText(
     "after",
-    "\nExamples:\n  dmasim trace\n  dmasim trace --iommu strict --buf 0x1_2345_6000:8192 --buf 0x2_0000_1000:4096\n",
+    "\nExamples:\n  dmasim trace\n  dmasim trace --iommu strict --buf 0x1_2345_6000:8192 --buf 0x2_0000_1000:4096\n  dmasim trace --kernel 6.18,6.19 --buf 0x1_2345_6000:2048 --buf 0x2_0000_1200:2048\n",
   );
   trace.action((opts: Record<string, unknown>) => {
     setCode(tr.trace(opts, cio));

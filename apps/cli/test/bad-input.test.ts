@@ -36,6 +36,22 @@ describe("bad input gets one clear line and exit code 2", () => {
       ["trace", "--buf", "zz"],
       "error: option '--buf <addr:len>' argument 'zz' is invalid. expected ADDR:LEN such as 0x1_2345_6000:8192, got \"zz\".",
     ],
+    [
+      ["run", "--kernel", "6.1"],
+      "error: option '--kernel <version>' argument '6.1' is invalid. expected one of 6.17, 6.18, 6.19, 7.0, got \"6.1\".",
+    ],
+    [
+      ["trace", "--kernel", "6.18,6.20"],
+      "error: option '--kernel <versions>' argument '6.18,6.20' is invalid. \"6.20\" is not one of 6.17, 6.18, 6.19, 7.0.",
+    ],
+    [
+      ["trace", "--kernel", "6.17,6.18,6.19"],
+      "dmasim: --kernel 6.17,6.18,6.19: trace takes one release, or two to compare",
+    ],
+    [
+      ["run", "--granule", "16384"],
+      "dmasim: job: iommu.granule: 16384 is larger than machine.pageSize 4096; a DMA domain's granule must be at most the CPU page (Linux init_iova_domain)",
+    ],
     [["sweep"], "error: missing required argument 'grid'"],
     [["frobnicate"], "error: unknown command 'frobnicate'"],
   ])("dmasim %j", async (argv, message) => {

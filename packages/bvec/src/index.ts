@@ -126,6 +126,7 @@ export {
   type KernelGateName,
   type KernelVersion,
   isKernelVersion,
+  kernelGatesMarkdown,
   kernelHas,
   parseKernelVersion,
 } from "./kernel.ts";

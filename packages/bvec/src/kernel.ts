@@ -137,3 +137,15 @@ export function parseKernelVersion(s: string): KernelVersion {
     `kernel ${JSON.stringify(s)} is not a modelled release (allowed: ${KERNEL_VERSIONS.join(", ")})`,
   );
 }
+
+/** The gate table of docs/kernel-versions.md, as Markdown (one row per gate). */
+export function kernelGatesMarkdown(): string {
+  const cell = (s: string) => s.replace(/\|/g, "\\|");
+  const head = `| behaviour | ${KERNEL_VERSIONS.join(" | ")} | what changes | source | where in dmasim |`;
+  const rule = `|---|${KERNEL_VERSIONS.map(() => ":-:").join("|")}|---|---|---|`;
+  const rows = Object.entries(KERNEL_GATES as Record<string, KernelGate>).map(
+    ([name, g]) =>
+      `| \`${name}\` | ${KERNEL_VERSIONS.map((v) => (g.versions.includes(v) ? "yes" : "–")).join(" | ")} | ${cell(g.what)} | ${cell(g.source)} | ${cell(g.where)} |`,
+  );
+  return `${[head, rule, ...rows].join("\n")}\n`;
+}

@@ -83,6 +83,7 @@ export function readJson(path: string): unknown {
 
 /** Job options common to run, compare and trace. */
 export interface JobOptions {
+  kernel?: string | undefined;
   iommu?: string;
   mapping?: string;
   rw?: string;
@@ -152,6 +153,7 @@ export function overrides(o: JobOptions): Record<string, unknown> {
   if (o.verify === false) set("workload", "verify", false);
   const out: Record<string, unknown> = {};
   if (o.seed !== undefined) out.seed = o.seed;
+  if (o.kernel !== undefined) out.kernel = o.kernel;
   for (const [k, v] of Object.entries(job)) if (Object.keys(v).length > 0) out[k] = v;
   return out;
 }

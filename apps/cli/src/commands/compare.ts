@@ -1,6 +1,6 @@
 /** `dmasim compare [job.json]`: the same workload across IOMMU modes and mapping styles. */
 import { compareHtml } from "../engine/html.ts";
-import { type CompareCell, formatCompare } from "../engine/report.ts";
+import { type CompareCell, formatCompare, kernelDifferences } from "../engine/report.ts";
 import { runJob } from "../engine/run.ts";
 import { type CommandIo, type JobOptions, loadCosts, loadJob, writeOut } from "./common.ts";
 
@@ -9,9 +9,11 @@ export const IOMMU_MODES = ["none", "passthrough", "strict", "lazy"] as const;
 export const MAPPINGS = ["two-step", "per-segment", "scatterlist"] as const;
 
 /** Options of `compare`. */
-export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping"> {
+export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping" | "kernel"> {
   iommu?: (typeof IOMMU_MODES)[number][];
   mapping?: (typeof MAPPINGS)[number][];
+  /** Several Linux releases: each cell runs under each (`--kernel 6.18,6.19`). */
+  kernel?: string[];
   json?: boolean;
   html?: string;
   costs?: string;
@@ -21,19 +23,34 @@ export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping"> {
 export function compare(file: string | undefined, opts: CompareOptions, io: CommandIo): number {
   const modes = opts.iommu ?? [...IOMMU_MODES];
   const mappings = opts.mapping ?? [...MAPPINGS];
+  const kernels: (string | undefined)[] = opts.kernel ?? [undefined];
+  const byKernel = opts.kernel !== undefined;
   const first = loadJob(file, {
     ...opts,
+    kernel: kernels[0],
     iommu: modes[0] ?? "lazy",
     mapping: mappings[0] ?? "two-step",
   });
   const costs = loadCosts(opts.costs, first.machine.profile);
+  // Every job is checked before the first one runs.
+  const jobs = modes.flatMap((mode) =>
+    mappings.flatMap((mapping) =>
+      kernels.map((kernel) => ({
+        mode,
+        mapping,
+        job: loadJob(file, { ...opts, kernel, iommu: mode, mapping }),
+      })),
+    ),
+  );
   const cells: CompareCell[] = [];
-  for (const mode of modes) {
-    for (const mapping of mappings) {
-      const job = loadJob(file, { ...opts, iommu: mode, mapping });
-      if (io.progress) io.stderr(`\rcompare: ${mode} / ${mapping}          `);
-      cells.push({ iommu: mode, mapping, result: runJob(job, { costs }) });
-    }
+  for (const { mode, mapping, job } of jobs) {
+    if (io.progress) io.stderr(`\rcompare: ${job.kernel} ${mode} / ${mapping}          `);
+    cells.push({
+      iommu: mode,
+      mapping,
+      ...(byKernel ? { kernel: job.kernel } : {}),
+      result: runJob(job, { costs }),
+    });
   }
   if (io.progress) io.stderr("\n");
   if (opts.json) {
@@ -42,12 +59,14 @@ export function compare(file: string | undefined, opts: CompareOptions, io: Comm
       `${JSON.stringify(
         {
           cells: cells.map((c) => ({
+            ...(c.kernel !== undefined ? { kernel: c.kernel } : {}),
             iommu: c.iommu,
             mapping: c.mapping,
             cpuRatioToFirst: base > 0 ? c.result.cpuNsPerIo / base : null,
             result: { ...c.result, costTable: undefined },
           })),
           costTable: costs,
+          ...(byKernel ? { kernelDifferences: kernelDifferences(cells) } : {}),
         },
         null,
         2,

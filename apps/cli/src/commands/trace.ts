@@ -1,11 +1,15 @@
 /** `dmasim trace`: one I/O, step by step. */
 import { parseAddress } from "@dmasim/bvec";
 import { InvalidArgumentError } from "commander";
-import { traceIo } from "../engine/trace.ts";
+import { type TraceStep, traceDifferences, traceIo } from "../engine/trace.ts";
 import { type CommandIo, type JobOptions, UsageError, loadJob } from "./common.ts";
 
 /** Options of `trace`. */
-export interface TraceCommandOptions extends JobOptions {
+export interface TraceCommandOptions extends Omit<JobOptions, "kernel"> {
+  /** One Linux release, or two to show what changes between them. */
+  kernel?: string[];
+  /** Attach dma-debug, as `run --debug`. */
+  debug?: boolean;
   buf?: { phys: number; len: number }[];
   write?: boolean;
   offset?: number;
@@ -34,25 +38,59 @@ export function bufOption(
 
 /** Runs the command. */
 export function trace(opts: TraceCommandOptions, io: CommandIo): number {
-  const job = loadJob(undefined, opts);
-  let steps;
-  try {
-    steps = traceIo(job, {
-      ...(opts.buf ? { bufs: opts.buf } : {}),
-      write: opts.write ?? false,
-      offset: opts.offset ?? 0,
-    });
-  } catch (e) {
-    if (e instanceof RangeError) throw new UsageError(e.message);
-    throw e;
-  }
-  if (opts.json) {
-    io.stdout(
-      `${JSON.stringify({ job, steps: steps.map((s) => ({ step: s.step, data: s.data })) }, null, 2)}\n`,
+  const kernels: (string | undefined)[] = opts.kernel ?? [undefined];
+  if (kernels.length > 2)
+    throw new UsageError(
+      `--kernel ${kernels.join(",")}: trace takes one release, or two to compare`,
     );
-  } else {
-    for (const s of steps)
-      io.stdout(`${io.color ? `\u001b[1m${s.step}\u001b[22m` : s.step}\n${s.lines.join("\n")}\n\n`);
+  const jobs = kernels.map((kernel) => loadJob(undefined, { ...opts, kernel }));
+  const traces = jobs.map((job) => {
+    try {
+      return {
+        job,
+        steps: traceIo(job, {
+          ...(opts.buf ? { bufs: opts.buf } : {}),
+          write: opts.write ?? false,
+          offset: opts.offset ?? 0,
+          debug: opts.debug ?? false,
+        }),
+      };
+    } catch (e) {
+      if (e instanceof RangeError) throw new UsageError(e.message);
+      throw e;
+    }
+  });
+  const [t0, t1] = traces as [(typeof traces)[number], (typeof traces)[number] | undefined];
+  const differences = t1 === undefined ? undefined : traceDifferences(t0.steps, t1.steps);
+  const stepsJson = (steps: TraceStep[]) => steps.map((s) => ({ step: s.step, data: s.data }));
+  if (opts.json) {
+    const body =
+      t1 === undefined
+        ? { job: t0.job, steps: stepsJson(t0.steps) }
+        : {
+            traces: traces.map((t) => ({
+              kernel: t.job.kernel,
+              job: t.job,
+              steps: stepsJson(t.steps),
+            })),
+            differences,
+          };
+    io.stdout(`${JSON.stringify(body, null, 2)}\n`);
+    return 0;
+  }
+  const bold = (s: string) => (io.color ? `\u001b[1m${s}\u001b[22m` : s);
+  for (const t of traces) {
+    if (t1 !== undefined) io.stdout(`${bold(`== Linux ${t.job.kernel} ==`)}\n\n`);
+    for (const s of t.steps) io.stdout(`${bold(s.step)}\n${s.lines.join("\n")}\n\n`);
+  }
+  if (t1 !== undefined && differences !== undefined) {
+    io.stdout(`${bold(`what changes from Linux ${t0.job.kernel} to ${t1.job.kernel}`)}\n`);
+    if (differences.length === 0) io.stdout("  nothing: every step is the same\n");
+    for (const d of differences) {
+      io.stdout(`  ${d.step}:\n`);
+      for (const l of d.only0) io.stdout(`    - ${l.trim()}\n`);
+      for (const l of d.only1) io.stdout(`    + ${l.trim()}\n`);
+    }
   }
   return 0;
 }

@@ -226,9 +226,23 @@ export function parseJob(input: unknown): Job {
     );
   }
   const job = r.data;
+  const problems: string[] = [];
   if (job.workload.ios !== undefined && job.workload.seconds !== undefined) {
-    throw new JobError(["workload: give either ios or seconds, not both"]);
+    problems.push("workload: give either ios or seconds, not both");
   }
+  // Linux cannot run a DMA-API domain whose smallest IOMMU page is larger than the CPU page
+  // (init_iova_domain: BUG_ON(granule > PAGE_SIZE)); an identity or absent domain has no IOVAs.
+  if (
+    (job.iommu.mode === "strict" ||
+      job.iommu.mode === "lazy" ||
+      (job.iommu.mode === "passthrough" && !job.device.trusted)) &&
+    job.iommu.granule > job.machine.pageSize
+  ) {
+    problems.push(
+      `iommu.granule: ${job.iommu.granule} is larger than machine.pageSize ${job.machine.pageSize}; a DMA domain's granule must be at most the CPU page (Linux init_iova_domain)`,
+    );
+  }
+  if (problems.length > 0) throw new JobError(problems);
   return job;
 }
 

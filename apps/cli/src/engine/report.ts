@@ -307,17 +307,70 @@ export function formatRun(r: RunResult, color: boolean): string {
 export interface CompareCell {
   readonly iommu: string;
   readonly mapping: string;
+  /** The Linux release of the cell, when `compare --kernel` compares several. */
+  readonly kernel?: string;
   readonly result: RunResult;
+}
+
+/**
+ * What changes between kernel versions for the same IOMMU mode and mapping: per group of cells
+ * that differ only in their kernel, the per-I/O counters whose values differ, largest relative
+ * change first (at most `limit` per group).
+ */
+export function kernelDifferences(
+  cells: readonly CompareCell[],
+  limit = 10,
+): {
+  iommu: string;
+  mapping: string;
+  counters: { name: string; values: Record<string, number> }[];
+}[] {
+  const groups = new Map<string, CompareCell[]>();
+  for (const c of cells) {
+    if (c.kernel === undefined) continue;
+    const k = `${c.iommu}\u0000${c.mapping}`;
+    const g = groups.get(k);
+    if (g === undefined) groups.set(k, [c]);
+    else g.push(c);
+  }
+  const out = [];
+  for (const g of groups.values()) {
+    if (g.length < 2) continue;
+    const names = new Set(g.flatMap((c) => Object.keys(c.result.perIo)));
+    const diffs: { name: string; values: Record<string, number>; spread: number }[] = [];
+    for (const name of names) {
+      const vals = g.map((c) => c.result.perIo[name] ?? 0);
+      const lo = Math.min(...vals);
+      const hi = Math.max(...vals);
+      if (hi - lo <= 1e-9 * Math.max(1, Math.abs(hi))) continue;
+      diffs.push({
+        name,
+        values: Object.fromEntries(g.map((c, i) => [c.kernel as string, vals[i] as number])),
+        spread: (hi - lo) / Math.max(Math.abs(hi), Math.abs(lo), 1e-12),
+      });
+    }
+    diffs.sort((a, b) => b.spread - a.spread || a.name.localeCompare(b.name));
+    const first = g[0] as CompareCell;
+    out.push({
+      iommu: first.iommu,
+      mapping: first.mapping,
+      counters: diffs.slice(0, limit).map(({ name, values }) => ({ name, values })),
+    });
+  }
+  return out;
 }
 
 /** The comparison table, with ratios to the first cell. */
 export function formatCompare(cells: readonly CompareCell[], color: boolean): string {
   const base = cells[0]?.result;
+  const kernels = new Set(cells.map((c) => c.kernel ?? ""));
+  const byKernel = kernels.size > 1;
   const rows = cells.map((c) => {
     const r = c.result;
     const ratio =
       base && base.cpuNsPerIo > 0 ? `${fixed(r.cpuNsPerIo / base.cpuNsPerIo, 2)}x` : "-";
     return [
+      ...(byKernel ? [c.kernel ?? "", fixed(r.perIo["nvmehost.submitted"] ?? 0, 2)] : []),
       c.iommu,
       c.mapping,
       si(r.iops),
@@ -334,6 +387,7 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
     ];
   });
   const head = [
+    ...(byKernel ? ["kernel", "cmd/IO"] : []),
     "iommu",
     "mapping",
     "IOPS",
@@ -353,5 +407,19 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
     "bound: what limits the run (qd: queue depth × latency); clat µs: mean; p99 µs: of lat",
     "sync/IO: sync-map calls; inval/IO: range invalidations; PTE/IO: PTE writes; mem/IO: host memory",
   ].map((l) => paint(color, "dim", l));
-  return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n${legend.join("\n")}\n`;
+  let changes = "";
+  if (byKernel) {
+    for (const g of kernelDifferences(cells)) {
+      const lines = g.counters.map(
+        (d) =>
+          `  ${d.name}: ${Object.entries(d.values)
+            .map(([k, v]) => `${k} ${fixed(v, 3)}`)
+            .join(", ")}`,
+      );
+      changes += `\n${paint(color, "bold", `what changes between kernels (${g.iommu} / ${g.mapping}), per I/O:`)}\n${
+        lines.length > 0 ? lines.join("\n") : "  nothing: every counter is the same"
+      }\n`;
+    }
+  }
+  return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n${legend.join("\n")}\n${changes}`;
 }

@@ -23,7 +23,7 @@ import { DMA_ACCESS, translate } from "@dmasim/iommu";
 import { DmaRanges, SQE, getU32, getU64, walkPrp, walkSgl } from "@dmasim/nvme";
 import type { Job } from "./job.ts";
 import { sizeOf } from "./job.ts";
-import { buildMachine, counterSources, snapshotCounters } from "./machine.ts";
+import { buildMachine, counterSources, effectiveIommuMode, snapshotCounters } from "./machine.ts";
 
 /** One step of a trace. */
 export interface TraceStep {
@@ -39,6 +39,12 @@ export interface TraceOptions {
   readonly write?: boolean;
   /** Byte offset on the namespace. */
   readonly offset?: number;
+  /**
+   * Attach dma-debug (CONFIG_DMA_API_DEBUG), as `run --debug` does. Off by default, as in `run`
+   * and in a production kernel: with it on, `dma_need_unmap` is always true, so the driver
+   * records DMA addresses it would otherwise not.
+   */
+  readonly debug?: boolean;
 }
 
 function hexdump(bytes: Uint8Array, base: number, width = 16): string[] {
@@ -67,9 +73,22 @@ function diff(a: Record<string, number>, b: Record<string, number>): Record<stri
 
 /** Traces one I/O of `job` (its bs, its buffer layout, or `bufs`). */
 export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
-  const m = buildMachine(job, { debug: true });
+  const debug = o.debug ?? false;
+  const m = buildMachine(job, { debug });
   const ps = m.memory.pageSize;
   const steps: TraceStep[] = [];
+  steps.push({
+    step: "kernel",
+    lines: [
+      `  Linux ${job.kernel}, IOMMU ${effectiveIommuMode(job)}${effectiveIommuMode(job) !== job.iommu.mode ? ` (asked: ${job.iommu.mode})` : ""}, mapping ${job.host.mapping}, dma-debug ${debug ? "on" : "off"}`,
+    ],
+    data: {
+      kernel: job.kernel,
+      iommu: effectiveIommuMode(job),
+      mapping: job.host.mapping,
+      dmaDebug: debug,
+    },
+  });
   const sources = counterSources(m);
   const write = o.write ?? false;
   // 1. Buffers and bvecs.
@@ -323,4 +342,36 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     data: { unmap: diff(beforeTeardown, afterTeardown), timer: diff(afterTeardown, afterTimer) },
   });
   return steps;
+}
+
+/** One step's lines that differ between two traces of the same I/O. */
+export interface TraceDifference {
+  readonly step: string;
+  /** Lines only the first trace has. */
+  readonly only0: readonly string[];
+  /** Lines only the second trace has. */
+  readonly only1: readonly string[];
+}
+
+/**
+ * What changes between two traces of the same I/O (under two kernel versions, say): for each
+ * step name either trace has, the lines only one of them shows. The "kernel" step is left out.
+ */
+export function traceDifferences(
+  a: readonly TraceStep[],
+  b: readonly TraceStep[],
+): TraceDifference[] {
+  const names = [...new Set([...a.map((s) => s.step), ...b.map((s) => s.step)])];
+  const out: TraceDifference[] = [];
+  for (const name of names) {
+    if (name === "kernel") continue;
+    const la = a.filter((s) => s.step === name).flatMap((s) => s.lines);
+    const lb = b.filter((s) => s.step === name).flatMap((s) => s.lines);
+    const sb = new Set(lb);
+    const sa = new Set(la);
+    const only0 = la.filter((l) => !sb.has(l));
+    const only1 = lb.filter((l) => !sa.has(l));
+    if (only0.length > 0 || only1.length > 0) out.push({ step: name, only0, only1 });
+  }
+  return out;
 }
