@@ -59,7 +59,8 @@ describe("dmasim run", () => {
     const r = JSON.parse((await cli("run", "--ios", "3000", "--json")).out) as RunResult;
     expect(r.exposure?.mode).toBe("lazy");
     expect(r.exposure?.maxUs ?? 0).toBeGreaterThan(0);
-    expect(r.exposure?.maxUs ?? Infinity).toBeLessThanOrEqual(10_000);
+    // 10 ms is 3 jiffies at HZ=250; the timer wheel fires it at the 4th tick: at most 16 ms.
+    expect(r.exposure?.maxUs ?? Infinity).toBeLessThanOrEqual(16_000);
     expect(r.exposure?.p99Us ?? Infinity).toBeLessThanOrEqual(r.exposure?.maxUs ?? 0);
   });
 

@@ -7,6 +7,11 @@
  * shared ring of 32768 slots with a 1 s timeout (IOMMUs where a flush is expensive). A full ring
  * forces a flush; the timer flushes and reclaims everything. Each queued range's exposure — the
  * simulated time from its unmap to the flush that invalidated it — is recorded.
+ *
+ * The timer is a jiffies timer, as in Linux: simulated time has a tick every 1e9/HZ ns, the
+ * timeout becomes `msecs_to_jiffies(fq_timeout)` ticks after the jiffy the timer is armed in,
+ * and the timer wheel rounds that expiry up to its level's granularity (`calc_wheel_index`), so
+ * the 10 ms timer at HZ=250 fires 12–16 ms after it is armed.
  */
 import { CounterSet, type SimClock, type TimerId, hex } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
@@ -23,6 +28,62 @@ export const IOVA_DEFAULT_FQ_TIMEOUT_NS = 10_000_000;
 export const IOVA_SINGLE_FQ_SIZE = 32768;
 /** Linux `IOVA_SINGLE_FQ_TIMEOUT`: 1000 ms, in ns. */
 export const IOVA_SINGLE_FQ_TIMEOUT_NS = 1_000_000_000;
+/** CONFIG_HZ the flush queue assumes unless told (the kernel's Kconfig default). */
+export const DEFAULT_HZ = 250;
+
+/**
+ * Linux `msecs_to_jiffies` (include/linux/jiffies.h `_msecs_to_jiffies`): rounds up. For HZ
+ * dividing 1000 it is `(m + 1000/HZ - 1) / (1000/HZ)`, for HZ=300 the MSEC_TO_HZ_MUL32 form; both
+ * are DIV_ROUND_UP(m * HZ, 1000) for the values used here. A fractional `ms` rounds up the same way.
+ */
+export function msecsToJiffies(ms: number, hz: number): number {
+  return Math.ceil((ms * hz) / 1000);
+}
+
+/** Linux `LVL_CLK_SHIFT`, `LVL_BITS` and `LVL_START(n)` of kernel/time/timer.c (as plain numbers). */
+const LVL_CLK_DIV = 8;
+const LVL_SIZE = 64;
+const lvlStart = (n: number): number => (LVL_SIZE - 1) * LVL_CLK_DIV ** (n - 1);
+
+/**
+ * The jiffy a timer wheel timer really fires at: Linux `calc_wheel_index` picks the level from
+ * `expires - clk` (level n for deltas below LVL_START(n + 1) = 63·8^n, granularity 8^n jiffies)
+ * and `calc_index` rounds the expiry up — `((expires >> LVL_SHIFT(lvl)) + 1) << LVL_SHIFT(lvl)`,
+ * the bucket expiry — so the timer never fires early, even at level 0 (one jiffy after
+ * `expires`: a timer armed just before a tick still waits its full timeout). Expiries beyond the
+ * wheel's capacity (WHEEL_TIMEOUT_CUTOFF) are capped as Linux caps them.
+ */
+export function timerWheelExpiry(expires: number, clk: number, hz: number): number {
+  checkNum(expires, "timer expiry (jiffies)");
+  checkNum(clk, "timer wheel clock (jiffies)");
+  if (expires < clk) return clk;
+  const depth = hz > 100 ? 9 : 8; // LVL_DEPTH
+  const delta = expires - clk;
+  let lvl = 0;
+  while (lvl < depth - 1 && delta >= lvlStart(lvl + 1)) lvl++;
+  let e = expires;
+  if (lvl === depth - 1 && delta >= lvlStart(depth)) {
+    // WHEEL_TIMEOUT_MAX = WHEEL_TIMEOUT_CUTOFF - LVL_GRAN(LVL_DEPTH - 1)
+    e = clk + lvlStart(depth) - LVL_CLK_DIV ** (depth - 1);
+  }
+  const gran = LVL_CLK_DIV ** lvl;
+  return (Math.floor(e / gran) + 1) * gran;
+}
+
+/** The jiffy `now` falls in: the last tick at or before it (ticks every 1e9/HZ ns). */
+export function jiffiesAt(nowNs: number, hz: number): number {
+  const sec = Math.floor(nowNs / 1e9);
+  return sec * hz + Math.floor(((nowNs - sec * 1e9) * hz) / 1e9);
+}
+
+/**
+ * The simulated time of tick `j` in ns: j·1e9/HZ, rounded up to a whole ns where HZ does not
+ * divide 1e9 (HZ=300), since the clock counts whole ns.
+ */
+export function jiffyNs(j: number, hz: number): number {
+  const sec = Math.floor(j / hz);
+  return sec * 1e9 + Math.ceil(((j - sec * hz) * 1e9) / hz);
+}
 
 /** What the flush queue needs from the domain. */
 export interface FlushQueueDomain {
@@ -41,8 +102,10 @@ export interface FlushQueueOptions {
   readonly single?: boolean;
   /** Slots per ring (a power of two); defaults per mode. */
   readonly size?: number;
-  /** Timeout in ns; defaults per mode. */
+  /** Timeout in ns (Linux `fq_timeout`, ms there); defaults per mode. */
   readonly timeoutNs?: number;
+  /** CONFIG_HZ: the tick the timer runs on (default 250). */
+  readonly hz?: number;
 }
 
 /** Counter names of `FlushQueue`. */
@@ -80,8 +143,12 @@ class Ring {
 export class FlushQueue {
   /** Slots per ring. */
   readonly size: number;
-  /** Timeout in ns. */
+  /** Timeout in ns, as configured (Linux `fq_timeout`). */
   readonly timeoutNs: number;
+  /** CONFIG_HZ of the timer. */
+  readonly hz: number;
+  /** The timeout in jiffies (Linux `msecs_to_jiffies(fq_timeout)`). */
+  readonly timeoutJiffies: number;
   /** True for the single shared ring. */
   readonly single: boolean;
   /** Event counters (`flushStart`/`flushFinish` are Linux's fq_flush_start_cnt/finish_cnt). */
@@ -102,6 +169,7 @@ export class FlushQueue {
   private readonly mask: number;
   private timer: TimerId | undefined;
   private timerCpu = 0;
+  private timerAt = 0;
   private readonly exposureHist = new NsHistogram();
 
   constructor(options: FlushQueueOptions) {
@@ -120,6 +188,10 @@ export class FlushQueue {
       "flush queue timeout (ns)",
       1,
     );
+    const hz = checkNum(options.hz ?? DEFAULT_HZ, "HZ", 1);
+    if (hz > 1e9) throw new IommuError("EINVAL", `HZ ${String(hz)} is above one tick per ns`);
+    this.hz = hz;
+    this.timeoutJiffies = msecsToJiffies(this.timeoutNs / 1e6, hz);
     const n = this.single ? 1 : this.iovad.numCpus;
     for (let i = 0; i < n; i++) this.rings.push(new Ring(size));
   }
@@ -134,6 +206,21 @@ export class FlushQueue {
     return this.timer !== undefined;
   }
 
+  /** When the armed timer fires (simulated ns), or undefined when it is not armed. */
+  get timerExpiresAt(): number | undefined {
+    return this.timer === undefined ? undefined : this.timerAt;
+  }
+
+  /**
+   * When a timer armed now would fire: Linux `mod_timer(&fq_timer, jiffies +
+   * msecs_to_jiffies(fq_timeout))` on a wheel whose clock is the current jiffy (the base is
+   * forwarded to jiffies on enqueue, `forward_timer_base`), at the tick of the bucket expiry.
+   */
+  timerFireTime(nowNs: number): number {
+    const j = jiffiesAt(nowNs, this.hz);
+    return jiffyNs(timerWheelExpiry(j + this.timeoutJiffies, j, this.hz), this.hz);
+  }
+
   /** Entries waiting in the ring `queueIova` would use for `cpu`. */
   ringLength(cpu: number): number {
     const r = this.ringFor(cpu);
@@ -143,7 +230,8 @@ export class FlushQueue {
 
   /**
    * Linux `queue_iova`: reclaims what is already safe in this CPU's ring, flushes if the ring
-   * is still full, appends the range with the table pages its unmap freed, and arms the timer.
+   * is still full, appends the range with the table pages its unmap freed, and arms the timer
+   * if it is not armed (once per flush cycle: a range queued later in the cycle waits less).
    */
   queueIova(pfn: number, pages: number, freelist: readonly FreedTablePage[], cpu: number): void {
     checkNum(pfn, "pfn", 1);
@@ -169,7 +257,8 @@ export class FlushQueue {
     if (this.timer === undefined) {
       c.timerArms++;
       this.timerCpu = cpu;
-      this.timer = this.clock.schedule(this.timeoutNs, () => {
+      this.timerAt = this.timerFireTime(this.clock.now);
+      this.timer = this.clock.scheduleAt(this.timerAt, () => {
         this.timer = undefined;
         this.flushTimeout();
       });

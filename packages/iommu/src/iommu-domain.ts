@@ -6,6 +6,7 @@ import { CounterSet, type PhysMemory, type SimClock, hex } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import { FaultLog, type IommuFault } from "./fault.ts";
+import { DEFAULT_HZ } from "./flush-queue.ts";
 import { IoPageTable, type IoPgtableConfig } from "./io-pgtable.ts";
 import { Iotlb } from "./iotlb.ts";
 import {
@@ -53,6 +54,8 @@ export interface IommuDomainOptions {
   readonly faultLogSize?: number;
   /** Domain ID (IOTLB tag); unique by default. */
   readonly id?: number;
+  /** CONFIG_HZ, for the jiffies timer of the flush queue a lazy domain gets (default 250). */
+  readonly hz?: number;
 }
 
 /** Counter names of `IommuDomain`. */
@@ -92,6 +95,8 @@ export class IommuDomain implements GatherSyncTarget {
   readonly needsSyncMap: boolean;
   /** The clock, if any. */
   readonly clock: SimClock | undefined;
+  /** CONFIG_HZ the DMA layer gives this domain's flush queue (`FlushQueueOptions.hz`). */
+  readonly hz: number;
   /** Event counters. */
   readonly counters = new CounterSet<IommuDomainCounter>("domain", [
     "mapCalls",
@@ -126,6 +131,7 @@ export class IommuDomain implements GatherSyncTarget {
     this.iotlb = options.iotlb ?? new Iotlb();
     this.clock = options.clock;
     this.needsSyncMap = options.needsSyncMap ?? false;
+    this.hz = checkNum(options.hz ?? DEFAULT_HZ, "HZ", 1);
     this.faultLog = new FaultLog(checkNum(options.faultLogSize ?? 64, "fault log size"));
     let end = 2 ** 52 - 1;
     if (domainTypeHas(type, IOMMU_DOMAIN_FLAG.PAGING)) {

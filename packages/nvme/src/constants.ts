@@ -31,7 +31,14 @@ export const NVME_ADMIN = {
   DELETE_CQ: 0x04,
   CREATE_CQ: 0x05,
   IDENTIFY: 0x06,
+  /** Doorbell Buffer Config (NVMe Base 2.2 §5.9; Linux `nvme_admin_dbbuf`). */
+  DBBUF: 0x7c,
 } as const;
+
+/** Identify Controller OACS bit 8: Doorbell Buffer Config supported (Linux `NVME_CTRL_OACS_DBBUF_SUPP`). */
+export const NVME_CTRL_OACS_DBBUF_SUPP = 0x100;
+/** Byte offset of OACS in the Identify Controller data structure. */
+export const NVME_ID_CTRL_OACS = 256;
 
 /** NVM I/O command opcodes. */
 export const NVME_CMD = {
@@ -69,6 +76,15 @@ export const NVME_SGL_TYPE = {
   LAST_SEGMENT: 0x3,
   KEYED_DATA: 0x4,
   TRANSPORT_DATA: 0x5,
+} as const;
+
+/**
+ * SGL descriptor sub types (lower nibble of byte 15; Linux `NVME_SGL_FMT_ADDRESS` /
+ * `NVME_SGL_FMT_OFFSET`). Over PCIe only Address is defined; Offset is for NVMe over Fabrics.
+ */
+export const NVME_SGL_SUBTYPE = {
+  ADDRESS: 0x0,
+  OFFSET: 0x1,
 } as const;
 
 /** Identify Controller SGLS bits 1:0. */

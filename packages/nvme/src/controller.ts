@@ -4,13 +4,25 @@
  * moves data, and posts completion entries with phase bits, all through `DeviceDma` (so the
  * IOMMU translates and faults). A translation fault during any transfer is a Data Transfer
  * Error (04h), never an exception.
+ *
+ * Status and DNR on a read or write, as QEMU `nvme_read` / `nvme_do_write` set them: every
+ * failure to map the data pointer (a bad descriptor, PSDT 11b, and also a PRP list page or SGL
+ * segment that cannot be read) carries DNR (`invalid: return status | NVME_DNR`). A fault while
+ * the data itself moves is a Data Transfer Error (04h) without DNR. QEMU never reports 04h there:
+ * its block-layer errors come back through `nvme_aio_err` / `nvme_rw_complete_cb` as Unrecovered
+ * Read Error or Write Fault, without DNR, and a DMA translation failure is absorbed by QEMU's DMA
+ * helpers (it bounces through the unassigned region and completes). The model keeps QEMU's
+ * retryable disposition (no DNR) with the specification's status for a failed transfer (04h),
+ * rather than report an IOMMU fault as a media error.
  */
 import { CounterSet, Rng, type SimClock, TWO_POW_32, hex, pow2 } from "@dmasim/bvec";
 import { type Device, DeviceDma } from "@dmasim/dma-core";
 import {
   NVME_ADMIN,
   NVME_CMD,
+  NVME_CTRL_OACS_DBBUF_SUPP,
   NVME_ID_CNS,
+  NVME_ID_CTRL_OACS,
   NVME_REG,
   NVME_SC,
   NVME_SGL_TYPE,
@@ -90,6 +102,13 @@ export interface NvmeControllerOptions {
    * (`nvme_irq_assert`). The host's handler then polls the queue.
    */
   readonly irq?: (cqid: number) => void;
+  /**
+   * Doorbell Buffer Config support (OACS bit 8, admin opcode 7Ch; QEMU `nvme_dbbuf_config`):
+   * once the host configures a shadow doorbell page and an event index page, the controller
+   * reads each queue's tail / head from the shadow page by DMA and writes the event index.
+   * Default false.
+   */
+  readonly shadowDoorbells?: boolean;
 }
 
 /** Counter names of the controller. */
@@ -108,7 +127,10 @@ export type NvmeControllerCounter =
   | "bytesRead"
   | "bytesWritten"
   | "dmaFaults"
-  | "injectedFailures";
+  | "injectedFailures"
+  | "shadowReads"
+  | "shadowWrites"
+  | "eventIdxWrites";
 
 interface SubQueue {
   readonly qid: number;
@@ -158,6 +180,8 @@ export class NvmeController {
   readonly namespaces: NvmeNamespace[];
   readonly completionDelayNs: number;
   readonly maxRanges: number;
+  /** Doorbell Buffer Config is supported (OACS bit 8). */
+  readonly shadowDoorbells: boolean;
   /** The per-command device time model, if any. */
   serviceTimeNs: ((opcode: number, bytes: number, qid: number) => number) | undefined;
   /** The completion-queue interrupt (see `NvmeControllerOptions.irq`), if any. */
@@ -178,6 +202,9 @@ export class NvmeController {
     "bytesWritten",
     "dmaFaults",
     "injectedFailures",
+    "shadowReads",
+    "shadowWrites",
+    "eventIdxWrites",
   ]);
   /** Fault injection (may be replaced between runs). */
   faults: NvmeFaultPlan;
@@ -194,6 +221,11 @@ export class NvmeController {
   private readonly cmd = new Uint8Array(SQE_SIZE);
   private readonly cqe = new Uint8Array(CQE_SIZE);
   private data = new Uint8Array(128 * 1024);
+  /** QEMU `dbbuf_enabled` / `dbbuf_dbs` / `dbbuf_eis`: the configured shadow and event index pages. */
+  private dbbufEnabled = false;
+  private dbbufDbs = 0;
+  private dbbufEis = 0;
+  private readonly u32 = new Uint8Array(4);
   private ioSeen = 0;
   private descriptorReadsSeen = 0;
   private dataReadsSeen = 0;
@@ -238,6 +270,7 @@ export class NvmeController {
       throw new NvmeError("EINVAL", "completion delays need a clock");
     }
     this.maxRanges = o.maxRanges ?? Infinity;
+    this.shadowDoorbells = o.shadowDoorbells ?? false;
     this.serviceTimeNs = o.serviceTimeNs;
     this.irq = o.irq;
     if (this.serviceTimeNs !== undefined && this.clock === undefined)
@@ -415,6 +448,71 @@ export class NvmeController {
     this.sqs.clear();
     this.cqs.clear();
     this.csts = 0;
+    // QEMU `nvme_ctrl_reset`: the doorbell buffers are forgotten.
+    this.dbbufEnabled = false;
+    this.dbbufDbs = 0;
+    this.dbbufEis = 0;
+  }
+
+  /** Whether doorbell buffers are configured (Doorbell Buffer Config succeeded since the last reset). */
+  get dbbuf(): boolean {
+    return this.dbbufEnabled;
+  }
+
+  /** Writes a 32-bit value by DMA (QEMU `stl_le_pci_dma`); a fault is counted, not fatal (QEMU ignores the result). */
+  private dmaWriteU32(addr: number, value: number): void {
+    setU32(this.u32, 0, value);
+    if (!this.dma.write(addr, this.u32, 0, 4).ok) this.counters.c.dmaFaults++;
+  }
+
+  /**
+   * QEMU `nvme_update_sq_tail` / `nvme_update_cq_head`: reads a queue's shadow doorbell (slot
+   * 2 * qid for a tail, 2 * qid + 1 for a head; CAP.DSTRD 0). Returns the low 16 bits, or -1
+   * when the read faults (QEMU ignores the result of `ldl_le_pci_dma`; the model keeps the value
+   * it had).
+   */
+  private readShadow(slot: number): number {
+    this.counters.c.shadowReads++;
+    const v = this.dma.readU32(this.dbbufDbs + slot * 4);
+    if (v < 0) {
+      this.counters.c.dmaFaults++;
+      return -1;
+    }
+    return v % 65536;
+  }
+
+  /** QEMU `nvme_update_sq_tail`: the SQ tail from the shadow page (an out-of-range value is fatal, as the MMIO path). */
+  private updateSqTail(sq: SubQueue): void {
+    const v = this.readShadow(2 * sq.qid);
+    if (v < 0) return;
+    if (v >= sq.size) {
+      this.csts = 3;
+      return;
+    }
+    sq.tail = v;
+  }
+
+  /** QEMU `nvme_update_sq_eventidx`: the event index of an SQ is the tail the controller has seen. */
+  private updateSqEventIdx(sq: SubQueue): void {
+    this.counters.c.eventIdxWrites++;
+    this.dmaWriteU32(this.dbbufEis + 2 * sq.qid * 4, sq.tail);
+  }
+
+  /**
+   * QEMU `nvme_update_cq_eventidx` then `nvme_update_cq_head`, done before each completion is
+   * posted (`nvme_post_cqes`): the event index of a CQ is the head the controller knows, then
+   * the head is read from the shadow page.
+   */
+  private updateCqHead(cq: CompQueue): void {
+    this.counters.c.eventIdxWrites++;
+    this.dmaWriteU32(this.dbbufEis + (2 * cq.qid + 1) * 4, cq.head);
+    const v = this.readShadow(2 * cq.qid + 1);
+    if (v < 0) return;
+    if (v >= cq.size) {
+      this.csts = 3;
+      return;
+    }
+    cq.head = v;
   }
 
   private doorbell(off: number, value: number): void {
@@ -431,6 +529,12 @@ export class NvmeController {
         return;
       }
       sq.tail = value;
+      // QEMU `nvme_process_db`: an admin doorbell is copied into the shadow page, since hosts
+      // (Linux included) do not use the shadow for the admin queue.
+      if (qid === 0 && this.dbbufEnabled) {
+        this.counters.c.shadowWrites++;
+        this.dmaWriteU32(this.dbbufDbs, value);
+      }
       this.process(sq);
     } else {
       const cq = this.cqs.get(qid);
@@ -439,12 +543,23 @@ export class NvmeController {
         return;
       }
       cq.head = value;
+      if (qid === 0 && this.dbbufEnabled) {
+        this.counters.c.shadowWrites++;
+        this.dmaWriteU32(this.dbbufDbs + 4, value);
+      }
       this.drainBacklog(cq);
     }
   }
 
+  /**
+   * QEMU `nvme_process_sq`: fetches and runs commands until the SQ is empty. With doorbell
+   * buffers the tail is read from the shadow page first, and after each command the event index
+   * is set to the tail seen and the shadow tail read again, so entries the host adds meanwhile
+   * are taken without an MMIO doorbell.
+   */
   private process(sq: SubQueue): void {
     const c = this.counters.c;
+    if (this.dbbufEnabled) this.updateSqTail(sq);
     while (sq.head !== sq.tail && !this.fatal) {
       const addr = sq.base + sq.head * SQE_SIZE;
       if (!this.dma.read(addr, this.cmd, 0, SQE_SIZE).ok) {
@@ -481,6 +596,10 @@ export class NvmeController {
         const cq = this.cqs.get(sq.cqid);
         if (cq) this.post(cq, sq.qid, sq.head, cid, status, 0);
       }
+      if (this.dbbufEnabled && !this.fatal) {
+        this.updateSqEventIdx(sq);
+        this.updateSqTail(sq);
+      }
     }
   }
 
@@ -492,6 +611,10 @@ export class NvmeController {
     status: number,
     result: number,
   ): void {
+    if (this.dbbufEnabled) {
+      this.updateCqHead(cq);
+      if (this.fatal) return;
+    }
     if ((cq.tail + 1) % cq.size === cq.head) {
       cq.backlog.push({ sqid, sqhd, cid, status, result });
       return;
@@ -545,6 +668,9 @@ export class NvmeController {
         return this.deleteSq();
       case NVME_ADMIN.DELETE_CQ:
         return this.deleteCq();
+      case NVME_ADMIN.DBBUF:
+        if (!this.shadowDoorbells) return NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR;
+        return this.dbbufConfig();
       default:
         return NVME_SC.INVALID_OPCODE + NVME_STATUS_DNR;
     }
@@ -568,6 +694,7 @@ export class NvmeController {
         if (this.sglCaps.oversize) sgls += 2 ** 18;
       }
       setU32(out, 536, sgls);
+      if (this.shadowDoorbells) setU16(out, NVME_ID_CTRL_OACS, NVME_CTRL_OACS_DBBUF_SUPP);
     } else if (cns === NVME_ID_CNS.NS) {
       const ns = this.namespaces[getU32(this.cmd, SQE.NSID) - 1];
       if (ns === undefined) return NVME_SC.INVALID_NS + NVME_STATUS_DNR;
@@ -613,6 +740,31 @@ export class NvmeController {
     if (!contiguous) return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
     if (base < 0 || base % this.pageSize !== 0) return NVME_SC.PRP_INVALID_OFFSET + NVME_STATUS_DNR;
     this.sqs.set(qid, { qid, base, size, cqid, head: 0, tail: 0 });
+    return 0;
+  }
+
+  /**
+   * QEMU `nvme_dbbuf_config`: PRP1 is the shadow doorbell page and PRP2 the event index page,
+   * both page aligned (else Invalid Field with DNR). Every existing queue, the admin queue
+   * included, gets its slots, and its current tail / head is written into the shadow page.
+   */
+  private dbbufConfig(): number {
+    const dbs = this.prp1();
+    const eis = this.prp2();
+    if (dbs < 0 || eis < 0 || dbs % this.pageSize !== 0 || eis % this.pageSize !== 0)
+      return NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
+    this.dbbufDbs = dbs;
+    this.dbbufEis = eis;
+    this.dbbufEnabled = true;
+    const c = this.counters.c;
+    for (const sq of this.sqs.values()) {
+      c.shadowWrites++;
+      this.dmaWriteU32(dbs + 2 * sq.qid * 4, sq.tail);
+    }
+    for (const cq of this.cqs.values()) {
+      c.shadowWrites++;
+      this.dmaWriteU32(dbs + (2 * cq.qid + 1) * 4, cq.head);
+    }
     return 0;
   }
 
@@ -707,7 +859,7 @@ export class NvmeController {
       c.prpWalks++;
       st = walkPrp(this.dma, this.prp1(), this.prp2(), len, this.pageSize, r, this.hook);
     } else if (psdt === 3) {
-      st = NVME_SC.INVALID_FIELD;
+      st = NVME_SC.INVALID_FIELD; // QEMU `nvme_map_dptr`; a read or write adds DNR below
     } else if (this.sgl === "none") {
       st = NVME_SC.INVALID_FIELD + NVME_STATUS_DNR;
     } else {
@@ -718,7 +870,9 @@ export class NvmeController {
     c.descriptorBytes += r.descriptorBytes;
     if (st !== 0) {
       if (st === NVME_SC.DATA_XFER_ERROR) c.dmaFaults++;
-      return st;
+      // QEMU `nvme_read` / `nvme_do_write`: a mapping failure of a read or write carries DNR
+      // (`invalid: return status | NVME_DNR`); an admin command's (`nvme_c2h`) is returned as is.
+      return ns !== undefined && st < NVME_STATUS_DNR ? st + NVME_STATUS_DNR : st;
     }
     if (r.count > this.maxRanges) return NVME_SC.INTERNAL + NVME_STATUS_DNR;
     c.dataRanges += r.count;

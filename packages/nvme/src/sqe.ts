@@ -90,18 +90,19 @@ export function setU64(b: Uint8Array, off: number, v: number): void {
   b[off + 7] = v / 0x100000000000000;
 }
 
-/** Writes a 16-byte SGL descriptor {addr, len, type byte} at `off`. */
+/** Writes a 16-byte SGL descriptor {addr, len, type and sub type} at `off` (sub type 0: Address). */
 export function setSglDesc(
   b: Uint8Array,
   off: number,
   addr: number,
   len: number,
   type: number,
+  subtype = 0,
 ): void {
   setU64(b, off, addr);
   setU32(b, off + 8, len);
   b[off + 12] = 0;
   b[off + 13] = 0;
   b[off + 14] = 0;
-  b[off + 15] = type * 16;
+  b[off + 15] = type * 16 + subtype;
 }

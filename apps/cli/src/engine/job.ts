@@ -242,6 +242,12 @@ export function parseJob(input: unknown): Job {
       `iommu.granule: ${job.iommu.granule} is larger than machine.pageSize ${job.machine.pageSize}; a DMA domain's granule must be at most the CPU page (Linux init_iova_domain)`,
     );
   }
+  // Caching mode is VT-d's CAP.CM (AMD-Vi's NpCache): an SMMUv3 has no such bit to set.
+  if (job.iommu.cachingMode && job.machine.profile === "arm-smmuv3") {
+    problems.push(
+      "iommu.cachingMode: arm-smmuv3 has no caching-mode bit (VT-d CAP.CM, AMD-Vi NpCache); use profile intel-vtd or amd-vi",
+    );
+  }
   if (problems.length > 0) throw new JobError(problems);
   return job;
 }

@@ -9,6 +9,7 @@ import { IOMMU_DOMAIN, IommuDomain, Iotlb } from "@dmasim/iommu";
 import { NvmeController, NvmeHost } from "@dmasim/nvme";
 import type { CounterRef } from "./cost.ts";
 import type { Job } from "./job.ts";
+import { CACHING_MODE, type CachingModeBit } from "./profiles.ts";
 
 /** One NVMe controller with what belongs to it: its PCI function, DMA domain and driver. */
 export interface NvmeUnit {
@@ -51,10 +52,35 @@ export interface MachineOptions {
   readonly irq?: (unit: number, cqid: number) => void;
 }
 
-/** The IOMMU mode a job's device really gets: untrusted devices are forced to strict. */
-export function effectiveIommuMode(job: Job): Job["iommu"]["mode"] {
+/**
+ * True when the job's IOMMU reports caching mode and Linux acts on it: VT-d CAP.CM
+ * (`intel_iommu_init`: "IOMMU batching disallowed due to virtualization", then
+ * `iommu_set_dma_strict`) or AMD-Vi NpCache (`iommu_init_pci`: "Using strict mode due to
+ * virtualization", `iommu_set_dma_strict`). An SMMUv3 has no such bit (parseJob refuses it).
+ * Linux skips the VT-d case when first-stage translation is the default
+ * (`first_level_by_default`); the model's VT-d is second-stage, QEMU's default vIOMMU.
+ */
+export function cachingModeForcesStrict(job: Job): boolean {
+  return job.iommu.cachingMode && CACHING_MODE[job.machine.profile] !== null;
+}
+
+/**
+ * Why the device's IOMMU mode differs from the one asked, or null: an untrusted device gets a
+ * strict domain (`iommu_get_default_domain_type`, lazy and passthrough alike); caching mode
+ * turns lazy into strict (`iommu_set_dma_strict` leaves passthrough alone).
+ */
+export function forcedModeReason(job: Job): string | null {
   const mode = job.iommu.mode;
-  return !job.device.trusted && (mode === "passthrough" || mode === "lazy") ? "strict" : mode;
+  if (!job.device.trusted && (mode === "passthrough" || mode === "lazy"))
+    return "untrusted devices get a strict domain";
+  if (mode === "lazy" && cachingModeForcesStrict(job))
+    return (CACHING_MODE[job.machine.profile] as CachingModeBit).reason;
+  return null;
+}
+
+/** The IOMMU mode a job's device really gets (see `forcedModeReason`). */
+export function effectiveIommuMode(job: Job): Job["iommu"]["mode"] {
+  return forcedModeReason(job) === null ? job.iommu.mode : "strict";
 }
 
 /** I/O queue pairs per controller: `controller.ioQueues`, or one per CPU. */
@@ -80,7 +106,13 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
   });
   // Linux gives an untrusted (external-facing) PCI device a strict DMA domain whatever the
   // default domain type is (iommu_get_default_domain_type): no passthrough, no flush queue.
+  // Caching mode (a virtualised IOMMU) makes lazy strict too.
   const mode = effectiveIommuMode(job);
+  // In caching mode the IOMMU may cache not-present entries, so a new mapping is invalidated
+  // too: VT-d `intel_iommu_iotlb_sync_map` → `cache_tag_flush_range_np` flushes when
+  // `cap_caching_mode`; AMD-Vi `amd_iommu_iotlb_sync_map` → `domain_flush_np_cache` when
+  // `amd_iommu_np_cache`.
+  const needsSyncMap = job.iommu.syncMapNeeded || cachingModeForcesStrict(job);
   const iotlb =
     mode === "none"
       ? null
@@ -114,7 +146,9 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
               freeEmptyTables: job.iommu.freeEmptyTables,
             },
             iotlb,
-            needsSyncMap: job.iommu.syncMapNeeded,
+            needsSyncMap,
+            // CONFIG_HZ: the flush queue's timer ticks in jiffies (FlushQueue).
+            hz: job.machine.hz,
           });
     const debug = options.debug ? new DmaDebug() : null;
     const dev = new Device({
@@ -141,6 +175,7 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
       mdts: job.controller.mdts,
       maxQueueEntries: job.controller.queueDepth,
       maxIoQueues: queues,
+      shadowDoorbells: job.controller.shadowDoorbells,
       namespaces: [
         {
           lbaSize: job.controller.lbaSize,

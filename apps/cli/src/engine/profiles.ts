@@ -365,6 +365,31 @@ const ARM: CostTable = {
   ...deviceWalk(120, 5, "a DRAM access on an arm64 server (≈120 ns)"),
 };
 
+/** An IOMMU's "I am virtualised" capability, and what Linux does about it. */
+export interface CachingModeBit {
+  /** The capability bit. */
+  readonly bit: string;
+  /** Why a lazy domain becomes strict, as the report says it. */
+  readonly reason: string;
+}
+
+/**
+ * The caching-mode bit of each IOMMU kind (`iommu.cachingMode`): VT-d CAP.CM (Linux
+ * `intel_iommu_init` → `iommu_set_dma_strict`), AMD-Vi NpCache in the IOMMU capability header
+ * (`iommu_init_pci` → `iommu_set_dma_strict`, since 5.15). SMMUv3 has none: null.
+ */
+export const CACHING_MODE: Readonly<Record<ProfileName, CachingModeBit | null>> = {
+  "intel-vtd": {
+    bit: "CAP.CM",
+    reason: "caching mode (virtualised VT-d): IOMMU batching disallowed",
+  },
+  "amd-vi": {
+    bit: "NpCache",
+    reason: "NpCache (virtualised AMD-Vi): strict mode due to virtualization",
+  },
+  "arm-smmuv3": null,
+};
+
 /** The cost table of each profile. */
 export const PROFILES: Readonly<Record<ProfileName, CostTable>> = {
   "intel-vtd": INTEL,

@@ -1,6 +1,6 @@
 /** Human-readable reports of runs and comparisons. */
 import { COST_CATEGORIES } from "./cost.ts";
-import { effectiveIommuMode, ioQueuesOf } from "./machine.ts";
+import { effectiveIommuMode, forcedModeReason, ioQueuesOf } from "./machine.ts";
 import { bytes, fixed, paint, si, table } from "./format.ts";
 import type { BoundBy, RunResult } from "./run.ts";
 import type { LatencySummary } from "./stats.ts";
@@ -11,10 +11,8 @@ export function jobLine(r: RunResult): string {
   const bs =
     typeof j.workload.bs === "object" ? JSON.stringify(j.workload.bs) : String(j.workload.bs);
   const eff = effectiveIommuMode(j);
-  const iommu =
-    eff === j.iommu.mode
-      ? j.iommu.mode
-      : `${eff} (asked ${j.iommu.mode}; untrusted devices get a strict domain)`;
+  const why = forcedModeReason(j);
+  const iommu = why === null ? j.iommu.mode : `${eff} (asked ${j.iommu.mode}; ${why})`;
   const extra: string[] = [`profile ${j.machine.profile}`, `completion ${j.host.completion}`];
   if (j.machine.controllers > 1) extra.push(`${j.machine.controllers} controllers`);
   const queues = ioQueuesOf(j);
