@@ -56,7 +56,7 @@ export const KERNEL_GATES = {
       'dma-debug records every dma_map_phys mapping, dma_map_resource included, as type "phy"; ' +
       'before, dma_map_page entries are "single" and dma_map_resource entries "resource"',
     source: 'e9e81d86fee6 "dma-debug: refactor to use physical addresses for page mapping" (6.18)',
-    where: "dma-core debug.ts mapPhys",
+    where: "dma-core debug.ts debugMapType (mapPhys, unmap)",
   },
   "bio-gap-tracking": {
     versions: from("6.19"),
@@ -77,7 +77,7 @@ export const KERNEL_GATES = {
       "P2P memory behind the host bridge is mapped with DMA_ATTR_MMIO on the IOVA and the direct " +
       "path of the request mapper, and nvme-pci records IOD_DATA_MMIO for the unmap",
     source: '"block-dma: properly take MMIO path" (block-with-mmio v4, 6.19)',
-    where: "dma-core request-map.ts; nvme map-new.ts",
+    where: "dma-core request-map.ts p2pAttrs; nvme map-new.ts",
   },
   "dma-attr-require-coherent": {
     versions: from("7.0"),
@@ -96,14 +96,24 @@ export const KERNEL_GATES = {
     where: "dma-core mapping.ts, debug.ts",
   },
   "map-resource-ram-report": {
-    versions: from("7.0"),
+    versions: ["6.18", "7.0"],
     what:
-      'dma_map_resource of RAM (a pfn_valid address) is a dma-debug report ("dma_map_resource ' +
-      'called for RAM address") and the mapping goes ahead; before, a DMA_API_DEBUG kernel ' +
-      "refuses it (DMA_MAPPING_ERROR)",
+      "a DMA_ATTR_MMIO mapping (dma_map_resource, dma_map_phys) of RAM (pfn_valid && !PageReserved) " +
+      'is a dma-debug report ("dma_map_resource called for RAM address") and the mapping goes ahead; ' +
+      "6.17 and 6.19 have no such report (see map-resource-ram-refused)",
     source:
-      "the 2026 dma-mapping fix that moved the pfn_valid check into dma-debug (release inferred)",
-    where: "dma-core mapping.ts dmaMapResource, debug.ts",
+      "af0c3f058662 (May 2026: the RAM check moves from dma_map_resource into debug_dma_map_phys; Fixes: f7326196a781; stable: 6.18.y, 7.0.y)",
+    where: "dma-core debug.ts mapPhys",
+  },
+  "map-resource-ram-refused": {
+    versions: ["6.19"],
+    what:
+      "with dma-debug on (CONFIG_DMA_API_DEBUG), dma_map_resource of a pfn_valid address is " +
+      "refused (WARN_ON_ONCE, DMA_MAPPING_ERROR; EINVAL in dmasim); 6.17 has no check " +
+      "(a9c38c5d267c had removed it) and 6.18.y/7.0.y have the dma-debug report instead",
+    source:
+      'f7326196a781 "dma-mapping: export new dma_*map_phys() interface" (6.18) re-added it; af0c3f058662 removed it (stable 6.18.y, 7.0.y)',
+    where: "dma-core mapping.ts dmaMapResource",
   },
   "iova-link-unwind-fix": {
     versions: ["6.18", "7.0"],

@@ -2,8 +2,8 @@
  * dma-debug (kernel/dma/debug.c), extended to the two-step IOVA API, which upstream does not
  * check at all. Every report is a structured record; optionally the first error throws.
  */
-import { hex } from "@dmasim/bvec";
-import { DMA_DIRECTION, type DmaDirection, directionName } from "./constants.ts";
+import { hex, kernelHas } from "@dmasim/bvec";
+import { DMA_ATTR, DMA_DIRECTION, type DmaDirection, directionName, hasAttr } from "./constants.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 
@@ -31,13 +31,32 @@ export const DMA_DEBUG_CLASS = {
   IOVA_USE_AFTER_FREE: "iova-state-use-after-free",
   ACCESS_AFTER_UNMAP: "device-access-after-unmap",
   ACCESS_NOT_MAPPED: "device-access-not-mapped",
+  CACHELINE_OVERLAP: "cacheline-overlap",
+  MAP_RESOURCE_RAM: "map-resource-ram",
   WARN: "warning",
 } as const;
 /** A dma-debug report class. */
 export type DmaDebugClass = (typeof DMA_DEBUG_CLASS)[keyof typeof DMA_DEBUG_CLASS];
 
-/** How a mapping was made (Linux `dma_debug_type`, plus the IOVA API). */
-export type DmaDebugType = "phy" | "sg" | "coherent" | "resource" | "iova";
+/**
+ * How a mapping was made (Linux `dma_debug_type`, plus the IOVA API). "single" is what
+ * `dma_map_page` records before 6.18 (`dma_debug_single`); from 6.18 every `dma_map_phys`
+ * mapping, `dma_map_resource` included, is "phy" (see `debugMapType`).
+ */
+export type DmaDebugType = "phy" | "single" | "sg" | "coherent" | "resource" | "iova";
+
+/** Linux `L1_CACHE_BYTES` on x86-64 and arm64: the cacheline dma-debug tracks. */
+export const L1_CACHE_BYTES = 64;
+/** Linux `ACTIVE_CACHELINE_MAX_OVERLAP`: (1 << RADIX_TREE_MAX_TAGS) - 1. */
+export const ACTIVE_CACHELINE_MAX_OVERLAP = 7;
+
+/** One node of Linux's `dma_active_cacheline` radix tree. */
+interface ActiveCacheline {
+  /** The overlap count kept in the radix-tree tags (0..7). */
+  overlap: number;
+  /** `is_cache_clean` of the mapping that inserted the node (7.0). */
+  readonly clean: boolean;
+}
 
 /** One report. */
 export interface DmaDebugReport {
@@ -74,6 +93,26 @@ export interface IovaTrack {
   links: LinkRange[];
 }
 
+/**
+ * The type dma-debug records for a single mapping: from 6.18 (e9e81d86fee6) `dma_map_phys`
+ * records every mapping, `dma_map_resource` included, as "phy" (`dma_debug_phy`); before,
+ * `dma_map_page` records "single" and `dma_map_resource` "resource". `type` is the caller's
+ * "phy" (memory) or "resource" (DMA_ATTR_MMIO); other types pass through.
+ */
+export function debugMapType(dev: Device, type: DmaDebugType): DmaDebugType {
+  if (type !== "phy" && type !== "resource" && type !== "single") return type;
+  if (kernelHas(dev.kernel, "dma-debug-phys")) return "phy";
+  return type === "resource" ? "resource" : "single";
+}
+
+/**
+ * Linux `pfn_valid(pfn) && !PageReserved(pfn_to_page(pfn))` for the pfn of `phys`: the
+ * memory map says RAM there (the page allocator's memory; P2P BARs and MMIO are not).
+ */
+export function isRamPfn(dev: Device, phys: number): boolean {
+  return dev.memory.isRam(phys);
+}
+
 /** Options of `DmaDebug`. */
 export interface DmaDebugOptions {
   /** Throw a `DmaError` (code EINVAL) on the first error report (default false). */
@@ -90,6 +129,10 @@ export class DmaDebug {
   private readonly iovas = new Map<Device, Set<IovaTrack>>();
   private readonly unmapped = new Map<Device, { addr: number; size: number }[]>();
   private readonly history: number;
+  /** Linux `dma_active_cacheline`: one tree for all devices, keyed by cacheline number. */
+  private readonly cachelines = new Map<number, ActiveCacheline>();
+  /** The WARN_ONCE of `active_cacheline_inc_overlap` fired. */
+  private overlapWarned = false;
 
   constructor(options: DmaDebugOptions = {}) {
     this.throwOnError = options.throwOnError ?? false;
@@ -145,9 +188,72 @@ export class DmaDebug {
     return l;
   }
 
-  private add(dev: Device, e: Entry): void {
+  /** Linux `add_dma_entry`: the entry, then its cacheline (`active_cacheline_insert`). */
+  private add(dev: Device, e: Entry, attrs: number, call: string): void {
     this.list(dev).push(e);
     this.forgetUnmapped(dev, e.addr, e.size);
+    this.cachelineInsert(dev, e, attrs, call);
+  }
+
+  /**
+   * Linux `active_cacheline_insert` and the EEXIST check of `add_dma_entry`: a second live
+   * mapping of a cacheline the device may write (any direction but DMA_TO_DEVICE) is reported
+   * unless the new mapping has DMA_ATTR_SKIP_CPU_SYNC or (7.0) both it and the first mapping
+   * of the line are "cache clean" (DMA_ATTR_DEBUGGING_IGNORE_CACHELINES or
+   * DMA_ATTR_REQUIRE_COHERENT). The overlap count saturates at 7 with a one-time warning.
+   * Differences from Linux: the one-time warning is once per `DmaDebug`, not per boot; the
+   * arm64 DMA_BOUNCE_UNALIGNED_KMALLOC exemption is not modelled (x86 has no such bouncing).
+   */
+  private cachelineInsert(dev: Device, e: Entry, attrs: number, call: string): void {
+    if (e.dir === DMA_DIRECTION.TO_DEVICE) return;
+    const cln = Math.floor(e.phys / L1_CACHE_BYTES);
+    const clean =
+      (kernelHas(dev.kernel, "dma-attr-ignore-cachelines") &&
+        hasAttr(attrs, DMA_ATTR.DEBUGGING_IGNORE_CACHELINES)) ||
+      (kernelHas(dev.kernel, "dma-attr-require-coherent") &&
+        hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT));
+    const line = this.cachelines.get(cln);
+    if (line === undefined) {
+      this.cachelines.set(cln, { overlap: 0, clean });
+      return;
+    }
+    // active_cacheline_inc_overlap: the count lives in 3 radix-tree tags and stops at 7.
+    if (line.overlap < ACTIVE_CACHELINE_MAX_OVERLAP) {
+      line.overlap++;
+    } else if (!this.overlapWarned) {
+      this.overlapWarned = true;
+      this.warn(
+        dev,
+        call,
+        `exceeded ${ACTIVE_CACHELINE_MAX_OVERLAP} overlapping mappings of cacheline ${hex(cln)}`,
+        e.addr,
+        e.size,
+      );
+    }
+    if (hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) || (clean && line.clean)) return;
+    this.report(
+      dev,
+      DMA_DEBUG_CLASS.CACHELINE_OVERLAP,
+      call,
+      e.addr,
+      e.size,
+      `cacheline tracking EEXIST, overlapping mappings aren't supported [device address=${hex(e.addr)}] [phys=${hex(e.phys)}] [cacheline=${hex(cln)}] [mapped with ${directionName(e.dir)}]`,
+    );
+  }
+
+  /** Linux `active_cacheline_remove` (from `dma_entry_free`). */
+  private cachelineRemove(e: Entry): void {
+    if (e.dir === DMA_DIRECTION.TO_DEVICE) return;
+    const cln = Math.floor(e.phys / L1_CACHE_BYTES);
+    const line = this.cachelines.get(cln);
+    if (line === undefined) return;
+    if (line.overlap === 0) this.cachelines.delete(cln);
+    else line.overlap--;
+  }
+
+  /** Live entries of the cacheline tracking (Linux `dma_active_cacheline` nodes), for tests. */
+  get activeCachelines(): number {
+    return this.cachelines.size;
   }
 
   private rememberUnmapped(dev: Device, addr: number, size: number): void {
@@ -169,49 +275,83 @@ export class DmaDebug {
     }
   }
 
-  /** Hook of `dma_map_phys` / `dma_map_resource` (Linux `debug_dma_map_phys`). */
+  /**
+   * Linux `debug_dma_map_phys` (6.18+; before, `debug_dma_map_page` and
+   * `debug_dma_map_resource`): records the mapping and tracks its first cacheline. `type` is
+   * "phy" for a mapping of memory and "resource" for DMA_ATTR_MMIO; the recorded type depends
+   * on the release (`debugMapType`). From the fix that moved `dma_map_resource`'s RAM check
+   * into dma-debug (af0c3f058662), an MMIO mapping of RAM is reported here and goes ahead.
+   */
   mapPhys(
     dev: Device,
     addr: number,
     phys: number,
     size: number,
     dir: DmaDirection,
-    _attrs: number,
+    attrs: number,
     type: DmaDebugType,
   ): void {
-    this.add(dev, { addr, size, phys, dir, type, sgNents: 0, cpuAddr: 0 });
+    const t = debugMapType(dev, type);
+    const call =
+      t === "single" ? "dma_map_page" : t === "resource" ? "dma_map_resource" : "dma_map_phys";
+    if (
+      hasAttr(attrs, DMA_ATTR.MMIO) &&
+      kernelHas(dev.kernel, "map-resource-ram-report") &&
+      isRamPfn(dev, phys)
+    ) {
+      this.report(
+        dev,
+        DMA_DEBUG_CLASS.MAP_RESOURCE_RAM,
+        call,
+        addr,
+        size,
+        `dma_map_resource called for RAM address ${hex(phys)}`,
+      );
+    }
+    this.add(dev, { addr, size, phys, dir, type: t, sgNents: 0, cpuAddr: 0 }, attrs, call);
   }
 
-  /** Hook of `dma_map_sg` (one entry per mapped segment). */
+  /** Hook of `dma_map_sg` (one entry, and one tracked cacheline, per mapped segment). */
   mapSg(
     dev: Device,
     segs: readonly { addr: number; len: number; phys: number }[],
     nents: number,
     dir: DmaDirection,
+    attrs = 0,
   ): void {
     for (const s of segs)
-      this.add(dev, {
-        addr: s.addr,
-        size: s.len,
-        phys: s.phys,
-        dir,
-        type: "sg",
-        sgNents: nents,
-        cpuAddr: 0,
-      });
+      this.add(
+        dev,
+        {
+          addr: s.addr,
+          size: s.len,
+          phys: s.phys,
+          dir,
+          type: "sg",
+          sgNents: nents,
+          cpuAddr: 0,
+        },
+        attrs,
+        "dma_map_sg",
+      );
   }
 
   /** Hook of `dma_alloc_coherent`. */
   allocCoherent(dev: Device, addr: number, cpuAddr: number, size: number): void {
-    this.add(dev, {
-      addr,
-      size,
-      phys: cpuAddr,
-      dir: DMA_DIRECTION.BIDIRECTIONAL,
-      type: "coherent",
-      sgNents: 0,
-      cpuAddr,
-    });
+    this.add(
+      dev,
+      {
+        addr,
+        size,
+        phys: cpuAddr,
+        dir: DMA_DIRECTION.BIDIRECTIONAL,
+        type: "coherent",
+        sgNents: 0,
+        cpuAddr,
+      },
+      0,
+      "dma_alloc_coherent",
+    );
   }
 
   /** Linux `check_unmap`: best-fit lookup of (dev, addr), then the mismatch checks. */
@@ -225,6 +365,7 @@ export class DmaDebug {
     sgNents = 0,
     cpuAddr = -1,
   ): void {
+    type = debugMapType(dev, type);
     const l = this.list(dev);
     const same = l.filter((e) => e.addr === addr);
     if (same.length === 0) {
@@ -302,6 +443,7 @@ export class DmaDebug {
       );
     }
     l.splice(l.indexOf(e), 1);
+    this.cachelineRemove(e);
     this.rememberUnmapped(dev, e.addr, e.size);
   }
 

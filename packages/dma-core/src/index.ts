@@ -116,10 +116,13 @@ export {
 } from "./request-map.ts";
 export { type DeviceDmaCounter, DeviceDma, type DmaAccessResult } from "./device-dma.ts";
 export {
+  ACTIVE_CACHELINE_MAX_OVERLAP,
   DMA_DEBUG_CLASS,
   DmaDebug,
   type DmaDebugClass,
   type DmaDebugOptions,
   type DmaDebugReport,
   type DmaDebugType,
+  L1_CACHE_BYTES,
+  debugMapType,
 } from "./debug.ts";

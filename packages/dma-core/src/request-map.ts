@@ -6,6 +6,7 @@
  */
 import {
   BLK_STS,
+  kernelHas,
   type BlkMapIter,
   type BlkStatus,
   type PhysVec,
@@ -80,13 +81,29 @@ export function errnoToBlkStatus(code: DmaErrorCode): BlkStatus {
   }
 }
 
-/** Linux `blk_can_dma_map_iova`: no joint of the request is finer than the IOMMU merge boundary. */
+/**
+ * Linux `blk_can_dma_map_iova`: no joint of the request is finer than the IOMMU merge
+ * boundary. From 6.19 (per-bio gap tracking) the request's own gaps are tested
+ * (`req_phys_gap_mask & dma_get_merge_boundary`); before, the test is static on the queue:
+ * `!((queue_virt_boundary(q) + 1) & dma_get_merge_boundary)`, so a queue without a virt
+ * boundary never takes the IOVA path under an IOMMU.
+ */
 export function blkCanDmaMapIova(req: Request, dev: Device): boolean {
-  return and53(reqPhysGapMask(req), dmaGetMergeBoundary(dev)) === 0;
+  if (kernelHas(dev.kernel, "bio-gap-tracking"))
+    return and53(reqPhysGapMask(req), dmaGetMergeBoundary(dev)) === 0;
+  return and53(req.limits.virtBoundaryMask + 1, dmaGetMergeBoundary(dev)) === 0;
 }
 
-function mmioAttrs(iter: BlkDmaIter): number {
-  return iter.p2p === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0;
+/**
+ * The attrs of a P2P host-bridge mapping. From 6.19 ("block-dma: properly take MMIO path")
+ * it is DMA_ATTR_MMIO on the IOVA and the direct path and at unmap; on 6.17 and 6.18
+ * `blk_rq_dma_map_iter_start` treats host-bridge P2P like RAM (attrs 0: cache maintenance
+ * and a cacheable IOMMU mapping, as Linux then did).
+ */
+function p2pAttrs(dev: Device, map: P2pMap): number {
+  return map === P2P_MAP.THRU_HOST_BRIDGE && kernelHas(dev.kernel, "block-dma-mmio")
+    ? DMA_ATTR.MMIO
+    : 0;
 }
 
 function mapBus(dev: Device, iter: BlkDmaIter): boolean {
@@ -97,7 +114,13 @@ function mapBus(dev: Device, iter: BlkDmaIter): boolean {
 
 function mapDirect(req: Request, dev: Device, iter: BlkDmaIter): boolean {
   try {
-    iter.addr = dmaMapPhys(dev, iter.vec.paddr, iter.vec.len, rqDmaDir(req), mmioAttrs(iter));
+    iter.addr = dmaMapPhys(
+      dev,
+      iter.vec.paddr,
+      iter.vec.len,
+      rqDmaDir(req),
+      p2pAttrs(dev, iter.p2p),
+    );
   } catch (e) {
     if (!(e instanceof DmaError)) throw e;
     iter.status = BLK_STS.RESOURCE;
@@ -108,12 +131,17 @@ function mapDirect(req: Request, dev: Device, iter: BlkDmaIter): boolean {
 }
 
 /**
- * Linux `blk_rq_dma_map_iova` (with the upstream fix that a failed link unwinds): links every
- * segment, then one sync; on failure destroys what was linked and reports the status.
+ * Linux `blk_rq_dma_map_iova`: links every segment, then one sync; on failure destroys what
+ * was linked and reports the status. A failed `dma_iova_link` is handled as in the stable fix
+ * (gregkh stable ee6bf57a): the state is destroyed and the request fails with the link's
+ * status. torvalds @073b9bf9 instead breaks out of the link loop, syncs the part it linked
+ * and reports success with `iter.len` the whole IOVA size, so the device would be handed a
+ * range that is partly unmapped; the model keeps the fixed behaviour on every release (it is
+ * not dated to a release, so not gated).
  */
 function mapIova(req: Request, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
   const dir = rqDmaDir(req);
-  const attrs = mmioAttrs(iter);
+  const attrs = p2pAttrs(dev, iter.p2p);
   iter.addr = state.addr;
   iter.len = dmaIovaSize(state);
   let mapped = 0;
@@ -202,13 +230,7 @@ export function blkRqDmaUnmap(
 ): boolean {
   if (map === P2P_MAP.BUS_ADDR) return true;
   if (dmaUseIova(state)) {
-    dmaIovaDestroy(
-      dev,
-      state,
-      mappedLen,
-      rqDmaDir(req),
-      map === P2P_MAP.THRU_HOST_BRIDGE ? DMA_ATTR.MMIO : 0,
-    );
+    dmaIovaDestroy(dev, state, mappedLen, rqDmaDir(req), p2pAttrs(dev, map));
     return true;
   }
   return !dmaNeedUnmap(dev);

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { DmaError, dmaAllocCoherent, dmaFreeCoherent } from "../src/index.ts";
-import { G4, MiB, NO_LEAKS, baseline, leaks, machine } from "./machine.ts";
+import { PhysMemory, SimClock } from "@dmasim/bvec";
+import { IOMMU_DOMAIN, IommuDomain, type IommuDomainType } from "@dmasim/iommu";
+import { Device, DmaError, dmaAllocCoherent, dmaFreeCoherent } from "../src/index.ts";
+import { G4, GiB, MiB, NO_LEAKS, baseline, leaks, machine } from "./machine.ts";
 
 describe("coherent", () => {
   it("hands out zeroed memory even when the pages held data before", () => {
@@ -49,14 +51,29 @@ describe("coherent", () => {
     expect(leaks(m, b)).toEqual(NO_LEAKS);
   });
 
-  it("allocates at least one IOMMU granule under a 64 KiB granule with 4 KiB pages", () => {
+  it("allocates a whole 64 KiB page and IOMMU granule for a 4 KiB buffer (64 KiB pages)", () => {
     const m = machine("granule64k");
+    expect(m.memory.pageSize).toBe(65536);
     const b = baseline(m);
     const c = dmaAllocCoherent(m.dev, 0x1000);
     expect(c.cpuAddr % 65536).toBe(0);
+    expect(m.dev.counters.c.coherentBytes).toBe(65536);
     expect(m.domain!.iovaToPhys(c.dmaAddr)).toBe(c.cpuAddr);
     dmaFreeCoherent(m.dev, 0x1000, c.cpuAddr, c.dmaAddr);
     expect(leaks(m, b)).toEqual(NO_LEAKS);
+  });
+
+  it("refuses a DMA or DMA-FQ domain whose granule is above the CPU page; identity is fine", () => {
+    const memory = new PhysMemory({ ramBytes: GiB, pageSize: 4096 });
+    const domain = (type: IommuDomainType) =>
+      new IommuDomain({ type, mem: memory, clock: new SimClock(), pgtable: { granule: 16384 } });
+    for (const type of [IOMMU_DOMAIN.DMA, IOMMU_DOMAIN.DMA_FQ]) {
+      expect(() => new Device({ name: "d", memory, iommu: domain(type) })).toThrow(
+        "IOVA granule 16384 bytes is larger than the 4096-byte CPU page",
+      );
+    }
+    const id = new Device({ name: "d", memory, iommu: domain(IOMMU_DOMAIN.IDENTITY) });
+    expect(id.dmaIommu).toBe(false);
   });
 
   it("refuses to free what is not a coherent allocation of that size", () => {

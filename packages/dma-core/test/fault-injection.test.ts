@@ -61,7 +61,7 @@ describe("fault-injection", () => {
     it("fails dmaMapPhys with ENOMEM under a tiny aperture and a tiny DMA mask", () => {
       for (const o of [{ apertureEnd: 8 * KiB - 1 }, { dev: { dmaMaskBits: 13, pci: false } }]) {
         const m = machine("strict", o);
-        const p = m.memory.allocPages(1) * 4096;
+        const p = m.memory.allocPages(1) * m.memory.pageSize;
         const b = baseline(m);
         const a = dmaMapPhys(m.dev, p, 0x1000, DMA_TO_DEVICE);
         expect(a).toBe(0x1000);
@@ -86,7 +86,7 @@ describe("fault-injection", () => {
     it("fails dmaMapPhys with ENOMEM at every table allocation of a fresh mapping, leaking nothing", () => {
       for (let k = 1; k <= 3; k++) {
         const m = machine("strict");
-        const p = m.memory.allocPages(0) * 4096;
+        const p = m.memory.allocPages(0) * m.memory.pageSize;
         const b = baseline(m);
         const seen = failNthPage(m, k);
         expect(codeOf(() => dmaMapPhys(m.dev, p, 0x1000, DMA_TO_DEVICE))).toBe("ENOMEM");
@@ -102,7 +102,7 @@ describe("fault-injection", () => {
 
     it("fails dmaIovaLink with ENOMEM and the state can still be destroyed", () => {
       const m = machine("lazy");
-      const p = m.memory.allocPages(0) * 4096;
+      const p = m.memory.allocPages(0) * m.memory.pageSize;
       const b = baseline(m);
       const state = new DmaIovaState();
       dmaIovaTryAlloc(m.dev, state, p, 0x1000);
@@ -131,7 +131,7 @@ describe("fault-injection", () => {
   describe("bounce slots", () => {
     it("fails an untrusted sub-granule mapping with ENOMEM when the pool refuses", () => {
       const m = machine("untrusted");
-      const p = m.memory.allocPages(0) * 4096 + 0x10;
+      const p = m.memory.allocPages(0) * m.memory.pageSize + 0x10;
       const b = baseline(m);
       m.swiotlb!.faultHook = () => true;
       expect(codeOf(() => dmaMapPhys(m.dev, p, 0x10, DMA_TO_DEVICE))).toBe("ENOMEM");
@@ -190,11 +190,14 @@ describe("fault-injection", () => {
               const ranges = pages.map((p, i) => {
                 const off = i === 0 ? firstOff : gapped ? 0x100 : 0;
                 const end = i === n - 1 ? Math.max(off + 4, lastLen) : 0x1000;
-                return { phys: p * 4096 + off, len: Math.min(end, 0x1000) - off };
+                return { phys: p * m.memory.pageSize + off, len: Math.min(end, 0x1000) - off };
               });
               // A last segment of more than a page: a later link with a middle and a tail.
               if (bigTail)
-                ranges.push({ phys: m.memory.allocPages(1) * 4096, len: 0x1000 + lastLen / 2 });
+                ranges.push({
+                  phys: m.memory.allocPages(1) * m.memory.pageSize,
+                  len: 0x1000 + lastLen / 2,
+                });
               const req = request("write", ranges);
               const b = baseline(m);
               failNthPage(m, k);
@@ -216,7 +219,7 @@ describe("fault-injection", () => {
 
     it("reports RESOURCE when the only link fails on a page-table allocation", () => {
       const m = machine("strict");
-      const p = m.memory.allocPages(1) * 4096;
+      const p = m.memory.allocPages(1) * m.memory.pageSize;
       const b = baseline(m);
       failNthPage(m, 1);
       expect(mapAndTeardown(request("write", [{ phys: p, len: 0x2000 }]), m)).toBe(

@@ -75,8 +75,11 @@ export interface Machine {
 /** Builds a machine with 16 GiB of RAM (most of it above 4 GiB) and one device on `backend`. */
 export function machine(backend: Backend, o: MachineOptions = {}): Machine {
   const clock = new SimClock();
+  // A DMA domain's granule must not exceed the CPU page (init_iova_domain): the 64 KiB-granule
+  // backend runs on a 64 KiB-page kernel, as arm64 with CONFIG_ARM64_64K_PAGES.
+  const pageSize = backend === "granule64k" ? 65536 : 4096;
   const memory = new PhysMemory(
-    o.layout ? { regions: o.layout } : { ramBytes: o.ramBytes ?? 16 * GiB },
+    o.layout ? { regions: o.layout, pageSize } : { ramBytes: o.ramBytes ?? 16 * GiB, pageSize },
   );
   for (const r of o.regions ?? []) memory.addRegion(r);
   const debug = o.debug === false ? null : new DmaDebug(o.debugOptions ?? {});

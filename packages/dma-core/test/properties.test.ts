@@ -63,7 +63,11 @@ function build(m: Machine, s: Shape) {
       off = s.offs[i]!;
       len = Math.min(s.lens[i]!, 4096 - off);
     }
-    return { phys: p * 4096 + off, len };
+    // 4 KiB-sized pieces at the start of each page (of a 64 KiB page too); contiguous ones
+    // are consecutive 4 KiB pieces of one allocation.
+    const ps = m.memory.pageSize;
+    const base = s.contiguous ? pages[0]! * ps + i * 4096 : p * ps;
+    return { phys: base + off, len };
   });
   return ranges;
 }

@@ -73,7 +73,7 @@ function readSegs(m: Machine, segs: { addr: number; len: number }[]): Uint8Array
 function pagesReq(m: Machine, n: number, firstOff: number, lastLen: number, seed: number) {
   const pages = m.memory.allocScattered(n, seed);
   const ranges = pages.map((p, i) => ({
-    phys: p * 4096 + (i === 0 ? firstOff : 0),
+    phys: p * m.memory.pageSize + (i === 0 ? firstOff : 0),
     len: (i === n - 1 ? lastLen : 4096) - (i === 0 ? firstOff : 0),
   }));
   const data = concat(ranges.map((r, i) => fillRandom(m.memory, r.phys, r.len, seed + i)));

@@ -35,6 +35,11 @@ export interface IovaDomainOptions {
   readonly granule: number;
   /** First allocatable pfn (at least 1; dma-iommu uses max(1, aperture_start >> shift)). */
   readonly startPfn: number;
+  /**
+   * The CPU page size (Linux `PAGE_SIZE`): a granule above it is refused, as
+   * `init_iova_domain` BUG()s on it. Omitted: the allocator stands alone and is not checked.
+   */
+  readonly pageSize?: number;
   /** CPUs with an rcache each (default 4). */
   readonly numCpus?: number;
   /** Simulated clock for the depot trimming work; without one the depot is never trimmed. */
@@ -87,7 +92,7 @@ interface Rcache {
   timer: TimerId | undefined;
 }
 
-/** Linux `struct iova_domain` with its rcaches. */
+/** Linux `struct iova_domain` with its rcaches; the constructor is `init_iova_domain`. */
 export class IovaDomain {
   /** Allocation granule in bytes. */
   readonly granule: number;
@@ -133,6 +138,11 @@ export class IovaDomain {
     const { granule, startPfn } = options;
     if (!isPow2(granule))
       throw new IommuError("EINVAL", `IOVA granule ${hex(granule)} is not a power of two`);
+    if (options.pageSize !== undefined && granule > options.pageSize)
+      throw new IommuError(
+        "EINVAL",
+        `IOVA granule ${granule} bytes is larger than the ${options.pageSize}-byte CPU page (init_iova_domain: BUG_ON(granule > PAGE_SIZE))`,
+      );
     checkNum(startPfn, "start pfn");
     if (startPfn < 1)
       throw new IommuError(

@@ -475,8 +475,8 @@ describe("map-new: R5 dma_vec records", () => {
     sgl.checkNoLeaks();
   });
 
-  it("records per-segment mappings under a 64 KiB IOMMU granule, where IOVA cannot coalesce", () => {
-    const r = new Rig({ mode: "strict", sgl: "none", granule: 65536 });
+  it("records per-segment mappings under a 64 KiB IOMMU granule (64 KiB pages), where 4 KiB segments cannot coalesce", () => {
+    const r = new Rig({ mode: "strict", sgl: "none", granule: 65536, pageSize: 65536 });
     const bv = r.bvecs(r.scattered(8, 17).map((p) => [p, PAGE] as const));
     const { iod, req } = mapAndWalk(r, bv, r.host.limits);
     expect(dmaUseIova(iod.dmaState)).toBe(false);
