@@ -33,6 +33,12 @@ describe("kernel versions on the command line", () => {
     expect(r.out).toContain("== Linux 6.19 ==");
     const tail = r.out.slice(r.out.indexOf("what changes from Linux 6.18 to 6.19"));
     expect(tail).not.toContain("nothing: every step is the same");
+    // 6.18 gives every NVMe queue the 4 KiB virt boundary: the bio splits at the joint.
+    expect(tail).toMatch(/- Linux 6\.18: trace follows one request.*virt_boundary 0xfff/);
+    // 6.19 keeps one request and, with the gap, sends it as an SGL.
+    expect(tail).toMatch(/\+ .*SGL/i);
+    const alone = await cli("trace", "--kernel", "6.18", ...GAP);
+    expect(alone.code).toBe(2);
     const j = JSON.parse((await cli("trace", "--kernel", "6.18,6.19", ...GAP, "--json")).out) as {
       traces: { kernel: string }[];
       differences: { step: string }[];

@@ -18,6 +18,7 @@ import {
   blkRqFromBios,
   fastMod,
   hex,
+  kernelHas,
   queueLimits,
 } from "@dmasim/bvec";
 import {
@@ -34,8 +35,10 @@ import {
   NVME_ADMIN,
   NVME_AQ_DEPTH,
   NVME_CMD,
+  NVME_CTRL_OACS_DBBUF_SUPP,
   NVME_CTRL_PAGE_SIZE,
   NVME_ID_CNS,
+  NVME_ID_CTRL_OACS,
   NVME_MAX_BYTES,
   NVME_MAX_RETRIES,
   NVME_MAX_SEGS,
@@ -93,7 +96,9 @@ export type NvmeHostCounter =
   | "vecArrays"
   | "sgTables"
   | "inflightBytes"
-  | "peakInflightBytes";
+  | "peakInflightBytes"
+  | "shadowWrites"
+  | "mmioDoorbellsSkipped";
 
 /** What a completed request reports. */
 export type CompletionCallback = (status: BlkStatus, nvmeStatus: number, req: Request) => void;
@@ -140,6 +145,17 @@ export class NvmeQueue {
   readonly iods: NvmeIod[] = [];
   readonly freeTags: number[] = [];
   readonly callbacks: (CompletionCallback | undefined)[] = [];
+  /**
+   * Requests waiting to be dispatched again (blk-mq's requeue and dispatch lists): retries, and
+   * retries whose dispatch ran out of a resource (BLK_STS_RESOURCE), oldest first.
+   */
+  readonly requeueList: RequeuedRequest[] = [];
+  /** The head of the requeue list ran out of a resource (BLK_STS_RESOURCE) when last dispatched. */
+  blocked = false;
+  /** A request completed since then (blk-mq SCHED_RESTART: the queue runs again). */
+  restart = false;
+  /** A delayed run of the requeue list is scheduled on the clock. */
+  requeueTimer = false;
 
   constructor(qid: number, depth: number, sq: CoherentBuffer, cq: CoherentBuffer) {
     this.qid = qid;
@@ -167,15 +183,31 @@ export class NvmeQueue {
   }
 }
 
-/** Linux `nvme_error_status`: an NVMe status (shifted form) to a block status. */
+/** A request on a queue's requeue list. */
+export interface RequeuedRequest {
+  readonly req: Request;
+  readonly cb: CompletionCallback;
+  readonly nsid: number;
+  /** Linux `nvme_req(req)->retries`, carried by the request across its dispatches. */
+  readonly retries: number;
+  /** The NVMe status of the attempt that failed (what an error at dispatch reports). */
+  readonly status: number;
+}
+
+/**
+ * Linux `nvme_error_status` (drivers/nvme/host/core.c): an NVMe status (shifted form) to a
+ * block status. Only the status code type and code count (`status & NVME_SCT_SC_MASK`, 0x7ff):
+ * DNR (bit 14), More (bit 13) and CRD (bits 12:11) do not change the block status.
+ */
 export function nvmeErrorStatus(status: number): BlkStatus {
-  const sc = status >= NVME_STATUS_DNR ? status - NVME_STATUS_DNR : status;
+  const sc = fastMod(status, NVME_SCT_SC_MASK + 1);
   switch (sc) {
     case NVME_SC.SUCCESS:
       return BLK_STS.OK;
     case NVME_SC.CAP_EXCEEDED:
       return BLK_STS.NOSPC;
     case NVME_SC.LBA_RANGE:
+    case NVME_SC.NS_NOT_READY:
       return BLK_STS.TARGET;
     case NVME_SC.INVALID_OPCODE:
     case NVME_SC.INVALID_FIELD:
@@ -188,6 +220,13 @@ export function nvmeErrorStatus(status: number): BlkStatus {
       return BLK_STS.IOERR;
   }
 }
+
+/** Linux `NVME_SCT_SC_MASK`: the status code type and status code of a (shifted) status. */
+const NVME_SCT_SC_MASK = 0x7ff;
+/** Linux `NVME_STATUS_CRD`: the Command Retry Delay field (bits 12:11 of the shifted status). */
+const NVME_STATUS_CRD_SHIFT = 11;
+/** Linux `BLK_MQ_RESOURCE_DELAY`: how long blk-mq waits to rerun a queue that ran out (3 ms). */
+const BLK_MQ_RESOURCE_DELAY_NS = 3_000_000;
 
 /** The NVMe host driver. */
 export class NvmeHost {
@@ -214,6 +253,8 @@ export class NvmeHost {
     "sgTables",
     "inflightBytes",
     "peakInflightBytes",
+    "shadowWrites",
+    "mmioDoorbellsSkipped",
   ]);
   /** Descriptor pools (Linux "nvme descriptor small" / "nvme descriptor page"). */
   small!: DmaPool;
@@ -227,12 +268,17 @@ export class NvmeHost {
   /** Admin queue limits (virt boundary 4 KiB - 1). */
   adminLimits!: QueueLimits;
   info!: ControllerInfo;
+  /** Linux `ctrl->crdt`: Identify CRDT1..CRDT3 (bytes 134..139), retry delays in 100 ms units. */
+  crdt: readonly [number, number, number] = [0, 0, 0];
   namespaces: NamespaceInfo[] = [];
   readonly queues: NvmeQueue[] = [];
   private readonly wantIoQueues: number;
   private readonly wantDepth: number | undefined;
   private ctx!: OldMapContext;
   private enabled = false;
+  /** Linux `dbbuf_dbs` / `dbbuf_eis`: the shadow doorbell and event index pages, when in use. */
+  private dbbuf: { readonly dbs: CoherentBuffer; readonly eis: CoherentBuffer } | null = null;
+  private readonly dbScratch = new Uint8Array(4);
 
   constructor(o: NvmeHostOptions) {
     this.dev = o.dev;
@@ -304,18 +350,13 @@ export class NvmeHost {
         `controller failed to become ready (CSTS ${hex(ctrl.readReg32(NVME_REG.CSTS))})`,
       );
     }
-    this.adminLimits = queueLimits({
-      virtBoundaryMask: NVME_CTRL_PAGE_SIZE - 1,
-      maxSegments: 1,
-      maxHwSectors: 8,
-      dmaAlignment: 3,
-    });
     // Identify Controller.
     const id = this.identify(NVME_ID_CNS.CTRL, 0);
     const mdts = id[77] as number;
     const sgls = getU32(id, 536);
     const nn = getU32(id, 516);
     this.info = { mdts, sgls, namespaces: nn, mpsmin, mqes };
+    this.crdt = [getU16(id, 134), getU16(id, 136), getU16(id, 138)];
     this.namespaces = [];
     for (let ns = 1; ns <= nn; ns++) {
       const d = this.identify(NVME_ID_CNS.NS, ns);
@@ -323,7 +364,9 @@ export class NvmeHost {
       const blocks = getU32(d, 0) + getU32(d, 4) * 2 ** 32;
       this.namespaces.push({ nsid: ns, lbaSize: 2 ** lbads, blocks });
     }
-    this.limits = this.computeLimits();
+    this.limits = this.computeLimits(false);
+    this.adminLimits = this.computeLimits(true);
+    this.dbbufDmaAlloc(getU16(id, NVME_ID_CTRL_OACS));
     const sglSupported = sgls % 4 === 1 || sgls % 4 === 2;
     this.ctx = {
       dev: this.dev,
@@ -337,8 +380,11 @@ export class NvmeHost {
       iter: blkDmaIter(),
     };
     const depth = Math.min(this.wantDepth ?? 1024, mqes + 1);
+    // Linux `nvme_create_io_queues`: every queue's memory first (`nvme_alloc_queue`), then
+    // `nvme_create_queue` for each, which creates the CQ before the SQ.
+    for (let q = 1; q <= this.wantIoQueues; q++) this.allocQueue(q, depth);
     for (let q = 1; q <= this.wantIoQueues; q++) {
-      const queue = this.allocQueue(q, depth);
+      const queue = this.queues[q] as NvmeQueue;
       this.adminSync((cmd) => {
         cmd[SQE.OPCODE] = NVME_ADMIN.CREATE_CQ;
         setU64(cmd, SQE.PRP1, queue.cq.dmaAddr);
@@ -352,55 +398,62 @@ export class NvmeHost {
         setU32(cmd, SQE.CDW11, 1 + q * 65536);
       });
     }
+    this.dbbufSet();
     this.enabled = true;
   }
 
   /**
-   * Linux's limits (`nvme_set_ctrl_limits`, `nvme_pci_alloc_dev` in drivers/nvme/host/): max_hw_sectors from 8 MiB, the DMA optimal mapping
-   * size and MDTS; max_segments from that; a virt boundary only without SGL support (always in
-   * the old style); 4-byte DMA alignment; no segment size limit.
+   * Linux's limits (`nvme_set_ctrl_limits`, `nvme_pci_alloc_dev` in drivers/nvme/host/):
+   * max_hw_sectors from 8 MiB, the DMA optimal mapping size and MDTS; max_segments from that
+   * (`nvme_max_drv_segments`, capped by the driver's NVME_MAX_SEGS); 4-byte DMA alignment; no
+   * segment size limit. The admin queue (`nvme_init_identify`, `nvme_set_ctrl_limits(ctrl,
+   * &lim, true)`) gets the same sizes with the 4 KiB virt boundary. An I/O queue has no virt
+   * boundary only from 6.19 ("nvme: remove virtual boundary for sgl capable devices",
+   * `nvme_pci_get_virt_boundary`: SGL support and the new mapping, gate "bio-gap-tracking");
+   * before, and always in the old style, every queue has it.
+   *
+   * `dma_opt_mapping_size` never returns 0 in the model (the IOVA rcache range, or the SWIOTLB
+   * segment less the 4 KiB minimum alignment), so the 2026 change that skips the clamp for a
+   * 0 return cannot be observed and is not modelled.
    */
-  private computeLimits(): QueueLimits {
+  private computeLimits(admin: boolean): QueueLimits {
     const info = this.info;
     const sglSupported = info.sgls % 4 === 1 || info.sgls % 4 === 2;
-    let maxHw: number;
-    let maxSegs: number;
-    let virt: number;
-    if (this.mapping === "new") {
-      maxHw = Math.min(
-        NVME_MAX_BYTES / SECTOR_SIZE,
-        Math.floor(dmaOptMappingSize(this.dev) / SECTOR_SIZE),
-      );
-      if (info.mdts !== 0) maxHw = Math.min(maxHw, 2 ** (info.mdts + info.mpsmin + 12 - 9));
-      maxSegs = Math.min(65535, Math.floor(maxHw / 8) + 1, NVME_MAX_SEGS);
-      virt = sglSupported ? 0 : NVME_CTRL_PAGE_SIZE - 1;
-    } else {
-      maxHw = Math.min(
-        NVME_MAX_BYTES / SECTOR_SIZE,
-        Math.floor(dmaOptMappingSize(this.dev) / SECTOR_SIZE),
-      );
-      if (info.mdts !== 0) maxHw = Math.min(maxHw, 2 ** (info.mdts + info.mpsmin + 12 - 9));
-      maxSegs = Math.min(Math.floor(maxHw / 8) + 1, NVME_OLD_MAX_SEGS);
-      virt = NVME_CTRL_PAGE_SIZE - 1;
-    }
+    let maxHw = Math.min(
+      NVME_MAX_BYTES / SECTOR_SIZE,
+      Math.floor(dmaOptMappingSize(this.dev) / SECTOR_SIZE),
+    );
+    if (info.mdts !== 0) maxHw = Math.min(maxHw, 2 ** (info.mdts + info.mpsmin + 12 - 9));
+    const driverSegs = Math.floor(maxHw / 8) + 1;
+    const maxSegs = Math.min(
+      65535,
+      driverSegs,
+      this.mapping === "new" ? NVME_MAX_SEGS : NVME_OLD_MAX_SEGS,
+    );
+    const noBoundary =
+      !admin &&
+      this.mapping === "new" &&
+      sglSupported &&
+      kernelHas(this.dev.kernel, "bio-gap-tracking");
     const lbaSize = this.namespaces[0]?.lbaSize ?? 512;
     return queueLimits({
-      logicalBlockSize: lbaSize,
+      logicalBlockSize: admin ? 512 : lbaSize,
       maxHwSectors: maxHw,
       maxSegments: maxSegs,
-      virtBoundaryMask: virt,
+      virtBoundaryMask: noBoundary ? 0 : NVME_CTRL_PAGE_SIZE - 1,
       maxSegmentSize: 0xffffffff,
       dmaAlignment: 3,
     });
   }
 
+  /** Linux `nvme_alloc_queue`: the completion queue's memory first, then the submission queue's. */
   private allocQueue(qid: number, depth: number): NvmeQueue {
-    const sq = dmaAllocCoherent(this.dev, depth * SQE_SIZE);
-    let cq: CoherentBuffer;
+    const cq = dmaAllocCoherent(this.dev, depth * CQE_SIZE);
+    let sq: CoherentBuffer;
     try {
-      cq = dmaAllocCoherent(this.dev, depth * CQE_SIZE);
+      sq = dmaAllocCoherent(this.dev, depth * SQE_SIZE);
     } catch (e) {
-      dmaFreeCoherent(this.dev, depth * SQE_SIZE, sq.cpuAddr, sq.dmaAddr);
+      dmaFreeCoherent(this.dev, depth * CQE_SIZE, cq.cpuAddr, cq.dmaAddr);
       throw e;
     }
     const q = new NvmeQueue(qid, depth, sq, cq);
@@ -408,9 +461,10 @@ export class NvmeHost {
     return q;
   }
 
+  /** Linux `nvme_free_queue`: the CQ, then the SQ (`nvme_free_sq`). */
   private freeQueue(q: NvmeQueue): void {
-    dmaFreeCoherent(this.dev, q.depth * SQE_SIZE, q.sq.cpuAddr, q.sq.dmaAddr);
     dmaFreeCoherent(this.dev, q.depth * CQE_SIZE, q.cq.cpuAddr, q.cq.dmaAddr);
+    dmaFreeCoherent(this.dev, q.depth * SQE_SIZE, q.sq.cpuAddr, q.sq.dmaAddr);
   }
 
   /** Runs one admin command to completion (advancing the clock if completions are delayed). */
@@ -473,11 +527,96 @@ export class NvmeHost {
     if (last) this.ringSq(q);
   }
 
+  /**
+   * Linux `nvme_write_sq_db`: the new tail goes to the shadow doorbell of an I/O queue when
+   * doorbell buffers are in use, and the MMIO doorbell is written only when
+   * `nvme_dbbuf_update_and_check_event` says the controller asked for it.
+   */
   private ringSq(q: NvmeQueue): void {
     if (q.sqTail === q.lastSqTailDb) return;
     q.lastSqTailDb = q.sqTail;
+    if (!this.dbbufUpdateAndCheckEvent(q.qid, 2 * q.qid, q.sqTail)) return;
     this.counters.c.sqDoorbells++;
     this.ctrl.writeReg32(NVME_REG.DBS + 2 * q.qid * 4, q.sqTail);
+  }
+
+  /**
+   * Linux `nvme_dbbuf_update_and_check_event` for doorbell `slot` (2 * qid: SQ tail, 2 * qid + 1:
+   * CQ head) of queue `qid`: without doorbell buffers (or on the admin queue, which Linux's
+   * `nvme_dbbuf_init` leaves out) the MMIO doorbell is always written; otherwise `value` is
+   * stored in the shadow page and the event index decides (`nvme_dbbuf_need_event`). The pages
+   * are coherent memory, so the CPU reads and writes them directly.
+   */
+  private dbbufUpdateAndCheckEvent(qid: number, slot: number, value: number): boolean {
+    const d = this.dbbuf;
+    if (d === null || qid === 0) return true;
+    const mem = this.dev.memory;
+    const b = this.dbScratch;
+    mem.read(d.dbs.cpuAddr + slot * 4, b, 0, 4);
+    const old = getU16(b, 0);
+    setU32(b, 0, value);
+    mem.write(d.dbs.cpuAddr + slot * 4, b, 0, 4);
+    this.counters.c.shadowWrites++;
+    mem.read(d.eis.cpuAddr + slot * 4, b, 0, 4);
+    const eventIdx = getU16(b, 0);
+    if (nvmeDbbufNeedEvent(eventIdx, value, old)) return true;
+    this.counters.c.mmioDoorbellsSkipped++;
+    return false;
+  }
+
+  /**
+   * Linux `nvme_dbbuf_dma_alloc`: when the controller supports Doorbell Buffer Config (OACS
+   * bit 8), one coherent page for the shadow doorbells and one for the event indexes (Linux
+   * sizes them by the queue count, `nvme_dbbuf_size`, which `dma_alloc_coherent` rounds up to
+   * a page). An allocation failure leaves doorbell buffers off, as in Linux.
+   */
+  private dbbufDmaAlloc(oacs: number): void {
+    if (Math.floor(oacs / NVME_CTRL_OACS_DBBUF_SUPP) % 2 === 0) return;
+    let dbs: CoherentBuffer;
+    try {
+      dbs = dmaAllocCoherent(this.dev, NVME_CTRL_PAGE_SIZE);
+    } catch {
+      return;
+    }
+    try {
+      this.dbbuf = { dbs, eis: dmaAllocCoherent(this.dev, NVME_CTRL_PAGE_SIZE) };
+    } catch {
+      dmaFreeCoherent(this.dev, NVME_CTRL_PAGE_SIZE, dbs.cpuAddr, dbs.dmaAddr);
+    }
+  }
+
+  /** Linux `nvme_dbbuf_dma_free`. */
+  private dbbufDmaFree(): void {
+    const d = this.dbbuf;
+    if (d === null) return;
+    dmaFreeCoherent(this.dev, NVME_CTRL_PAGE_SIZE, d.dbs.cpuAddr, d.dbs.dmaAddr);
+    dmaFreeCoherent(this.dev, NVME_CTRL_PAGE_SIZE, d.eis.cpuAddr, d.eis.dmaAddr);
+    this.dbbuf = null;
+  }
+
+  /**
+   * Linux `nvme_dbbuf_set`, sent once the I/O queues exist: Doorbell Buffer Config with PRP1 =
+   * the shadow page, PRP2 = the event index page. On failure Linux warns ("unable to set
+   * dbbuf"), frees the pages and carries on with MMIO doorbells only.
+   */
+  private dbbufSet(): void {
+    const d = this.dbbuf;
+    if (d === null) return;
+    try {
+      this.adminSync((cmd) => {
+        cmd[SQE.OPCODE] = NVME_ADMIN.DBBUF;
+        setU64(cmd, SQE.PRP1, d.dbs.dmaAddr);
+        setU64(cmd, SQE.PRP2, d.eis.dmaAddr);
+      });
+    } catch (e) {
+      if (!(e instanceof NvmeError) || this.ctrl.fatal) throw e;
+      this.dbbufDmaFree();
+    }
+  }
+
+  /** Whether doorbell buffers (shadow doorbells) are in use. */
+  get shadowDoorbells(): boolean {
+    return this.dbbuf !== null;
   }
 
   /** Linux `nvme_commit_rqs`: rings the doorbell for commands queued with `last: false`. */
@@ -504,7 +643,23 @@ export class NvmeHost {
   ): BlkStatus {
     if (!this.enabled) throw new NvmeError("ENODEV", "the host is not enabled");
     const q = this.queue(opts.qid ?? 1);
-    const nsid = opts.nsid ?? 1;
+    return this.queueRq(q, req, cb, opts.nsid ?? 1, opts.last ?? true, 0);
+  }
+
+  /**
+   * `submit` for a request that has been retried `retries` times: Linux keeps
+   * `nvme_req(req)->retries` in the request and clears it only when a new request is set up
+   * (`nvme_clear_nvme_request`, skipped for a requeued RQF_DONTPREP request), so a fresh
+   * request starts at 0 whatever the tag's previous request left.
+   */
+  private queueRq(
+    q: NvmeQueue,
+    req: Request,
+    cb: CompletionCallback,
+    nsid: number,
+    last: boolean,
+    retries: number,
+  ): BlkStatus {
     const ns = this.namespaces[nsid - 1];
     if (ns === undefined) throw new NvmeError("EINVAL", `no namespace ${nsid}`);
     const tag = q.freeTags.pop();
@@ -513,6 +668,7 @@ export class NvmeHost {
       return BLK_STS.RESOURCE;
     }
     const iod = q.iod(tag);
+    iod.retries = retries;
     let st: BlkStatus;
     try {
       st = this.prep(iod, req, ns, nsid);
@@ -529,7 +685,7 @@ export class NvmeHost {
     }
     q.callbacks[tag] = cb;
     this.counters.c.submitted++;
-    this.writeCommand(q, iod, opts.last ?? true);
+    this.writeCommand(q, iod, last);
     return BLK_STS.OK;
   }
 
@@ -623,10 +779,14 @@ export class NvmeHost {
       if (iod === undefined || !iod.busy || Math.floor(cid / 4096) !== iod.genctr) continue; // stale or unknown CID: ignored as Linux does
       this.complete(q, iod, Math.floor(statusField / 2));
     }
-    if (n > 0) {
+    // Linux `nvme_ring_cq_doorbell`: through the shadow doorbell when in use.
+    if (n > 0 && this.dbbufUpdateAndCheckEvent(qid, 2 * qid + 1, q.cqHead)) {
       this.counters.c.cqDoorbells++;
       this.ctrl.writeReg32(NVME_REG.DBS + (2 * qid + 1) * 4, q.cqHead);
     }
+    // A completion restarts a queue whose requeued request ran out of a resource (blk-mq
+    // SCHED_RESTART). Without a clock no delayed run can happen, so every poll retries.
+    if (q.blocked && (q.restart || this.ctrl.clock === undefined)) this.runRequeue(q);
     return n;
   }
 
@@ -652,6 +812,7 @@ export class NvmeHost {
     iod.req = null;
     q.callbacks[iod.tag] = undefined;
     q.freeTags.push(iod.tag);
+    q.restart = true;
     // Linux `nvme_decide_disposition`: retry unless DNR, too many retries, or success.
     if (
       q.qid !== 0 &&
@@ -659,18 +820,74 @@ export class NvmeHost {
       nvmeStatus < NVME_STATUS_DNR &&
       iod.retries < this.maxRetries
     ) {
-      iod.retries++;
       this.counters.c.retries++;
-      const st = this.submit(req, cb ?? noop, { qid: q.qid });
-      if (st === BLK_STS.OK) return;
-      cb?.(st, nvmeStatus, req);
+      this.retryReq(q, {
+        req,
+        cb: cb ?? noop,
+        nsid: getU32(iod.cmd, SQE.NSID),
+        retries: iod.retries + 1,
+        status: nvmeStatus,
+      });
       return;
     }
-    iod.retries = 0;
     const st = nvmeErrorStatus(nvmeStatus);
     this.counters.c.completed++;
     if (st !== BLK_STS.OK) this.counters.c.failed++;
     cb?.(st, nvmeStatus, req);
+  }
+
+  /**
+   * Linux `nvme_retry_req`: the request goes back on the requeue list (`blk_mq_requeue_request`)
+   * with one more retry, and the list is kicked after the Command Retry Delay the completion
+   * asked for (`blk_mq_delay_kick_requeue_list`: CRD 1..3 selects Identify CRDT1..3, in 100 ms
+   * units; CRD 0 is no delay). The model's controller reports CRDT1..3 as 0, so every retry
+   * runs at once (Linux runs it from the requeue work item: the same order, a little later).
+   */
+  private retryReq(q: NvmeQueue, r: RequeuedRequest): void {
+    q.requeueList.push(r);
+    const crd = Math.floor(r.status / 2 ** NVME_STATUS_CRD_SHIFT) % 4;
+    const delayNs = crd === 0 ? 0 : (this.crdt[crd - 1] as number) * 100_000_000;
+    if (delayNs > 0 && this.ctrl.clock !== undefined) this.delayRunRequeue(q, delayNs);
+    else this.runRequeue(q);
+  }
+
+  /**
+   * Dispatches the requeue list in order (Linux `blk_mq_requeue_work`, then the hardware queue
+   * dispatch). A request whose dispatch returns BLK_STS_RESOURCE stays at the head and is never
+   * completed with it (`blk_mq_dispatch_rq_list`): the queue runs again when a request
+   * completes (SCHED_RESTART) or, with nothing in flight, after BLK_MQ_RESOURCE_DELAY. Another
+   * error ends the request with that status (`blk_mq_end_request`).
+   */
+  private runRequeue(q: NvmeQueue): void {
+    const list = q.requeueList;
+    while (list.length > 0) {
+      const r = list[0] as RequeuedRequest;
+      const st = this.queueRq(q, r.req, r.cb, r.nsid, true, r.retries);
+      if (st === BLK_STS.RESOURCE) {
+        q.blocked = true;
+        q.restart = false;
+        if (q.inflight === 0) this.delayRunRequeue(q, BLK_MQ_RESOURCE_DELAY_NS);
+        return;
+      }
+      list.shift();
+      if (st !== BLK_STS.OK) r.cb(st, r.status, r.req);
+    }
+    q.blocked = false;
+  }
+
+  /**
+   * Runs the requeue list after `delayNs` on the controller's clock (Linux
+   * `blk_mq_delay_run_hw_queue` / `blk_mq_delay_kick_requeue_list`). One run is pending at a
+   * time; Linux's `mod_delayed_work` would move a pending run to the newer delay instead.
+   */
+  private delayRunRequeue(q: NvmeQueue, delayNs: number): void {
+    const clock = this.ctrl.clock;
+    if (clock === undefined || q.requeueTimer) return;
+    q.requeueTimer = true;
+    clock.schedule(delayNs, () => {
+      q.requeueTimer = false;
+      if (this.queues[q.qid] === q) this.runRequeue(q);
+    });
   }
 
   /**
@@ -696,10 +913,10 @@ export class NvmeHost {
     return reqs;
   }
 
-  /** Polls (and advances the clock) until no request is in flight on `qid`. */
+  /** Polls (and advances the clock) until no request is in flight or requeued on `qid`. */
   drain(qid = 1): void {
     const q = this.queue(qid);
-    this.waitFor(q, () => q.inflight === 0);
+    this.waitFor(q, () => q.inflight === 0 && q.requeueList.length === 0);
   }
 
   /**
@@ -709,8 +926,11 @@ export class NvmeHost {
   shutdown(): void {
     if (!this.enabled) return;
     for (const q of this.queues.slice(1)) {
-      if (q.inflight > 0)
-        throw new NvmeError("EBUSY", `queue ${q.qid} still has ${q.inflight} requests in flight`);
+      if (q.inflight > 0 || q.requeueList.length > 0)
+        throw new NvmeError(
+          "EBUSY",
+          `queue ${q.qid} still has ${q.inflight} requests in flight and ${q.requeueList.length} requeued`,
+        );
     }
     for (const q of this.queues.slice(1)) {
       this.adminSync((cmd) => {
@@ -725,10 +945,20 @@ export class NvmeHost {
     this.ctrl.writeReg32(NVME_REG.CC, 0);
     for (const q of this.queues) this.freeQueue(q);
     this.queues.length = 0;
+    this.dbbufDmaFree();
     this.small.destroy();
     this.large.destroy();
     this.enabled = false;
   }
+}
+
+/**
+ * Linux `nvme_dbbuf_need_event`: whether moving a doorbell from `old` to `newIdx` passes the
+ * controller's event index, `(u16)(new_idx - event_idx - 1) < (u16)(new_idx - old)`.
+ */
+export function nvmeDbbufNeedEvent(eventIdx: number, newIdx: number, old: number): boolean {
+  const u16 = (v: number) => ((v % 65536) + 65536) % 65536;
+  return u16(newIdx - eventIdx - 1) < u16(newIdx - old);
 }
 
 /** Bytes of the descriptor blocks a request holds. */

@@ -69,7 +69,11 @@ export class NvmeIod {
   req: Request | null = null;
   /** The slot holds a command in flight. */
   busy = false;
-  /** Linux `nvme_req(req)->retries`. */
+  /**
+   * Linux `nvme_req(req)->retries` of the request on this tag: set at each dispatch from the
+   * request's own count (0 for a new request, `nvme_clear_nvme_request`), so nothing carries
+   * over from the tag's previous request.
+   */
   retries = 0;
   /** Old style: the scatterlist table from the mempool. */
   sgt: SgTable | null = null;

@@ -13,12 +13,14 @@ import {
   blkRqPayloadBytes,
   bvecPhys,
   fastMod,
+  kernelHas,
   mpBvecIterBvec,
   reqPhysGapMask,
 } from "@dmasim/bvec";
 import {
   type BlkDmaIter,
   DMA_ATTR,
+  type DmaDirection,
   DmaError,
   type DmaPool,
   type DmaPoolBlock,
@@ -29,8 +31,10 @@ import {
   blkRqDmaMapIterStart,
   blkRqDmaUnmap,
   dmaIovaSize,
+  dmaMapPage,
   dmaMapPhys,
   dmaNeedUnmap,
+  dmaUnmapPage,
   dmaUnmapPhys,
   dmaUnmapRange,
   dmaUseIova,
@@ -73,11 +77,19 @@ export function blockView(mem: PhysMemory, blk: DmaPoolBlock, size: number): Uin
   return mem.pageBytes((blk.cpuAddr - off) / ps).subarray(off, off + size);
 }
 
-/** Linux `nvme_pci_use_sgls`. */
+/**
+ * Linux `nvme_pci_use_sgls`. From 6.19 (gate "bio-gap-tracking": SGL-capable I/O queues have
+ * no virt boundary) a gap inside a controller page, which PRPs cannot express, forces SGLs;
+ * before, the 4 KiB virt boundary keeps such gaps out of every request and nothing forces SGLs
+ * (user and multi-integrity-segment commands, which also force them, are not modelled).
+ */
 export function nvmePciUseSgls(ctx: MapContext, req: Request, qid: number): UseSgl {
   if (qid !== 0 && ctx.sglSupported) {
-    // A gap inside a controller page cannot be expressed with PRPs.
-    if (and53(reqPhysGapMask(req), NVME_CTRL_PAGE_SIZE - 1) !== 0) return USE_SGL.FORCED;
+    if (
+      kernelHas(ctx.dev.kernel, "bio-gap-tracking") &&
+      and53(reqPhysGapMask(req), NVME_CTRL_PAGE_SIZE - 1) !== 0
+    )
+      return USE_SGL.FORCED;
     return USE_SGL.SUPPORTED;
   }
   return USE_SGL.UNSUPPORTED;
@@ -94,6 +106,22 @@ function allocDescriptor(pool: DmaPool): DmaPoolBlock | null {
     if (e instanceof DmaError) return null;
     throw e;
   }
+}
+
+/**
+ * nvme-pci's unmap of one segment it mapped or recorded (`nvme_unmap_data`, `nvme_free_prps`,
+ * `nvme_free_sgls`, `nvme_unmap_iter`): `dma_unmap_phys` from 6.18, `dma_unmap_page` on 6.17
+ * (gate "dma-map-phys"). The vec-array path goes through dma-core's `dmaUnmapRange`.
+ */
+function unmapSegment(
+  ctx: MapContext,
+  addr: number,
+  len: number,
+  dir: DmaDirection,
+  attrs: number,
+): void {
+  if (kernelHas(ctx.dev.kernel, "dma-map-phys")) dmaUnmapPhys(ctx.dev, addr, len, dir, attrs);
+  else dmaUnmapPage(ctx.dev, addr, len, dir, attrs);
 }
 
 function mapAttrs(iod: NvmeIod): number {
@@ -117,13 +145,27 @@ function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: Us
   const prpPossible = prp1Offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
   if (useSgl === USE_SGL.UNSUPPORTED && !prpPossible) return BLK_STS.AGAIN;
   if (ctx.dev.p2pState(phys) !== P2P_MAP.NONE) return BLK_STS.AGAIN;
-  return mapSingleSegment(ctx, iod, req, bv, useSgl === USE_SGL.FORCED || !prpPossible);
+  return mapSingleSegment(
+    ctx,
+    iod,
+    req,
+    bv,
+    useSgl === USE_SGL.FORCED || !prpPossible,
+    kernelHas(ctx.dev.kernel, "dma-map-phys") ? "phys" : "page",
+  );
 }
 
 /**
- * The one mapping of a single-segment request (Linux's `dma_map_bvec` in the simple paths of
- * both driver generations): maps the bvec, records it in the inline pair, and describes it with
- * PRP1/PRP2 or, when `sgl`, one SGL Data Block.
+ * Which DMA API maps and unmaps a single segment: "phys" (`dma_map_phys`, nvme-pci from 6.18,
+ * "nvme-pci: migrate to dma_map_phys instead of map_page") or "page" (`dma_map_bvec`, i.e.
+ * `dma_map_page_attrs`, and `dma_unmap_page`: 6.17, and the old scatterlist driver).
+ */
+export type SingleSegmentApi = "phys" | "page";
+
+/**
+ * The one mapping of a single-segment request (the simple paths of both driver generations:
+ * `dma_map_phys` or `dma_map_bvec`, as `api` says): maps the bvec, records it in the inline
+ * pair, and describes it with PRP1/PRP2 or, when `sgl`, one SGL Data Block.
  */
 export function mapSingleSegment(
   ctx: MapContext,
@@ -131,10 +173,14 @@ export function mapSingleSegment(
   req: Request,
   bv: BioVec,
   sgl: boolean,
+  api: SingleSegmentApi,
 ): BlkStatus {
   let addr: number;
   try {
-    addr = dmaMapPhys(ctx.dev, bvecPhys(bv), bv.len, rqDmaDir(req), 0);
+    addr =
+      api === "phys"
+        ? dmaMapPhys(ctx.dev, bvecPhys(bv), bv.len, rqDmaDir(req), 0)
+        : dmaMapPage(ctx.dev, bv.page, bv.offset, bv.len, rqDmaDir(req), 0);
   } catch (e) {
     if (e instanceof DmaError) return BLK_STS.RESOURCE;
     throw e;
@@ -198,7 +244,7 @@ function prpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolea
 /** Linux `nvme_unmap_iter`: undoes the segment the iterator mapped last (it was not recorded). */
 function unmapIter(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIter): void {
   if (!blkRqDmaUnmap(req, ctx.dev, iod.dmaState, dmaIovaSize(iod.dmaState), iter.p2p)) {
-    dmaUnmapPhys(ctx.dev, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
+    unmapSegment(ctx, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
   }
 }
 
@@ -207,7 +253,7 @@ function prpIterNext(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIt
   if (iter.len > 0) return true;
   if (!blkRqDmaMapIterNext(req, ctx.dev, iod.dmaState, iter)) return false;
   if (!prpSaveMapping(ctx, iod, iter)) {
-    dmaUnmapPhys(ctx.dev, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
+    unmapSegment(ctx, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
     return false;
   }
   return true;
@@ -425,8 +471,7 @@ export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, faile
   const dir = rqDmaDir(req);
   const attrs = mapAttrs(iod);
   if (iodHas(iod.flags, IOD.SINGLE_SEGMENT)) {
-    inlineVec[0] = iod.dmaVec;
-    dmaUnmapRange(ctx.dev, iod.dmaState, inlineVec, 1, iod.totalLen, dir, attrs);
+    unmapSegment(ctx, iod.dmaVec.addr, iod.totalLen, dir, attrs);
     return;
   }
   const mapped = failed && dmaUseIova(iod.dmaState) ? dmaIovaSize(iod.dmaState) : iod.totalLen;
@@ -435,7 +480,7 @@ export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, faile
     if (cmd[SQE.FLAGS] !== 0) {
       // SGL: the descriptors are the records.
       if (Math.floor((cmd[SQE.SGL_TYPE] as number) / 16) === NVME_SGL_TYPE.DATA) {
-        dmaUnmapPhys(ctx.dev, getU64(cmd, SQE.SGL_ADDR), getU32(cmd, SQE.SGL_LEN), dir, attrs);
+        unmapSegment(ctx, getU64(cmd, SQE.SGL_ADDR), getU32(cmd, SQE.SGL_LEN), dir, attrs);
       } else {
         const blk = iod.descriptors[0] as DmaPoolBlock;
         const n = getU32(cmd, SQE.SGL_LEN) / 16;

@@ -21,7 +21,7 @@ import {
   type SgTable,
   blkRqMapSg,
   dmaMapSgtable,
-  dmaUnmapPhys,
+  dmaUnmapPage,
   dmaUnmapSgtable,
   rqDmaDir,
 } from "@dmasim/dma-core";
@@ -49,14 +49,19 @@ function alloc(pool: DmaPool): DmaPoolBlock | null {
   }
 }
 
-/** Old `nvme_pci_use_sgls`: SGL-capable controller, I/O queue, threshold, average segment size. */
-function oldUseSgls(ctx: MapContext, req: Request, qid: number): boolean {
+/**
+ * Old `nvme_pci_use_sgls(dev, req, iod->sgt.nents)`: SGL-capable controller, I/O queue,
+ * threshold, and the average size of the `nseg` entries `dma_map_sgtable` produced (not the
+ * request's physical segments: an IOMMU that merges everything into one entry makes any
+ * request of at least the threshold an SGL).
+ */
+function oldUseSgls(ctx: MapContext, req: Request, qid: number, nseg: number): boolean {
   if (!ctx.sglSupported || qid === 0 || ctx.sglThreshold === 0) return false;
-  const avg = Math.ceil(blkRqPayloadBytes(req) / req.nrPhysSegments);
+  const avg = Math.ceil(blkRqPayloadBytes(req) / nseg);
   return avg >= ctx.sglThreshold;
 }
 
-/** Old `nvme_setup_prp_simple` / `nvme_setup_sgl_simple`. */
+/** Old `nvme_setup_prp_simple` / `nvme_setup_sgl_simple`: one `dma_map_bvec` (the page API). */
 function setupSimple(ctx: MapContext, iod: NvmeIod, req: Request): BlkStatus {
   const bio = req.bio;
   if (bio === null) return BLK_STS.IOERR;
@@ -64,7 +69,7 @@ function setupSimple(ctx: MapContext, iod: NvmeIod, req: Request): BlkStatus {
   const off = bv.offset % NVME_CTRL_PAGE_SIZE;
   const prp = off + bv.len <= NVME_CTRL_PAGE_SIZE * 2;
   if (!prp && !(iod.qid !== 0 && ctx.sglThreshold !== 0 && ctx.sglSupported)) return BLK_STS.AGAIN;
-  return mapSingleSegment(ctx, iod, req, bv, !prp);
+  return mapSingleSegment(ctx, iod, req, bv, !prp, "page");
 }
 
 /** Old `nvme_pci_setup_prps`: walks the mapped scatterlist; chains lists from the chosen pool. */
@@ -187,17 +192,20 @@ export function nvmeMapDataOld(ctx: OldMapContext, iod: NvmeIod, req: Request): 
     if (e instanceof DmaError) return e.code === "EREMOTEIO" ? BLK_STS.TARGET : BLK_STS.RESOURCE;
     throw e;
   }
-  const st = oldUseSgls(ctx, req, iod.qid)
+  const st = oldUseSgls(ctx, req, iod.qid, sgt.nents)
     ? setupSgls(ctx, iod, req, sgt)
     : setupPrps(ctx, iod, req, sgt);
   if (st !== BLK_STS.OK) nvmeUnmapDataOld(ctx, iod, req);
   return st;
 }
 
-/** Old `nvme_unmap_data`: one unmap call for the whole table, then the descriptors and the table. */
+/**
+ * Old `nvme_unmap_data`: `dma_unmap_page` for a single segment; otherwise one unmap call for
+ * the whole table, then the descriptors and the table.
+ */
 export function nvmeUnmapDataOld(ctx: OldMapContext, iod: NvmeIod, req: Request): void {
   if (iodHas(iod.flags, IOD.SINGLE_SEGMENT)) {
-    dmaUnmapPhys(ctx.dev, iod.dmaVec.addr, iod.dmaVec.len, rqDmaDir(req), 0);
+    dmaUnmapPage(ctx.dev, iod.dmaVec.addr, iod.dmaVec.len, rqDmaDir(req), 0);
     return;
   }
   const sgt = iod.sgt;

@@ -1,7 +1,7 @@
 /** `dmasim trace`: one I/O, step by step. */
 import { parseAddress } from "@dmasim/bvec";
 import { InvalidArgumentError } from "commander";
-import { type TraceStep, traceDifferences, traceIo } from "../engine/trace.ts";
+import { type TraceStep, TraceSplitError, traceDifferences, traceIo } from "../engine/trace.ts";
 import { type CommandIo, type JobOptions, UsageError, loadJob } from "./common.ts";
 
 /** Options of `trace`. */
@@ -56,10 +56,23 @@ export function trace(opts: TraceCommandOptions, io: CommandIo): number {
         }),
       };
     } catch (e) {
+      // Comparing releases, an I/O that one of them splits is itself the difference.
+      if (e instanceof TraceSplitError && jobs.length > 1) {
+        const step: TraceStep = {
+          step: "request",
+          lines: [`  Linux ${job.kernel}: ${e.message}`],
+          data: { split: true, message: e.message },
+        };
+        return { job, steps: [step] };
+      }
       if (e instanceof RangeError) throw new UsageError(e.message);
       throw e;
     }
   });
+  if (traces.every((t) => t.steps.length === 1 && t.steps[0]?.step === "request"))
+    throw new UsageError(
+      `every release splits this I/O: ${(traces[0]?.steps[0]?.data as { message: string }).message}`,
+    );
   const [t0, t1] = traces as [(typeof traces)[number], (typeof traces)[number] | undefined];
   const differences = t1 === undefined ? undefined : traceDifferences(t0.steps, t1.steps);
   const stepsJson = (steps: TraceStep[]) => steps.map((s) => ({ step: s.step, data: s.data }));

@@ -71,6 +71,9 @@ function diff(a: Record<string, number>, b: Record<string, number>): Record<stri
   return out;
 }
 
+/** The I/O does not fit one request: the block layer would split it under the queue limits. */
+export class TraceSplitError extends RangeError {}
+
 /** Traces one I/O of `job` (its bs, its buffer layout, or `bufs`). */
 export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const debug = o.debug ?? false;
@@ -161,7 +164,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     throw e;
   }
   if (split !== 0)
-    throw new RangeError(
+    throw new TraceSplitError(
       `trace follows one request, and ${total} bytes in ${bv.length} bvec${bv.length === 1 ? "" : "s"} would be split after ${split * SECTOR_SIZE} bytes under the queue limits (max_hw_sectors ${lim.maxHwSectors} = ${lim.maxHwSectors * SECTOR_SIZE} bytes, max_segments ${lim.maxSegments}, virt_boundary ${hex(lim.virtBoundaryMask)}); trace what fits in one request`,
     );
   const req = blkRqFromBios(lim, [bio]);
