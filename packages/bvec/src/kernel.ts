@@ -42,7 +42,9 @@ export const KERNEL_GATES = {
       "the driver calls dma_map_page (dma_map_bvec) and dma_map_phys is refused",
     source:
       'dma-mapping-6.18 ("dma-mapping: introduce new DMA attribute to indicate MMIO memory" series)',
-    where: "dma-core mapping.ts dmaMapPhys; nvme map-new.ts setupDataSimple",
+    where:
+      "dma-core mapping.ts dmaMapPhys, dmaUnmapPhys (checkPhysApi), request-map.ts mapDirect, " +
+      "dma-vec.ts dmaUnmapRange; nvme map-new.ts setupDataSimple",
   },
   "dma-attr-mmio": {
     versions: from("6.18"),
@@ -85,7 +87,8 @@ export const KERNEL_GATES = {
       "DMA_ATTR_REQUIRE_COHERENT (bit 12) fails a mapping that would need SWIOTLB or cache " +
       "maintenance; before, the attribute does not exist and is refused",
     source: 'dma-mapping-7.0 fixes ("dma-mapping: add DMA_ATTR_REQUIRE_COHERENT")',
-    where: "dma-core mapping.ts, iova-api.ts",
+    where:
+      "dma-core mapping.ts checkAttrs (refusal), mapPhys and iova-api.ts dmaIovaLink (semantics)",
   },
   "dma-attr-ignore-cachelines": {
     versions: from("7.0"),
@@ -93,7 +96,7 @@ export const KERNEL_GATES = {
       "DMA_ATTR_DEBUGGING_IGNORE_CACHELINES (bit 11) stops dma-debug reporting overlapping " +
       "cacheline mappings; before, the attribute does not exist and is refused",
     source: "dma-mapping-7.0 fixes (renamed from DMA_ATTR_CPU_CACHE_CLEAN)",
-    where: "dma-core mapping.ts, debug.ts",
+    where: "dma-core mapping.ts checkAttrs (refusal), debug.ts (semantics)",
   },
   "map-resource-ram-report": {
     versions: ["6.18", "7.0"],

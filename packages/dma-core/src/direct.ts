@@ -3,11 +3,12 @@
  * SWIOTLB when the address is out of reach or bouncing is forced, cache maintenance on
  * non-coherent devices. Used without an IOMMU and for passthrough (identity) domains.
  */
-import { hex } from "@dmasim/bvec";
+import { MAX_ADDR, REGION_KIND, fls, hex } from "@dmasim/bvec";
 import { DMA_ATTR, type DmaDirection, hasAttr } from "./constants.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 import { archSyncDmaForCpu, archSyncDmaForDevice } from "./iommu-dma.ts";
+import { swiotlbTblMapSingle } from "./swiotlb.ts";
 
 /** Linux `translate_phys_to_dma` / `phys_to_dma`: applies the bus offset; -1 when no range covers `phys`. */
 export function physToDma(dev: Device, phys: number): number {
@@ -25,6 +26,39 @@ export function dmaToPhys(dev: Device, addr: number): number {
     if (addr >= r.dmaStart && addr - r.dmaStart < r.size) return addr - r.dmaStart + r.cpuStart;
   }
   return -1;
+}
+
+/**
+ * Linux `dma_direct_get_required_mask`: the mask that reaches the last page of RAM
+ * (`max_pfn - 1`) at its bus address, as all ones up to its top bit; all ones when no bus
+ * range covers it (`DMA_MAPPING_ERROR`).
+ */
+export function dmaDirectGetRequiredMask(dev: Device): number {
+  let top = -1;
+  for (const r of dev.memory.regions) if (r.kind === REGION_KIND.RAM) top = Math.max(top, r.end);
+  if (top <= 0) return 0;
+  const maxDma = physToDma(dev, top - dev.memory.pageSize);
+  if (maxDma < 0) return MAX_ADDR;
+  const bits = fls(maxDma);
+  return bits >= 53 ? MAX_ADDR : 2 ** bits - 1;
+}
+
+/**
+ * Linux `dma_direct_all_ram_mapped`: without a `dma_range_map` all RAM is reachable; with
+ * one, every RAM range must be covered by its regions (`check_ram_in_range_map`).
+ */
+export function dmaDirectAllRamMapped(dev: Device): boolean {
+  if (dev.dmaRangeMap.length === 0) return true;
+  for (const ram of dev.memory.regions) {
+    if (ram.kind !== REGION_KIND.RAM) continue;
+    let at = ram.start;
+    while (at < ram.end) {
+      const m = dev.dmaRangeMap.find((r) => at >= r.cpuStart && at - r.cpuStart < r.size);
+      if (m === undefined) return false;
+      at = m.cpuStart + m.size;
+    }
+  }
+  return true;
 }
 
 /** Linux `dma_capable`: the whole range is below min_not_zero(mask, bus_dma_limit). */
@@ -52,9 +86,7 @@ function swiotlbMap(
 ): number {
   const pool = dev.swiotlb;
   if (pool === null) throw overflow(dev, physToDma(dev, phys), size);
-  const tlb = pool.mapSingle(phys, size, 0, dev.minAlignMask);
-  dev.dmaSkipSync = false;
-  dev.counters.c.bounceMaps++;
+  const tlb = swiotlbTblMapSingle(dev, phys, size, 0, dev.minAlignMask);
   const addr = physToDma(dev, tlb);
   if (!dmaCapable(dev, addr, size)) {
     pool.unmapSingle(tlb, size, dir, true);

@@ -2,10 +2,11 @@
  * The common DMA address/length pair (review point R4) and the one teardown call that unmaps
  * either an IOVA range or a list of per-segment mappings (review point R6).
  */
+import { kernelHas } from "@dmasim/bvec";
 import type { DmaDirection } from "./constants.ts";
 import type { Device } from "./device.ts";
 import { type DmaIovaState, dmaIovaDestroy, dmaUseIova } from "./iova-api.ts";
-import { dmaUnmapPhys } from "./mapping.ts";
+import { dmaUnmapPage, dmaUnmapPhys } from "./mapping.ts";
 
 /** Linux `struct nvme_dma_vec` / `phys_vec`'s DMA twin: one mapped range. */
 export interface DmaVec {
@@ -15,7 +16,8 @@ export interface DmaVec {
 
 /**
  * Tears down a mapping made either with the two-step API (`state` in use: one
- * `dmaIovaDestroy` of `mappedLen`) or segment by segment (`vecs`: one `dmaUnmapPhys` each).
+ * `dmaIovaDestroy` of `mappedLen`) or segment by segment (`vecs`: one `dmaUnmapPhys` each, or
+ * `dmaUnmapPage` on 6.17, which has no `dma_unmap_phys`: gate "dma-map-phys").
  * Callers never branch on which way the mapping was made.
  */
 export function dmaUnmapRange(
@@ -33,6 +35,7 @@ export function dmaUnmapRange(
   }
   for (let i = 0; i < count; i++) {
     const v = vecs[i] as DmaVec;
-    dmaUnmapPhys(dev, v.addr, v.len, dir, attrs);
+    if (kernelHas(dev.kernel, "dma-map-phys")) dmaUnmapPhys(dev, v.addr, v.len, dir, attrs);
+    else dmaUnmapPage(dev, v.addr, v.len, dir, attrs);
   }
 }

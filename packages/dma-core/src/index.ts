@@ -64,8 +64,10 @@ export {
   physToDma,
 } from "./direct.ts";
 export {
+  dmaAddressingLimited,
   dmaGetMaxSegSize,
   dmaGetMergeBoundary,
+  dmaGetRequiredMask,
   dmaMapPage,
   dmaMapPhys,
   dmaMapResource,

@@ -23,6 +23,7 @@ import {
 import { DMA_ATTR, DMA_DIRECTION, type DmaDirection, hasAttr } from "./constants.ts";
 import type { Device } from "./device.ts";
 import { DmaError, type DmaErrorCode } from "./errors.ts";
+import { swiotlbTblMapSingle } from "./swiotlb.ts";
 
 /** Options of a domain's DMA cookie. */
 export interface IommuDmaOptions {
@@ -88,9 +89,11 @@ export function iommuDmaInitDomain(
   };
   const clock = dev.clock ?? domain.clock;
   const startPfn = Math.max(1, Math.floor(domain.geometry.apertureStart / granule));
+  // init_iova_domain BUG()s on a granule above PAGE_SIZE: the IOVA domain refuses it (EINVAL).
   const iovad = new IovaDomain({
     granule,
     startPfn,
+    pageSize: dev.memory.pageSize,
     numCpus: options.numCpus,
     ...(clock ? { clock } : {}),
   });
@@ -107,7 +110,7 @@ export function iommuDmaInitDomain(
   let fq: FlushQueue | null = null;
   if (domain.isLazy) {
     if (clock === undefined) domain.downgradeToStrict();
-    else fq = new FlushQueue({ domain, iovad, clock, single: options.singleQueue });
+    else fq = new FlushQueue({ domain, iovad, clock, single: options.singleQueue, hz: domain.hz });
   }
   const cookie = new IommuDmaCookie(domain, iovad, fq, options);
   cookies.set(domain, cookie);
@@ -311,7 +314,8 @@ export function iovaUnaligned(phys: number, size: number, granule: number): bool
 
 /**
  * Linux `iommu_dma_map_swiotlb`: bounces a sub-granule buffer into slots aligned to the
- * granule, keeping the min_align_mask bits, and zeroes the rest of the bounce granules for
+ * granule, keeping the min_align_mask bits (through `swiotlbTblMapSingle`, which also clears
+ * the device's skip-sync state), and zeroes the rest of the bounce granules for
  * untrusted devices so no stale data is exposed. Returns the bounce address.
  */
 export function iommuDmaMapSwiotlb(
@@ -320,16 +324,14 @@ export function iommuDmaMapSwiotlb(
   size: number,
   minAlignMask = dev.minAlignMask,
 ): number {
-  const pool = dev.swiotlb;
-  if (pool === null) {
+  if (dev.swiotlb === null) {
     throw new DmaError(
       "ENOMEM",
       `device ${dev.name}: DMA bounce buffers are inactive, unable to map an unaligned transaction at ${hex(phys)}`,
     );
   }
   const g = cookieOf(dev).granule;
-  const tlb = pool.mapSingle(phys, size, g - 1, minAlignMask, g);
-  dev.counters.c.bounceMaps++;
+  const tlb = swiotlbTblMapSingle(dev, phys, size, g - 1, minAlignMask, g);
   if (dev.untrusted) {
     const lo = alignDown(tlb, g);
     const hi = alignUp(tlb + size, g);

@@ -5,15 +5,8 @@
  * `dmaIovaFree`). Without an IOMMU DMA domain `dmaIovaTryAlloc` returns false and the caller
  * uses the streaming API: the same code path works everywhere (review points R3, R11).
  */
-import { alignUp, checkInt, hex } from "@dmasim/bvec";
-import {
-  DMA_ATTR,
-  type DmaDirection,
-  checkAttrs,
-  checkDirection,
-  checkPhys,
-  hasAttr,
-} from "./constants.ts";
+import { alignUp, checkInt, hex, kernelHas } from "@dmasim/bvec";
+import { DMA_ATTR, type DmaDirection, checkDirection, checkPhys, hasAttr } from "./constants.ts";
 import type { IovaTrack } from "./debug.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
@@ -30,6 +23,7 @@ import {
   iovaOffset,
   iovaUnaligned,
 } from "./iommu-dma.ts";
+import { checkAttrs } from "./mapping.ts";
 
 /**
  * Linux `struct dma_iova_state`: the one object holding a transaction's mapping state (R1).
@@ -169,12 +163,19 @@ function iovaLinkRaw(
 
 /**
  * Linux `iommu_dma_iova_link_swiotlb`: bounces the sub-granule head and tail of the range and
- * links the aligned middle directly (skipped when empty); sets the sticky "used SWIOTLB" flag.
- * The bounce slot keeps the data's offset inside its granule (the link arithmetic needs it
- * whatever the device's min_align_mask says). On failure it unlinks what this call linked,
- * starting at `offset` (upstream commit 6ec91df8aff7 "iommu/dma: Do not try to iommu_map a 0
- * length region in swiotlb", 2026: before it the unwind started at offset 0 and unlinked the
- * wrong window of a later link, leaving its pages mapped on a freed IOVA).
+ * links the aligned middle directly; sets the sticky "used SWIOTLB" flag. The bounce slot
+ * keeps the data's offset inside its granule (the link arithmetic needs it whatever the
+ * device's min_align_mask says).
+ *
+ * With the fix (gate "iova-link-unwind-fix": 6ec91df8aff7 "iommu/dma: Do not try to
+ * iommu_map a 0 length region in swiotlb", in 6.18.y and 7.0.y) an empty middle is skipped
+ * and a failure unlinks what this call linked, from `offset`. 6.17 and 6.19 keep the upstream
+ * bug, reproduced on purpose: the empty middle is linked (a 0-byte `iommu_map`; dmasim's page
+ * table is io-pgtable style, where `__iommu_map` of 0 bytes maps nothing and returns 0, so the
+ * call only counts; the generic iommupt tables fail it as illegal, which dmasim does not
+ * model), and the unwind is `dma_iova_unlink(state, 0, mapped)`: the window at offset 0,
+ * which for a link at a later offset unmaps an earlier link's pages and leaves this link's
+ * pages (and bounce slots) mapped.
  */
 function iovaLinkSwiotlb(
   dev: Device,
@@ -186,6 +187,7 @@ function iovaLinkSwiotlb(
   attrs: number,
 ): void {
   const g = granuleOf(dev);
+  const fixed = kernelHas(dev.kernel, "iova-link-unwind-fix");
   const startPad = iovaOffset(phys, g);
   const endPad = iovaOffset(phys + size, g);
   const addr = state.addr + offset;
@@ -208,7 +210,8 @@ function iovaLinkSwiotlb(
     }
     const tail = endPad;
     const middle = left - tail;
-    if (middle > 0) {
+    // Before the fix the middle is linked even when empty (a 0-byte iommu_map).
+    if (middle > 0 || !fixed) {
       iovaLinkRaw(dev, addr + mapped, phys + mapped, middle, dir, attrs);
       mapped += middle;
     }
@@ -224,7 +227,9 @@ function iovaLinkSwiotlb(
       mapped += tail;
     }
   } catch (e) {
-    if (mapped > 0) iovaUnlinkRaw(dev, state, offset, mapped, dir, attrs, false);
+    // The upstream bug before the fix: the unwind starts at offset 0, not at `offset`.
+    if (!fixed) iovaUnlinkRaw(dev, state, 0, mapped, dir, attrs, false);
+    else if (mapped > 0) iovaUnlinkRaw(dev, state, offset, mapped, dir, attrs, false);
     throw e;
   }
 }
@@ -248,7 +253,7 @@ export function dmaIovaLink(
   checkPhys(phys);
   checkInt(offset, "link offset");
   checkInt(size, "link size", 1);
-  checkAttrs(attrs);
+  checkAttrs(dev, attrs, "dma_iova_link");
   const d = checkDirection(dir);
   if (!dev.dmaIommu || !dmaUseIova(state)) {
     throw new DmaError(
@@ -389,7 +394,7 @@ export function dmaIovaUnlink(
 ): void {
   checkInt(offset, "unlink offset");
   checkInt(size, "unlink size", 1);
-  checkAttrs(attrs);
+  checkAttrs(dev, attrs, "dma_iova_unlink");
   const d = checkDirection(dir);
   if (!dev.dmaIommu || !dmaUseIova(state)) return;
   checkState(dev, state, "dma_iova_unlink");
@@ -411,7 +416,7 @@ export function dmaIovaDestroy(
   attrs = 0,
 ): void {
   checkInt(mappedLen, "mapped length");
-  checkAttrs(attrs);
+  checkAttrs(dev, attrs, "dma_iova_destroy");
   const d = checkDirection(dir);
   if (!dev.dmaIommu || !dmaUseIova(state)) return;
   checkState(dev, state, "dma_iova_destroy");

@@ -30,7 +30,7 @@ import {
   dmaIovaTryAlloc,
   dmaUseIova,
 } from "./iova-api.ts";
-import { dmaGetMergeBoundary, dmaMapPhys, dmaNeedUnmap } from "./mapping.ts";
+import { dmaGetMergeBoundary, dmaMapPage, dmaMapPhys, dmaNeedUnmap } from "./mapping.ts";
 
 /** Linux `struct blk_dma_iter`. */
 export interface BlkDmaIter {
@@ -112,15 +112,20 @@ function mapBus(dev: Device, iter: BlkDmaIter): boolean {
   return true;
 }
 
+/** Linux `blk_dma_map_direct`: `dma_map_phys` from 6.18, `dma_map_page` on 6.17 (gate "dma-map-phys"). */
 function mapDirect(req: Request, dev: Device, iter: BlkDmaIter): boolean {
+  const { paddr, len } = iter.vec;
+  const ps = dev.memory.pageSize;
   try {
-    iter.addr = dmaMapPhys(
-      dev,
-      iter.vec.paddr,
-      iter.vec.len,
-      rqDmaDir(req),
-      p2pAttrs(dev, iter.p2p),
-    );
+    iter.addr = kernelHas(dev.kernel, "dma-map-phys")
+      ? dmaMapPhys(dev, paddr, len, rqDmaDir(req), p2pAttrs(dev, iter.p2p))
+      : dmaMapPage(
+          dev,
+          Math.floor(paddr / ps),
+          paddr - Math.floor(paddr / ps) * ps,
+          len,
+          rqDmaDir(req),
+        );
   } catch (e) {
     if (!(e instanceof DmaError)) throw e;
     iter.status = BLK_STS.RESOURCE;

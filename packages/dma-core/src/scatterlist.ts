@@ -5,7 +5,7 @@
  * of `__finalise_sg` (drivers/iommu/dma-iommu.c).
  */
 import { type Request, alignUp, blkMapIterNext, blkRqMapIterInit, hex } from "@dmasim/bvec";
-import { DMA_ATTR, type DmaDirection, checkAttrs, checkDirection, hasAttr } from "./constants.ts";
+import { DMA_ATTR, type DmaDirection, checkDirection, hasAttr } from "./constants.ts";
 import { P2P_MAP, type Device } from "./device.ts";
 import { dmaDirectMapPhys, dmaDirectUnmapPhys } from "./direct.ts";
 import { DmaError } from "./errors.ts";
@@ -21,6 +21,7 @@ import {
   iommuDmaUnmapPhys,
   iommuDmaUnmapRaw,
 } from "./iommu-dma.ts";
+import { checkAttrs } from "./mapping.ts";
 
 /** Marks a DMA address field as unused (Linux `DMA_MAPPING_ERROR` in `sg_dma_address`). */
 export const SG_DMA_UNUSED = -1;
@@ -211,6 +212,12 @@ function invalidateSg(sgt: SgTable, nents: number): void {
   }
 }
 
+/**
+ * Linux `iommu_dma_map_sg`: untrusted devices map entry by entry (`iommu_dma_map_sg_swiotlb`);
+ * otherwise the entries are laid out in one IOVA range (granule-padded, segment boundaries
+ * respected), mapped with one protection from the caller's attrs, and merged by `__finalise_sg`.
+ * P2P through a switch gets its bus address; P2P through the host bridge a regular IOVA.
+ */
 function iommuMapSg(
   dev: Device,
   sgt: SgTable,
@@ -255,7 +262,6 @@ function iommuMapSg(
   const unit = mask === Number.MAX_SAFE_INTEGER ? 0 : mask + 1;
   let prev: ScatterlistEntry | undefined;
   let iovaLen = 0;
-  let mmio = false;
   for (let i = 0; i < nents; i++) {
     const s = sgt.sgl[i] as ScatterlistEntry;
     const p2p = dev.p2pState(s.phys);
@@ -272,7 +278,7 @@ function iommuMapSg(
         `device ${dev.name} cannot reach P2P memory at ${hex(s.phys)}`,
       );
     }
-    if (p2p === P2P_MAP.THRU_HOST_BRIDGE) mmio = true;
+    // PCI_P2PDMA_MAP_THRU_HOST_BRIDGE: mapped with a regular IOVA, like RAM (nothing to do).
     const off = s.phys % g;
     const len = s.length;
     s.dmaAddress = off;
@@ -301,8 +307,9 @@ function iommuMapSg(
     );
   }
   // Linux `iommu_map_sg`: coalesce physically contiguous entries, then one sync for the range.
+  // The protection is the caller's attrs alone (`dma_info_to_prot(dir, coherent, attrs)`).
   const domain = cookie.domain;
-  const prot = dmaInfoToProt(dir, dev.coherent, attrs + (mmio ? DMA_ATTR.MMIO : 0));
+  const prot = dmaInfoToProt(dir, dev.coherent, attrs);
   let mapped = 0;
   let runStart = -1;
   let runLen = 0;
@@ -344,7 +351,7 @@ function iommuMapSg(
  * nothing left mapped.
  */
 export function dmaMapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attrs = 0): number {
-  checkAttrs(attrs);
+  checkAttrs(dev, attrs, "dma_map_sg");
   const d = checkDirection(dir);
   const n = dev.dmaIommu
     ? iommuMapSg(dev, sgt, sgt.origNents, d, attrs)
@@ -357,7 +364,7 @@ export function dmaMapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attr
       const s = sgt.sgl[i] as ScatterlistEntry;
       if (!s.busAddr) segs.push({ addr: s.dmaAddress, len: s.dmaLength, phys: s.phys });
     }
-    dev.debug.mapSg(dev, segs, sgt.origNents, d);
+    dev.debug.mapSg(dev, segs, sgt.origNents, d, attrs);
   }
   return n;
 }
@@ -379,7 +386,7 @@ export function dmaMapSg(
  * IOMMU (no bouncing) the whole IOVA range goes in one unmap.
  */
 export function dmaUnmapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attrs = 0): void {
-  checkAttrs(attrs);
+  checkAttrs(dev, attrs, "dma_unmap_sg");
   const d = checkDirection(dir);
   const nents = sgt.origNents;
   if (dev.debug) {

@@ -4,8 +4,18 @@
  * bits the device's min_align_mask asks for, and copies real bytes between the original buffer
  * and the slots by direction.
  */
-import { CounterSet, MAX_PAGE_ORDER, type PhysMemory, ZONE, alignUp, hex } from "@dmasim/bvec";
+import {
+  CounterSet,
+  MAX_ADDR,
+  MAX_PAGE_ORDER,
+  type PhysMemory,
+  ZONE,
+  alignUp,
+  fastMod,
+  hex,
+} from "@dmasim/bvec";
 import { DMA_DIRECTION, type DmaDirection } from "./constants.ts";
+import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 
 /** Linux `IO_TLB_SHIFT`: slots of 2 KiB. */
@@ -14,6 +24,9 @@ export const IO_TLB_SIZE = 2048;
 export const IO_TLB_SEGSIZE = 128;
 /** Linux's default pool: 64 MiB. */
 export const IO_TLB_DEFAULT_SIZE = 64 * 1024 * 1024;
+
+/** What slot placement needs of the device (Linux `dma_get_seg_boundary`, the pool's bus address). */
+export type SwiotlbDevice = Pick<Device, "segmentBoundaryMask" | "dmaRangeMap">;
 
 /** Options of a `Swiotlb` pool. */
 export interface SwiotlbOptions {
@@ -141,10 +154,16 @@ export class Swiotlb {
   }
 
   /**
-   * Linux `swiotlb_tbl_map_single`: bounces `size` bytes at `orig`. The bounce address keeps
-   * `orig`'s bits under `minAlignMask` (and starts on `allocAlignMask + 1`). The original is always
-   * copied in first, whatever the direction, so a partial device write cannot leak stale pool
-   * contents (Linux does the same since its info-leak fix). Throws ENOMEM when no slots are free.
+   * Linux `swiotlb_tbl_map_single` (the pool side; the DMA paths call `swiotlbTblMapSingle`):
+   * bounces `size` bytes at `orig`. The bounce address keeps `orig`'s bits under `minAlignMask`
+   * (and starts on `allocAlignMask + 1`). The original is always copied in first, whatever the
+   * direction, so a partial device write cannot leak stale pool contents (Linux does the same
+   * since its info-leak fix). Throws ENOMEM when no slots are free.
+   *
+   * Placement (`swiotlb_search_pool_area`): with no alignment asked for (`allocAlignMask` and
+   * `minAlignMask` 0) a mapping of at least a page starts on a page, as swiotlb always did for
+   * streaming mappings; with `dev`, the slots never cross the device's segment boundary
+   * (`dma_get_seg_boundary`, checked with `iommu_is_span_boundary` on the bus address).
    */
   mapSingle(
     orig: number,
@@ -152,10 +171,18 @@ export class Swiotlb {
     allocAlignMask: number,
     minAlignMask: number,
     allocRound = 0,
+    dev?: SwiotlbDevice,
   ): number {
     const c = this.counters.c;
-    const offset = (orig % (Math.max(allocAlignMask, IO_TLB_SIZE - 1) + 1)) % (minAlignMask + 1);
-    const alignMask = Math.max(allocAlignMask, IO_TLB_SIZE - 1); // slot-start alignment - 1
+    const pageSize = this.memory.pageSize;
+    // Historically, swiotlb allocations >= PAGE_SIZE were page-aligned; streaming mappings
+    // pass alloc_align_mask 0 and keep that.
+    const alloc =
+      allocAlignMask === 0 && minAlignMask === 0 && size >= pageSize
+        ? pageSize - 1
+        : allocAlignMask;
+    const offset = (orig % (Math.max(alloc, IO_TLB_SIZE - 1) + 1)) % (minAlignMask + 1);
+    const alignMask = Math.max(alloc, IO_TLB_SIZE - 1); // slot-start alignment - 1
     // Higher min-align bits (above the slot size) must match between slot and original.
     const highMask = minAlignMask > alignMask ? minAlignMask : 0;
     // With `allocRound` (the IOMMU granule) the slots cover whole granules, so the padding
@@ -170,7 +197,7 @@ export class Swiotlb {
       );
     }
     for (const area of this.areas) {
-      const slot = this.findSlots(area, nslots, alignMask, highMask, orig);
+      const slot = this.findSlots(area, nslots, alignMask, highMask, orig, dev);
       if (slot < 0) continue;
       for (let i = 0; i < nslots; i++) area.orig[slot + i] = orig - offset + i * IO_TLB_SIZE;
       area.count[slot] = nslots;
@@ -280,8 +307,17 @@ export class Swiotlb {
     alignMask: number,
     highMask: number,
     orig: number,
+    dev: SwiotlbDevice | undefined,
   ): number {
     const stride = Math.max(1, (alignMask + 1) / IO_TLB_SIZE);
+    // Linux `get_max_slots(boundary_mask)` and `nr_slots(tbl_dma_addr)`: the boundary window in
+    // slots, and where the block's first slot sits in it (from its bus address).
+    const boundaryMask = dev?.segmentBoundaryMask ?? MAX_ADDR;
+    const maxSlots = Math.floor(boundaryMask / IO_TLB_SIZE) + 1;
+    const tblShift =
+      boundaryMask === MAX_ADDR
+        ? 0
+        : Math.ceil(fastMod(tblDmaAddr(dev, area.base), boundaryMask + 1) / IO_TLB_SIZE);
     const wantHigh = highMask > 0 ? (orig % (highMask + 1)) - (orig % (alignMask + 1)) : 0;
     const n = area.slots;
     const start = area.index - (area.index % stride);
@@ -293,6 +329,9 @@ export class Swiotlb {
         continue;
       const addr = area.base + slot * IO_TLB_SIZE;
       if (addr % (alignMask + 1) !== 0) continue;
+      // Linux `iommu_is_span_boundary(slot_index, nslots, nr_slots(tbl_dma_addr), max_slots)`.
+      if (boundaryMask !== MAX_ADDR && fastMod(tblShift + slot, maxSlots) + nslots > maxSlots)
+        continue;
       if (highMask > 0 && addr % (highMask + 1) !== wantHigh) continue;
       let free = true;
       for (let i = 0; i < nslots; i++) {
@@ -318,4 +357,43 @@ export class Swiotlb {
       this.counters.c.bouncedBytesFromDevice += size;
     }
   }
+}
+
+/**
+ * Linux `phys_to_dma_unencrypted` for the pool (the bus address `swiotlb_search_pool_area`
+ * checks the segment boundary on): the device's `dma_range_map` offset, if any.
+ */
+function tblDmaAddr(dev: SwiotlbDevice | undefined, phys: number): number {
+  for (const r of dev?.dmaRangeMap ?? []) {
+    if (phys >= r.cpuStart && phys - r.cpuStart < r.size) return phys - r.cpuStart + r.dmaStart;
+  }
+  return phys;
+}
+
+/**
+ * Linux `swiotlb_tbl_map_single` as every DMA path calls it (direct `swiotlb_map`,
+ * `iommu_dma_map_swiotlb` for single, scatterlist and `dma_iova_link` bounces): bounces through
+ * the device's pool with its segment boundary, then clears the device's skip-sync state
+ * (`dma_reset_need_sync`: a bounced buffer must always be synced). Returns the bounce address;
+ * ENOMEM when the pool is full or the device has none.
+ */
+export function swiotlbTblMapSingle(
+  dev: Device,
+  orig: number,
+  size: number,
+  allocAlignMask: number,
+  minAlignMask: number,
+  allocRound = 0,
+): number {
+  const pool = dev.swiotlb;
+  if (pool === null) {
+    throw new DmaError(
+      "ENOMEM",
+      `device ${dev.name}: DMA bounce buffers are inactive, cannot bounce ${hex(size)} bytes at ${hex(orig)}`,
+    );
+  }
+  const tlb = pool.mapSingle(orig, size, allocAlignMask, minAlignMask, allocRound, dev);
+  dev.dmaSkipSync = false;
+  dev.counters.c.bounceMaps++;
+  return tlb;
 }

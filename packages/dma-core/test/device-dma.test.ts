@@ -73,7 +73,8 @@ describe("device-dma", () => {
     expect(m.dma.read(s.addr, got).ok).toBe(true);
     expect(got).toEqual(data);
     expect(m.domain!.counters.c.staleTranslations).toBe(1);
-    m.clock.advance(10_000_000);
+    // The 10 ms timer in jiffies at HZ=250: 3 jiffies, fired at the 4th tick (at most 16 ms).
+    m.clock.advance(16_000_000);
     expect(m.dma.read(s.addr, got).fault?.reason).toBe("not-present");
   });
 

@@ -1,4 +1,4 @@
-import { BLK_STS, type KernelVersion, type Request, queueLimits } from "@dmasim/bvec";
+import { BLK_STS, type KernelVersion, type Request, kernelHas, queueLimits } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
 import {
   DMA_ATTR_MMIO,
@@ -11,6 +11,7 @@ import {
   blkRqDmaMapIterNext,
   blkRqDmaMapIterStart,
   blkRqDmaUnmap,
+  dmaUnmapPage,
   dmaUnmapPhys,
   protName,
   rqDmaDir,
@@ -56,7 +57,9 @@ function roundTrip(req: Request, dev: Device) {
     unmap(attrs = 0): boolean {
       const len = segs.reduce((n, s) => n + s.len, 0);
       const done = blkRqDmaUnmap(req, dev, state, len, iter.p2p);
-      if (!done) for (const s of segs) dmaUnmapPhys(dev, s.addr, s.len, rqDmaDir(req), attrs);
+      // The driver's per-segment unmap: dma_unmap_page on 6.17 (no dma_unmap_phys there).
+      const unmap = kernelHas(dev.kernel, "dma-map-phys") ? dmaUnmapPhys : dmaUnmapPage;
+      if (!done) for (const s of segs) unmap(dev, s.addr, s.len, rqDmaDir(req), attrs);
       return done;
     },
   };
