@@ -35,7 +35,9 @@ if (a < 0 || b < 0) {
 const next = text.slice(0, a + START.length) + table + text.slice(b);
 if (next === text) console.log("kernel-table: docs/kernel-versions.md is up to date");
 else if (check) {
-  console.error("kernel-table: docs/kernel-versions.md is out of date: run node scripts/kernel-table.mjs");
+  console.error(
+    "kernel-table: docs/kernel-versions.md is out of date: run node scripts/kernel-table.mjs",
+  );
   process.exit(1);
 } else {
   writeFileSync(docs, next);

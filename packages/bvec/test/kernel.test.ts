@@ -50,8 +50,9 @@ describe("kernel versions", () => {
     const docs = readFileSync(new URL("../../../docs/kernel-versions.md", import.meta.url), "utf8");
     const m = /<!-- kernel:table:start -->\n([\s\S]*?)<!-- kernel:table:end -->/.exec(docs);
     expect(m, "docs/kernel-versions.md has the table markers").not.toBeNull();
-    expect(m?.[1], "docs/kernel-versions.md is out of date: run node scripts/kernel-table.mjs").toBe(
-      kernelGatesMarkdown(),
-    );
+    expect(
+      m?.[1],
+      "docs/kernel-versions.md is out of date: run node scripts/kernel-table.mjs",
+    ).toBe(kernelGatesMarkdown());
   });
 });
