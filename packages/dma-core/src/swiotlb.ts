@@ -26,12 +26,22 @@ export const IO_TLB_SEGSIZE = 128;
 export const IO_TLB_DEFAULT_SIZE = 64 * 1024 * 1024;
 
 /** What slot placement needs of the device (Linux `dma_get_seg_boundary`, the pool's bus address). */
-export type SwiotlbDevice = Pick<Device, "segmentBoundaryMask" | "dmaRangeMap">;
+export type SwiotlbDevice = Pick<Device, "segmentBoundaryMask" | "dmaRangeMap"> &
+  Partial<Pick<Device, "cpu">>;
 
 /** Options of a `Swiotlb` pool. */
 export interface SwiotlbOptions {
   /** Pool size in bytes (default 64 MiB); allocated from the DMA32 zone in blocks of the largest order. */
   readonly size?: number;
+  /**
+   * Online CPUs (default 1): the pool is divided into `nareas` per-CPU areas, the CPUs rounded
+   * up to a power of two (Linux `swiotlb_adjust_nareas`), and a mapping searches the calling
+   * CPU's area first (`cpu & (nareas - 1)`), then the next ones in turn (`swiotlb_find_slots`).
+   * The model's areas are whole memory blocks of the pool (each with its own search index), so
+   * `nareas` is at most the number of blocks (rounded down to a power of two); Linux caps it
+   * only so that each area keeps at least IO_TLB_SEGSIZE slots.
+   */
+  readonly cpus?: number;
 }
 
 /** Counter names of `Swiotlb`. */
@@ -135,6 +145,20 @@ export class Swiotlb {
       this.hi = Math.max(this.hi, a.end);
     }
     this.size = size;
+    const cpus = options.cpus ?? 1;
+    if (!Number.isInteger(cpus) || cpus < 1)
+      throw new DmaError("EINVAL", `SWIOTLB CPUs ${cpus} is not a positive integer`);
+    let nareas = 2 ** Math.ceil(Math.log2(cpus));
+    while (nareas > this.areas.length) nareas /= 2;
+    this.nareas = nareas;
+  }
+
+  /** Per-CPU areas (Linux `mem->nareas`). */
+  readonly nareas: number;
+
+  /** The first memory block of per-CPU area `a`. */
+  private areaStart(a: number): number {
+    return Math.floor((a * this.areas.length) / this.nareas);
   }
 
   /** Total slots in the pool. */
@@ -196,7 +220,11 @@ export class Swiotlb {
         `SWIOTLB cannot bounce ${hex(size)} bytes at ${hex(orig)} (${nslots} slots)`,
       );
     }
-    for (const area of this.areas) {
+    // The calling CPU's area first, then the others in turn (swiotlb_find_slots).
+    const first = this.areaStart(fastMod(dev?.cpu ?? 0, this.nareas));
+    const nblocks = this.areas.length;
+    for (let k = 0; k < nblocks; k++) {
+      const area = this.areas[fastMod(first + k, nblocks)] as Area;
       const slot = this.findSlots(area, nslots, alignMask, highMask, orig, dev);
       if (slot < 0) continue;
       for (let i = 0; i < nslots; i++) area.orig[slot + i] = orig - offset + i * IO_TLB_SIZE;

@@ -8,6 +8,7 @@ import {
   DMA_TO_DEVICE,
   DmaIovaState,
   SgTable,
+  Swiotlb,
   dmaAddressingLimited,
   dmaGetRequiredMask,
   dmaIovaDestroy,
@@ -23,6 +24,7 @@ import {
   dmaUnmapSg,
   protName,
 } from "../src/index.ts";
+import { PhysMemory } from "@dmasim/bvec";
 import { GiB, KiB, MiB, NO_LEAKS, baseline, fillRandom, leaks, machine } from "./machine.ts";
 
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
@@ -197,5 +199,38 @@ describe("SWIOTLB slot placement (swiotlb_search_pool_area)", () => {
     dmaUnmapPhys(m.dev, big, 0x1800, DMA_TO_DEVICE);
     dmaUnmapPhys(m.dev, small, 0x800, DMA_TO_DEVICE);
     expect(m.swiotlb!.counters.c.slotsInUse).toBe(0);
+  });
+});
+
+describe("SWIOTLB per-CPU areas (swiotlb_adjust_nareas, swiotlb_find_slots)", () => {
+  const pool = (cpus: number, size = 64 * MiB) => {
+    const memory = new PhysMemory({ ramBytes: 16 * GiB, pageSize: 4096 });
+    return new Swiotlb(memory, { size, cpus });
+  };
+  const dev = (cpu: number) => ({ segmentBoundaryMask: 0, dmaRangeMap: [], cpu });
+
+  it("rounds the CPUs up to a power of two, at most one area per memory block of the pool", () => {
+    expect(pool(1).nareas).toBe(1);
+    expect(pool(3).nareas).toBe(4);
+    expect(pool(8).nareas).toBe(8);
+    // 64 MiB is 16 blocks of 4 MiB: 64 CPUs share 16 areas.
+    expect(pool(64).nareas).toBe(16);
+    expect(pool(64, 4 * MiB).nareas).toBe(1);
+  });
+
+  it("a CPU searches its own area first (cpu & (nareas - 1)), then the next ones", () => {
+    const p = pool(4);
+    const quarter = 16 * MiB;
+    const at = (cpu: number) =>
+      p.mapSingle(p.memory.allocPages(0) * 4096, 0x800, 0, 0, 0, dev(cpu));
+    const a = [0, 1, 2, 3, 4].map(at);
+    const base = a[0] as number;
+    // Each CPU's first bounce lands in its own quarter of the pool; CPU 4 shares CPU 0's area.
+    // (The pool's blocks are allocated one after another, so the areas are in address order.)
+    const areaOf = (x: number) => Math.floor((x - base) / quarter);
+    expect(a.map(areaOf)).toEqual([0, 1, 2, 3, 0]);
+    expect(a[4]).toBe(base + 0x800);
+    for (const x of a) p.unmapSingle(x, 0x800, DMA_TO_DEVICE, true);
+    expect(p.counters.c.slotsInUse).toBe(0);
   });
 });

@@ -122,7 +122,7 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
         });
   const swiotlb =
     job.device.swiotlbMiB > 0
-      ? new Swiotlb(memory, { size: job.device.swiotlbMiB * 1024 * 1024 })
+      ? new Swiotlb(memory, { size: job.device.swiotlbMiB * 1024 * 1024, cpus: job.machine.cpus })
       : null;
   const queues = ioQueuesOf(job);
   const units: NvmeUnit[] = [];
