@@ -5,10 +5,8 @@
  * bits 1:0 are treated as 00b, the SGL sub type is checked (11h), SGL1 as a Bit Bucket is 0Dh,
  * and a descriptor wrapping past 2^64 is 0Fh.
  */
-import { DeviceDma } from "@dmasim/dma-core";
 import { describe, expect, it } from "vitest";
 import {
-  DmaRanges,
   NVME_CMD,
   NVME_SC,
   NVME_SGL_SUBTYPE,
@@ -22,35 +20,16 @@ import {
   walkPrp,
   walkSgl,
 } from "../src/index.ts";
-import { Rig, rawRw } from "./helpers.ts";
+import { rawRw } from "./helpers.ts";
+import { ranges, sgl1, walkMachine, writeSgl } from "./walker-helpers.ts";
+
+const machine = (mode: "none" | "strict" = "none") => walkMachine(mode, "byte");
 
 const PAGE = 4096;
 const DNR = NVME_STATUS_DNR;
 const BYTE: SglCaps = { support: "byte", oversize: false, bitBucket: false };
 const T = NVME_SGL_TYPE;
 const TAG = 200; // an idle tag: the host ignores these completions
-
-function machine(mode: "none" | "strict" = "none") {
-  const r = new Rig({ mode, debug: false, sgl: "byte" });
-  return { r, dma: new DeviceDma(r.dev), out: new DmaRanges() };
-}
-
-/** SGL descriptors [addr, len, type, subtype?] written at `phys`. */
-function writeSgl(
-  r: Rig,
-  phys: number,
-  descs: readonly (readonly [number, number, number, number?])[],
-): void {
-  const b = new Uint8Array(descs.length * 16);
-  descs.forEach(([a, l, t, st], i) => setSglDesc(b, i * 16, a, l, t, st ?? 0));
-  r.memory.write(phys, b);
-}
-
-function sgl1(addr: number, len: number, type: number, subtype = 0): Uint8Array {
-  const b = new Uint8Array(16);
-  setSglDesc(b, 0, addr, len, type, subtype);
-  return b;
-}
 
 /** A descriptor whose 64-bit address is given as two 32-bit halves (it may exceed 2^53). */
 function sgl1Wide(hi: number, lo: number, len: number, type: number): Uint8Array {
@@ -68,12 +47,6 @@ function bounded(max = 1000) {
   return () => {
     if (++reads > max) throw new Error(`the walk read more than ${max} descriptor blocks`);
   };
-}
-
-function ranges(out: DmaRanges): [number, number][] {
-  const res: [number, number][] = [];
-  for (let i = 0; i < out.count; i++) res.push([out.addr[i] as number, out.len[i] as number]);
-  return res;
 }
 
 describe("walker review: SGL chains that loop", () => {

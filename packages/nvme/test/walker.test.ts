@@ -4,10 +4,8 @@
  * simulated memory, walked directly through a `DeviceDma` or submitted as raw commands. DNR is
  * set as QEMU sets it: on every descriptor-format error, never on a Data Transfer Error.
  */
-import { DeviceDma } from "@dmasim/dma-core";
 import { describe, expect, it } from "vitest";
 import {
-  DmaRanges,
   NVME_CMD,
   NVME_SC,
   NVME_SGL_TYPE,
@@ -20,48 +18,18 @@ import {
   walkSgl,
 } from "../src/index.ts";
 import { FOUR_GIB, Rig, rawRw } from "./helpers.ts";
+import { ranges, sgl1, walkMachine as machine, writeSgl } from "./walker-helpers.ts";
 
 const PAGE = 4096;
 const DNR = NVME_STATUS_DNR;
 const BYTE: SglCaps = { support: "byte", oversize: false, bitBucket: false };
 const T = NVME_SGL_TYPE;
 
-function machine(mode: "none" | "strict" = "none") {
-  // dma-debug off: these tests make the device touch memory no driver mapped, on purpose.
-  const r = new Rig({ mode, debug: false });
-  const dma = new DeviceDma(r.dev);
-  const out = new DmaRanges();
-  return { r, dma, out };
-}
-
 /** Writes 64-bit entries at `phys`. */
 function writeEntries(r: Rig, phys: number, entries: readonly number[]): void {
   const b = new Uint8Array(entries.length * 8);
   entries.forEach((e, i) => setU64(b, i * 8, e));
   r.memory.write(phys, b);
-}
-
-/** Writes SGL descriptors [addr, len, type] at `phys`. */
-function writeSgl(
-  r: Rig,
-  phys: number,
-  descs: readonly (readonly [number, number, number])[],
-): void {
-  const b = new Uint8Array(descs.length * 16);
-  descs.forEach(([a, l, t], i) => setSglDesc(b, i * 16, a, l, t));
-  r.memory.write(phys, b);
-}
-
-function sgl1(addr: number, len: number, type: number): Uint8Array {
-  const b = new Uint8Array(16);
-  setSglDesc(b, 0, addr, len, type);
-  return b;
-}
-
-function ranges(out: DmaRanges): [number, number][] {
-  const res: [number, number][] = [];
-  for (let i = 0; i < out.count; i++) res.push([out.addr[i] as number, out.len[i] as number]);
-  return res;
 }
 
 describe("walker: PRP", () => {
