@@ -311,7 +311,7 @@ describe("engine timing: shared resources", () => {
         .filter((r) => r.exclusive)
         .map((r) => r.name);
     // 4 CPUs on 3 queues: CPUs 0 and 1 share SQ 1, CPUs 2 and 3 have SQ 2 and SQ 3 to themselves.
-    const four = { machine: { cpus: 4 }, controller: { ioQueues: 3 }, device: { swiotlbMiB: 8 } };
+    const four = { machine: { cpus: 4 }, controller: { ioQueues: 3 }, device: { swiotlbMiB: 64 } };
     expect(exclusive(four).sort()).toEqual(
       [
         "SWIOTLB area 0 lock",
@@ -331,6 +331,13 @@ describe("engine timing: shared resources", () => {
       "nvme0 flush-queue lock",
     );
     expect(exclusive(four, 2)).toEqual([]);
+    // An 8 MiB pool is two 4 MiB blocks: two areas, each shared by two of the four CPUs.
+    const small = new ResourceSet(parseJob({ ...four, device: { swiotlbMiB: 8 } })).instances();
+    const areas = small.filter((r) => r.kind === "swiotlb-area-lock");
+    expect(areas.map((r) => [r.name, r.exclusive])).toEqual([
+      ["SWIOTLB area 0 lock", false],
+      ["SWIOTLB area 1 lock", false],
+    ]);
     // On one CPU nothing is shared.
     const one = new ResourceSet(parseJob({ machine: { cpus: 1 } })).instances();
     expect(one.every((r) => r.exclusive)).toBe(true);

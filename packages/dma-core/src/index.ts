@@ -45,6 +45,7 @@ export {
   Swiotlb,
   type SwiotlbCounter,
   type SwiotlbOptions,
+  swiotlbNareas,
 } from "./swiotlb.ts";
 export {
   IommuDmaCookie,

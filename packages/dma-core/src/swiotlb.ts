@@ -72,6 +72,18 @@ interface Area {
   index: number;
 }
 
+/**
+ * The per-CPU areas of a pool of `size` bytes for `cpus` CPUs (Linux `swiotlb_adjust_nareas`):
+ * the CPUs rounded up to a power of two, at most one area per memory block of the pool
+ * (blocks of `pageSize << MAX_PAGE_ORDER` bytes), rounded down to a power of two.
+ */
+export function swiotlbNareas(size: number, pageSize: number, cpus: number): number {
+  const blocks = Math.ceil(size / (pageSize * 2 ** MAX_PAGE_ORDER));
+  let nareas = 2 ** Math.ceil(Math.log2(cpus));
+  while (nareas > blocks && nareas > 1) nareas /= 2;
+  return nareas;
+}
+
 /** A SWIOTLB bounce pool in simulated low memory. */
 export class Swiotlb {
   readonly memory: PhysMemory;
@@ -148,9 +160,7 @@ export class Swiotlb {
     const cpus = options.cpus ?? 1;
     if (!Number.isInteger(cpus) || cpus < 1)
       throw new DmaError("EINVAL", `SWIOTLB CPUs ${cpus} is not a positive integer`);
-    let nareas = 2 ** Math.ceil(Math.log2(cpus));
-    while (nareas > this.areas.length) nareas /= 2;
-    this.nareas = nareas;
+    this.nareas = swiotlbNareas(size, memory.pageSize, cpus);
   }
 
   /** Per-CPU areas (Linux `mem->nareas`). */

@@ -15,7 +15,8 @@
  * - `fq-lock`: the flush queue's lock, one per CPU and domain (one per domain with a single
  *   queue): queueing and reclaiming IOVAs;
  * - `swiotlb-area-lock`: one per SWIOTLB area; Linux sizes the areas to the CPUs, rounded up to a
- *   power of two (`swiotlb_adjust_nareas`), and a CPU starts in area `cpu & (nareas - 1)`;
+ *   power of two (`swiotlb_adjust_nareas`; at most one per memory block of the pool here, as the
+ *   pool's `nareas`), and a CPU starts in area `cpu & (nareas - 1)`;
  * - `nvme-sq-lock`: `nvmeq->sq_lock`, one per submission queue: contended when CPUs share a queue
  *   (`controller.ioQueues` below `machine.cpus`).
  *
@@ -31,6 +32,7 @@
  */
 import type { ResourceKind } from "./cost.ts";
 import type { Job } from "./job.ts";
+import { swiotlbNareas } from "@dmasim/dma-core";
 import { ioQueuesOf, queueOfCpu } from "./machine.ts";
 
 /** One instance of a shared resource. */
@@ -140,7 +142,10 @@ export class ResourceSet {
     const cpus = job.machine.cpus;
     this.invalidationQueue = add("iommu-invalidation-queue", "IOMMU invalidation queue", cpus);
     this.singleFq = job.iommu.singleQueue;
-    this.nareas = 2 ** Math.ceil(Math.log2(cpus));
+    this.nareas =
+      job.device.swiotlbMiB > 0
+        ? swiotlbNareas(job.device.swiotlbMiB * 1024 * 1024, job.machine.pageSize, cpus)
+        : 1;
     const queues = ioQueuesOf(job);
     const onQueue = new Array<number>(queues + 1).fill(0);
     for (let c = 0; c < cpus; c++) {
@@ -161,10 +166,13 @@ export class ResourceSet {
         sqs.push(add("nvme-sq-lock", `nvme${u} SQ ${q} lock`, onQueue[q] as number));
       this.sq.push(sqs);
     }
-    // A CPU takes area `cpu % nareas`, and there are at least as many areas as CPUs.
+    // A CPU takes area `cpu % nareas` (the pool's areas: the CPUs rounded up to a power of two,
+    // at most one per memory block of the pool), so a small pool's areas are shared.
     if (job.device.swiotlbMiB > 0)
       for (let a = 0; a < this.nareas; a++)
-        this.swiotlb.push(add("swiotlb-area-lock", `SWIOTLB area ${a} lock`, 1));
+        this.swiotlb.push(
+          add("swiotlb-area-lock", `SWIOTLB area ${a} lock`, Math.ceil((cpus - a) / this.nareas)),
+        );
   }
 
   /** The instance of `kind` that work of controller `unit` on `cpu` through queue `qid` uses. */
