@@ -69,7 +69,8 @@ describe("engine laws (fast-check)", () => {
         const b = runJob(job);
         expect({ ...b, simulator: null }).toEqual({ ...a, simulator: null });
       }),
-      { numRuns: 25 },
+      // FC_RUNS=400 searches harder than the 25 runs CI affords.
+      { numRuns: Number(process.env.FC_RUNS ?? 25) },
     );
   });
 });

@@ -58,3 +58,20 @@ describe("engine verification", () => {
     expect(r.verify.ok).toBe(false);
   });
 });
+
+describe("a device that cannot reach all RAM", () => {
+  it("splits I/O at the SWIOTLB segment, because the driver sets its mask before its limits", () => {
+    // nvme_pci_alloc_dev sets the DMA mask, then max_hw_sectors from dma_opt_mapping_size: with
+    // a 32-bit mask and no IOMMU that is the SWIOTLB segment less the 4 KiB alignment (252 KiB).
+    const r = runJob(
+      parseJob({
+        iommu: { mode: "none" },
+        device: { dmaMaskBits: 32 },
+        workload: { rw: "randread", bs: "256k", iodepth: 1, ios: 20, buffers: "offset" },
+      }),
+    );
+    expect(r.errors).toBe(0);
+    expect(r.verify.mismatches).toBe(0);
+    expect(r.perIo["nvmehost.submitted"]).toBe(2);
+  });
+});

@@ -76,6 +76,12 @@ export interface NvmeHostOptions {
   readonly queueDepth?: number;
   /** Linux `nvme_max_retries` (default 5). */
   readonly maxRetries?: number;
+  /**
+   * The DMA mask the driver sets in `nvme_pci_alloc_dev` before it computes its limits: 64
+   * bits (the default), or 48 under NVME_QUIRK_DMA_ADDRESS_BITS_48; a narrower value models a
+   * device quirk of the same kind.
+   */
+  readonly dmaAddressBits?: number;
 }
 
 /** Counter names of the host. */
@@ -234,6 +240,8 @@ export class NvmeHost {
   readonly ctrl: NvmeController;
   readonly mapping: MappingStyle;
   readonly sglThreshold: number;
+  /** The DMA mask width the driver sets at probe (`NvmeHostOptions.dmaAddressBits`). */
+  readonly dmaAddressBits: number;
   readonly maxRetries: number;
   readonly counters = new CounterSet<NvmeHostCounter>("nvmehost", [
     "submitted",
@@ -285,6 +293,7 @@ export class NvmeHost {
     this.ctrl = o.ctrl;
     this.mapping = o.mapping ?? "new";
     this.sglThreshold = o.sglThreshold ?? NVME_SGL_THRESHOLD;
+    this.dmaAddressBits = o.dmaAddressBits ?? 64;
     this.maxRetries = o.maxRetries ?? NVME_MAX_RETRIES;
     this.wantIoQueues = o.ioQueues ?? 1;
     this.wantDepth = o.queueDepth;
@@ -317,8 +326,9 @@ export class NvmeHost {
         `Minimum device page size ${2 ** (mpsmin + 12)} too large for host (${NVME_CTRL_PAGE_SIZE})`,
       );
     }
-    // The PCI driver's DMA settings (nvme_pci_enable / nvme_probe).
-    this.dev.setMaskBits(64);
+    // The PCI driver's DMA settings (nvme_pci_alloc_dev): the mask first, so that the limits
+    // below see it (dma_opt_mapping_size is the SWIOTLB segment when it cannot reach all RAM).
+    this.dev.setMaskBits(this.dmaAddressBits);
     this.dev.minAlignMask = NVME_CTRL_PAGE_SIZE - 1;
     this.dev.maxSegmentSize = 0xffffffff;
     this.small = new DmaPool(

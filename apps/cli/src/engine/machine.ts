@@ -191,10 +191,11 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
       sglThreshold: job.host.sglThresholdKiB * 1024,
       ioQueues: queues,
       queueDepth: job.controller.queueDepth,
+      // A mask narrower than 64 bits is a device quirk the driver applies at probe, before it
+      // computes its limits (as NVME_QUIRK_DMA_ADDRESS_BITS_48 does).
+      dmaAddressBits: job.device.dmaMaskBits,
     });
     host.enable();
-    // The dma_mask the job asks for applies after the driver's probe set 64 bits.
-    dev.setMaskBits(job.device.dmaMaskBits);
     // Interrupts are wired after bring-up: the admin queue is polled by the driver itself.
     if (irq) ctrl.irq = (cqid) => irq(u, cqid);
     units.push({ index: u, domain, dev, ctrl, host, debug });
