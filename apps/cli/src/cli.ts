@@ -387,7 +387,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       return EXIT.USAGE;
     }
     const { UsageError } = await import("./commands/common.ts");
-    if (err instanceof UsageError) {
+    const { JobError } = await import("./engine/errors.ts");
+    if (err instanceof UsageError || err instanceof JobError) {
       io.stderr(
         err.message
           .split("\n")

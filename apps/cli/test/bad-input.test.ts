@@ -83,11 +83,11 @@ describe("bad input gets one clear line and exit code 2", () => {
     const lines = r.err.trim().split("\n");
     expect(lines).toHaveLength(4);
     expect(lines).toContain(
-      `dmasim: ${p}: workload.bs: expected a size such as 4096, "4k", "128K" or "0x1000"`,
+      `dmasim: ${p}: workload.bs: "4q": expected a size such as 4096, "4k", "128K" or "0x1000"`,
     );
-    expect(lines).toContain(`dmasim: ${p}: workload.iodepth: Too small: expected number to be >=1`);
+    expect(lines).toContain(`dmasim: ${p}: workload.iodepth: 0: Too small: expected number to be >=1`);
     expect(lines).toContain(
-      `dmasim: ${p}: iommu.mode: Invalid option: expected one of "none"|"passthrough"|"strict"|"lazy"`,
+      `dmasim: ${p}: iommu.mode: "warp": Invalid option: expected one of "none"|"passthrough"|"strict"|"lazy"`,
     );
     expect(lines).toContain(`dmasim: ${p}: (job): Unrecognized key: "extra"`);
   });
@@ -109,7 +109,7 @@ describe("bad input gets one clear line and exit code 2", () => {
     const r = await cli("trace", "--buf", "0x9000_0000:4096");
     expect(r.code).toBe(2);
     expect(r.err.trim()).toBe(
-      "dmasim: --buf 0x90000000:4096 is not inside RAM of the simulated machine",
+      "dmasim: --buf 0x90000000:4096 is not inside RAM of the simulated machine (RAM 0x100000-0x80000000, 0x100000000-0x480100000)",
     );
   });
 
@@ -118,7 +118,7 @@ describe("bad input gets one clear line and exit code 2", () => {
     const r = await cli("sweep", p, "--workers", "0");
     expect(r.code).toBe(2);
     expect(r.err.trim()).toBe(
-      `dmasim: ${p}: point 1 {"workload.iodepth":0}: workload.iodepth: Too small: expected number to be >=1`,
+      `dmasim: ${p}: point 1 {"workload.iodepth":0}: workload.iodepth: 0: Too small: expected number to be >=1`,
     );
   });
 });

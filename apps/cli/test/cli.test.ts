@@ -73,6 +73,22 @@ describe("dmasim binary (smoke)", () => {
     expect(mb.stdout.split("\n")[0]).toContain("dma mapping benchmark(SINGLE_MODE)");
   });
 
+  it("ends quietly when the reader of its output goes away (EPIPE)", () => {
+    // `true` exits at once, so every write after the first pipe buffer hits a closed pipe.
+    const r = spawnSync("sh", ["-c", `"${process.execPath}" "${bin}" trace --json | true`], {
+      encoding: "utf8",
+    });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const pipefail = spawnSync(
+      "bash",
+      ["-c", `set -o pipefail; "${process.execPath}" "${bin}" run --json --ios 200 | head -c 1`],
+      { encoding: "utf8" },
+    );
+    expect(pipefail.stderr).toBe("");
+    expect(pipefail.status).toBe(0);
+  });
+
   it("runs a sweep on worker threads as a real process", () => {
     const grid = join(here, "..", "test-results", "smoke-grid.json");
     mkdirSync(dirname(grid), { recursive: true });

@@ -166,6 +166,11 @@ export class Swiotlb {
   /** Per-CPU areas (Linux `mem->nareas`). */
   readonly nareas: number;
 
+  /** One past the pool's highest byte (Linux `mem->end`): the mask a bouncing device needs. */
+  get end(): number {
+    return this.hi;
+  }
+
   /** The first memory block of per-CPU area `a`. */
   private areaStart(a: number): number {
     return Math.floor((a * this.areas.length) / this.nareas);

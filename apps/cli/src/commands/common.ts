@@ -1,7 +1,9 @@
 /** Helpers shared by the commands: option parsing, job loading, errors with exit codes. */
 import { readFileSync, writeFileSync } from "node:fs";
+import { SimError } from "@dmasim/bvec";
 import { InvalidArgumentError } from "commander";
-import { type CostTable, loadCostTable } from "../engine/cost.ts";
+import { type CostTable, costProblems, loadCostTable } from "../engine/cost.ts";
+import { knownCounters, machineProblems } from "../engine/machine.ts";
 import { type ProfileName, profileCosts } from "../engine/profiles.ts";
 import { DEFAULT_JOB, type Job, JobError, mergeJob, parseJob } from "../engine/job.ts";
 
@@ -15,8 +17,12 @@ export interface CommandIo {
   readonly progress: boolean;
 }
 
-/** A usage or input error: one line, exit code 2. */
-export class UsageError extends Error {}
+/** A usage or input error of the command line: one line per problem, exit code 2. */
+export class UsageError extends SimError<"EUSAGE"> {
+  constructor(message: string) {
+    super("EUSAGE", message);
+  }
+}
 
 /** A parser for an integer option within [min, max]. */
 export function intOption(min: number, max: number): (v: string) => number {
@@ -173,13 +179,16 @@ export function loadJob(file: string | undefined, opts: JobOptions): Job {
   if (w && opts.ios !== undefined) delete w.seconds;
   if (w && file === undefined && opts.seconds !== undefined) delete w.ios;
   merged = { ...merged };
+  let job: Job;
   try {
-    return parseJob(merged);
+    job = parseJob(merged);
   } catch (e) {
-    if (e instanceof JobError)
-      throw new UsageError(e.problems.map((p) => `${file ?? "job"}: ${p}`).join("\n"));
+    if (e instanceof JobError) throw new JobError(e.problems.map((p) => `${file ?? "job"}: ${p}`));
     throw e;
   }
+  const problems = machineProblems(job);
+  if (problems.length > 0) throw new JobError(problems.map((p) => `${file ?? "job"}: ${p}`));
+  return job;
 }
 
 /** Loads the cost table: the profile's, or a user file over it. */
@@ -187,10 +196,13 @@ export function loadCosts(file: string | undefined, profile: ProfileName = "inte
   const base = profileCosts(profile);
   if (file === undefined) return base;
   try {
-    return loadCostTable(readJson(file), base);
+    const table = loadCostTable(readJson(file), base);
+    const problems = costProblems(table, knownCounters());
+    if (problems.length > 0) throw new JobError(problems);
+    return table;
   } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError(`${file}: ${(e as Error).message.split("\n").join(`\n${file}: `)}`);
+    if (e instanceof JobError) throw new JobError(e.problems.map((p) => `${file}: ${p}`));
+    throw e;
   }
 }
 

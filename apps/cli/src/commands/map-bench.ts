@@ -1,6 +1,6 @@
 /** `dmasim map-bench`: the kernel's dma_map_benchmark on the simulated machine. */
 import { runMapBench } from "../engine/map-bench.ts";
-import { type CommandIo, UsageError, loadCosts } from "./common.ts";
+import { type CommandIo, loadCosts } from "./common.ts";
 
 /** Options, as tools/dma/dma_map_benchmark takes them. */
 export interface MapBenchCommandOptions {
@@ -21,26 +21,20 @@ export interface MapBenchCommandOptions {
 
 /** Runs the command. */
 export function mapBench(o: MapBenchCommandOptions, io: CommandIo): number {
-  let r;
-  try {
-    r = runMapBench({
-      threads: o.threads,
-      seconds: o.seconds,
-      node: o.node,
-      bits: o.bits,
-      dir: o.dir as 0 | 1 | 2,
-      delayNs: o.delay,
-      granule: o.granule,
-      mode: o.mode as 0 | 1,
-      iommu: o.iommu,
-      profile: o.profile ?? "intel-vtd",
-      costs: loadCosts(o.costs, o.profile ?? "intel-vtd"),
-      ...(o.maxLoops !== undefined ? { maxLoops: o.maxLoops } : {}),
-    });
-  } catch (e) {
-    if (e instanceof RangeError) throw new UsageError(e.message);
-    throw e;
-  }
+  const r = runMapBench({
+    threads: o.threads,
+    seconds: o.seconds,
+    node: o.node,
+    bits: o.bits,
+    dir: o.dir as 0 | 1 | 2,
+    delayNs: o.delay,
+    granule: o.granule,
+    mode: o.mode as 0 | 1,
+    iommu: o.iommu,
+    profile: o.profile ?? "intel-vtd",
+    costs: loadCosts(o.costs, o.profile ?? "intel-vtd"),
+    ...(o.maxLoops !== undefined ? { maxLoops: o.maxLoops } : {}),
+  });
   if (o.json) {
     io.stdout(
       `${JSON.stringify(

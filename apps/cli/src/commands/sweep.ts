@@ -2,6 +2,7 @@
 import { appendFileSync, writeFileSync } from "node:fs";
 import { fixed, si, table } from "../engine/format.ts";
 import { JobError, parseJob } from "../engine/job.ts";
+import { machineProblems } from "../engine/machine.ts";
 import {
   type SweepLine,
   defaultWorkers,
@@ -32,18 +33,19 @@ export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promi
         .join("\n"),
     );
   const points = expandGrid(g.data);
+  // Every point is checked before the first one runs.
   for (const p of points) {
+    let problems: string[];
     try {
-      parseJob(p.job);
+      problems = machineProblems(parseJob(p.job));
     } catch (e) {
-      if (e instanceof JobError)
-        throw new UsageError(
-          e.problems
-            .map((x) => `${file}: point ${p.index} ${JSON.stringify(p.params)}: ${x}`)
-            .join("\n"),
-        );
-      throw e;
+      if (!(e instanceof JobError)) throw e;
+      problems = e.problems;
     }
+    if (problems.length > 0)
+      throw new JobError(
+        problems.map((x) => `${file}: point ${p.index} ${JSON.stringify(p.params)}: ${x}`),
+      );
   }
   if (o.out !== undefined) writeFileSync(o.out, "");
   const lines = await runSweep(points, o.workers ?? defaultWorkers(), (l: SweepLine) => {

@@ -65,7 +65,6 @@ export function trace(opts: TraceCommandOptions, io: CommandIo): number {
         };
         return { job, steps: [step] };
       }
-      if (e instanceof RangeError) throw new UsageError(e.message);
       throw e;
     }
   });

@@ -7,6 +7,7 @@
  * user can replace any entry with a JSON file.
  */
 import { z } from "zod";
+import { JobError } from "./errors.ts";
 
 /**
  * Cost categories, for the per-I/O breakdown. `wait` is not priced by any entry: it is the
@@ -80,29 +81,61 @@ const entrySchema = z
   })
   .strict();
 
+/**
+ * The problems of a cost table: a counter no part of the machine counts (it would price
+ * nothing, silently), or a cost that is not a finite number. `known` is every counter name
+ * (`knownCounters()` in machine.ts).
+ */
+export function costProblems(table: CostTable, known: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (const [name, e] of Object.entries(table)) {
+    if (!Number.isFinite(e.ns) || e.ns < 0)
+      out.push(`costs.${name}.ns: ${e.ns} is not a finite number of ns >= 0`);
+    for (const c of e.counters)
+      if (!known.has(c)) {
+        const scope = c.slice(0, c.lastIndexOf("."));
+        const inScope = [...known].filter((k) => k.startsWith(`${scope}.`));
+        out.push(
+          `costs.${name}.counters: "${c}" is not a counter; ${
+            inScope.length > 0
+              ? `scope ${scope} has ${inScope.map((k) => k.slice(scope.length + 1)).join(", ")}`
+              : `the scopes are ${[...new Set([...known].map((k) => k.slice(0, k.lastIndexOf("."))))].join(", ")}`
+          }`,
+        );
+      }
+  }
+  return out;
+}
+
 /** Validates a user cost file and merges it over `base` (a bare number sets `ns`). */
 export function loadCostTable(input: unknown, base: CostTable): CostTable {
-  const schema = z.record(z.string(), z.union([z.number().min(0), entrySchema]));
+  const schema = z.record(
+    z.string(),
+    z.union([z.number().min(0), entrySchema], {
+      error: (iss) =>
+        typeof iss.input === "number"
+          ? `${iss.input} is not a finite number of ns >= 0`
+          : "expected a number of ns, or an entry {ns, counters, category, perByte?, resource?, on?, source?}",
+    }),
+  );
   const r = schema.safeParse(input);
   if (!r.success) {
-    throw new Error(
-      r.error.issues.map((i) => `costs.${i.path.join(".")}: ${i.message}`).join("\n"),
-    );
+    throw new JobError(r.error.issues.map((i) => `costs.${i.path.join(".")}: ${i.message}`));
   }
   const out: Record<string, CostEntry> = { ...base };
   for (const [k, v] of Object.entries(r.data)) {
     const prev = out[k];
     if (typeof v === "number") {
       if (!prev)
-        throw new Error(
+        throw new JobError([
           `costs.${k}: unknown cost entry (a new entry needs counters and a category)`,
-        );
+        ]);
       out[k] = { ...prev, ns: v, source: `${prev.source} (overridden)` };
     } else {
       const counters = v.counters ?? prev?.counters;
       const category = v.category ?? prev?.category;
       if (!counters || !category)
-        throw new Error(`costs.${k}: a new entry needs counters and a category`);
+        throw new JobError([`costs.${k}: a new entry needs counters and a category`]);
       out[k] = {
         ns: v.ns,
         counters,

@@ -2,227 +2,39 @@
  * Job files: what machine to simulate and what workload to run, validated with a zod schema.
  * Every field has a default, so `{}` is a valid job (the built-in default job).
  */
-import { DEFAULT_KERNEL, KERNEL_VERSIONS, parseAddress } from "@dmasim/bvec";
-import { z } from "zod";
+import { JobError } from "./errors.ts";
+import { jobProblems } from "./job-check.ts";
+import { type Job, type JobInput, jobSchema, sizeOf } from "./job-schema.ts";
 
-const sizeLike = z.union([
-  z.number().int().positive(),
-  z.string().refine((s) => {
-    try {
-      return parseAddress(s) > 0;
-    } catch {
-      return false;
-    }
-  }, 'expected a size such as 4096, "4k", "128K" or "0x1000"'),
-]);
+export { type Job, type JobInput, jobSchema, sizeOf };
 
-/** A block size: fixed, a range, or a weighted list (fio's bs, bsrange, bssplit). */
-const bsSchema = z.union([
-  sizeLike,
-  z.object({ min: sizeLike, max: sizeLike }).strict(),
-  z.array(z.object({ bs: sizeLike, weight: z.number().positive() }).strict()).min(1),
-]);
+export { JobError };
 
-/** The job schema. */
-export const jobSchema = z
-  .object({
-    name: z.string().default("default"),
-    /** The Linux release modelled (docs/kernel-versions.md lists what differs between them). */
-    kernel: z.enum(KERNEL_VERSIONS).default(DEFAULT_KERNEL),
-    seed: z
-      .number()
-      .int()
-      .min(0)
-      .max(2 ** 32 - 1)
-      .default(1),
-    machine: z
-      .object({
-        memoryGiB: z.number().positive().max(4096).default(16),
-        pageSize: z.union([z.literal(4096), z.literal(16384), z.literal(65536)]).default(4096),
-        cpus: z.number().int().min(1).max(64).default(1),
-        /** The CPU and IOMMU kind whose cost entries price the run (see profiles.ts). */
-        profile: z.enum(["intel-vtd", "amd-vi", "arm-smmuv3"]).default("intel-vtd"),
-        /** NVMe controllers, each its own PCI function, queues and DMA domain, all behind one IOMMU. */
-        controllers: z.number().int().min(1).max(16).default(1),
-        /**
-         * CONFIG_HZ: the timer tick. Timers armed in jiffies (the flush queue's 10 ms) fire on
-         * ticks, rounded as the timer wheel rounds them. 250 is the kernel's Kconfig default.
-         */
-        hz: z.union([z.literal(100), z.literal(250), z.literal(300), z.literal(1000)]).default(250),
-      })
-      .strict()
-      .default({
-        memoryGiB: 16,
-        pageSize: 4096,
-        cpus: 1,
-        profile: "intel-vtd",
-        controllers: 1,
-        hz: 250,
-      }),
-    iommu: z
-      .object({
-        mode: z.enum(["none", "passthrough", "strict", "lazy"]).default("lazy"),
-        granule: z.union([z.literal(4096), z.literal(16384), z.literal(65536)]).default(4096),
-        addressBits: z.number().int().min(32).max(52).default(48),
-        iotlbEntries: z
-          .number()
-          .int()
-          .min(1)
-          .max(2 ** 20)
-          .default(256),
-        iotlbWays: z.number().int().min(1).max(64).default(4),
-        singleQueue: z.boolean().default(false),
-        syncMapNeeded: z.boolean().default(false),
-        freeEmptyTables: z.boolean().default(false),
-        /**
-         * The IOMMU reports caching mode (VT-d CAP.CM), as an emulated IOMMU in a guest does
-         * (QEMU's intel-iommu): Linux then disallows batching and invalidates strictly.
-         */
-        cachingMode: z.boolean().default(false),
-      })
-      .strict()
-      .default({
-        mode: "lazy",
-        granule: 4096,
-        addressBits: 48,
-        iotlbEntries: 256,
-        iotlbWays: 4,
-        singleQueue: false,
-        syncMapNeeded: false,
-        freeEmptyTables: false,
-        cachingMode: false,
-      }),
-    device: z
-      .object({
-        trusted: z.boolean().default(true),
-        dmaMaskBits: z.number().int().min(24).max(64).default(64),
-        coherent: z.boolean().default(true),
-        swiotlbMiB: z.number().int().min(0).max(1024).default(64),
-      })
-      .strict()
-      .default({ trusted: true, dmaMaskBits: 64, coherent: true, swiotlbMiB: 64 }),
-    controller: z
-      .object({
-        sgl: z.enum(["none", "byte", "dword"]).default("byte"),
-        mdts: z.number().int().min(0).max(15).default(9),
-        queueDepth: z.number().int().min(2).max(4096).default(1024),
-        namespaceGiB: z.number().positive().max(65536).default(4),
-        lbaSize: z.union([z.literal(512), z.literal(4096)]).default(512),
-        /** Media latency: the median (lognormal), the centre (uniform) or the value (fixed). */
-        latencyUs: z.number().min(0).max(1e6).default(80),
-        /** How media latency varies from command to command. */
-        latencyDist: z.enum(["fixed", "uniform", "lognormal"]).default("lognormal"),
-        /** lognormal: the 99th percentile, µs (default 2 × latencyUs). */
-        latencyP99Us: z.number().min(0).max(1e7).optional(),
-        /** uniform: ± this percentage of latencyUs. */
-        latencyJitterPct: z.number().min(0).max(100).default(10),
-        bandwidthMBps: z.number().positive().max(1e6).default(3500),
-        /** Commands the controller completes per second at most (its command pipeline); none by default. */
-        maxIops: z.number().positive().max(1e9).optional(),
-        /** I/O queue pairs per controller (default one per CPU); fewer makes CPUs share queues. */
-        ioQueues: z.number().int().min(1).max(64).optional(),
-        /**
-         * The controller offers Doorbell Buffer Config (shadow doorbells and event indexes, as
-         * QEMU's emulated NVMe does); the host then uses them.
-         */
-        shadowDoorbells: z.boolean().default(false),
-      })
-      .strict()
-      .default({
-        sgl: "byte",
-        mdts: 9,
-        queueDepth: 1024,
-        namespaceGiB: 4,
-        lbaSize: 512,
-        latencyUs: 80,
-        latencyDist: "lognormal",
-        latencyJitterPct: 10,
-        bandwidthMBps: 3500,
-        shadowDoorbells: false,
-      }),
-    host: z
-      .object({
-        mapping: z.enum(["two-step", "per-segment", "scatterlist"]).default("two-step"),
-        sglThresholdKiB: z
-          .number()
-          .int()
-          .min(0)
-          .max(2 ** 20)
-          .default(32),
-        /**
-         * How completions are found: "interrupt" (an MSI-X interrupt per completion queue, handled
-         * by the CPU the vector is affine to: Linux's default, nvme.poll_queues=0) or "poll"
-         * (the submitting CPU polls its queue, as io_uring with IORING_SETUP_IOPOLL does).
-         */
-        completion: z.enum(["interrupt", "poll"]).default("interrupt"),
-      })
-      .strict()
-      .default({ mapping: "two-step", sglThresholdKiB: 32, completion: "interrupt" }),
-    workload: z
-      .object({
-        rw: z.enum(["randread", "randwrite", "randrw", "read", "write"]).default("randrw"),
-        rwmixread: z.number().int().min(0).max(100).default(70),
-        bs: bsSchema.default("4k"),
-        iodepth: z.number().int().min(1).max(4096).default(32),
-        ios: z.number().int().min(1).max(1e8).optional(),
-        seconds: z.number().positive().max(3600).optional(),
-        buffers: z.enum(["contiguous", "scattered", "offset", "hugepage"]).default("scattered"),
-        bufferOffset: z.number().int().min(0).max(65536).multipleOf(4).default(512),
-        verify: z.boolean().default(true),
-        /**
-         * fio's ramp_time: the first I/Os (a number) or the first stretch of simulated time (a
-         * string with a unit: "500us", "10ms", "1s") run but are left out of every statistic.
-         */
-        ramp: z
-          .union([
-            z.number().int().min(0).max(1e8),
-            z
-              .string()
-              .regex(
-                /^\d+(\.\d+)?(ns|us|ms|s)$/,
-                'expected a time such as "500us", "10ms" or "1s"',
-              ),
-          ])
-          .default(0),
-        /** fio's iodepth_batch_submit: I/Os queued before one doorbell (1 = a doorbell each). */
-        batchSubmit: z.number().int().min(1).max(4096).default(1),
-      })
-      .strict()
-      .default({
-        rw: "randrw",
-        rwmixread: 70,
-        bs: "4k",
-        iodepth: 32,
-        buffers: "scattered",
-        bufferOffset: 512,
-        verify: true,
-        ramp: 0,
-        batchSubmit: 1,
-      }),
-  })
-  .strict();
-
-/** A validated job with every default filled in. */
-export type Job = z.infer<typeof jobSchema>;
-/** A job as written in a file (any field may be missing). */
-export type JobInput = z.input<typeof jobSchema>;
-
-/** Raised for an invalid job: one line per problem, naming the path. */
-export class JobError extends Error {
-  readonly problems: string[];
-  constructor(problems: string[]) {
-    super(problems.join("\n"));
-    this.name = "JobError";
-    this.problems = problems;
+/** The value at `path` in `input`, as a message shows it (undefined when missing). */
+function shownAt(input: unknown, path: readonly PropertyKey[]): string | undefined {
+  let v = input;
+  for (const k of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
   }
+  if (v === undefined) return undefined;
+  const text = JSON.stringify(v);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
-/** Validates a job object; throws `JobError` with `path: message` lines. */
+/**
+ * Validates a job object; throws `JobError` with one `path: value: what is allowed` line per
+ * problem, the schema's first and then the combinations of fields (job-check.ts).
+ */
 export function parseJob(input: unknown): Job {
   const r = jobSchema.safeParse(input ?? {});
   if (!r.success) {
     throw new JobError(
-      r.error.issues.map((i) => `${i.path.length ? i.path.join(".") : "(job)"}: ${i.message}`),
+      r.error.issues.map((i) => {
+        const path = i.path.length ? i.path.join(".") : "(job)";
+        const shown = i.code === "unrecognized_keys" ? undefined : shownAt(input ?? {}, i.path);
+        return `${path}: ${shown === undefined ? "" : `${shown}: `}${i.message}`;
+      }),
     );
   }
   const job = r.data;
@@ -248,6 +60,7 @@ export function parseJob(input: unknown): Job {
       "iommu.cachingMode: arm-smmuv3 has no caching-mode bit (VT-d CAP.CM, AMD-Vi NpCache); use profile intel-vtd or amd-vi",
     );
   }
+  problems.push(...jobProblems(job, sizeOf));
   if (problems.length > 0) throw new JobError(problems);
   return job;
 }
@@ -266,11 +79,6 @@ export function rampOf(job: Job): { readonly ios: number; readonly ns: number } 
   if (m === null) throw new JobError([`workload.ramp: ${r} is not a time such as "10ms"`]);
   const unit = { ns: 1, us: 1e3, ms: 1e6, s: 1e9 }[m[2] as "ns" | "us" | "ms" | "s"];
   return { ios: 0, ns: Number(m[1]) * unit };
-}
-
-/** Turns a size field into bytes. */
-export function sizeOf(v: number | string): number {
-  return typeof v === "number" ? v : parseAddress(v);
 }
 
 /** Deep-merges `over` into `base` (objects merge, anything else replaces). */

@@ -3,12 +3,14 @@
  * and for each NVMe controller its PCI function (a DMA device with its own domain), the controller
  * and the host driver.
  */
-import { type CounterSet, PhysMemory, SimClock } from "@dmasim/bvec";
+import { type CounterSet, PhysMemory, SimClock, SimError, hex } from "@dmasim/bvec";
 import { Device, DmaDebug, Swiotlb } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain, Iotlb } from "@dmasim/iommu";
 import { NvmeController, NvmeHost } from "@dmasim/nvme";
 import type { CounterRef } from "./cost.ts";
+import { JobError } from "./errors.ts";
 import type { Job } from "./job.ts";
+import { jobSchema } from "./job-schema.ts";
 import { CACHING_MODE, type CachingModeBit } from "./profiles.ts";
 
 /** One NVMe controller with what belongs to it: its PCI function, DMA domain and driver. */
@@ -96,14 +98,83 @@ export function queueOfCpu(job: Job, cpu: number): number {
   return Math.floor((cpu * ioQueuesOf(job)) / job.machine.cpus) + 1;
 }
 
-/** Builds and brings up the machine of `job`. */
+/**
+ * Builds and brings up the machine of `job`. A job that the machine cannot hold (memory for
+ * SWIOTLB, queues and buffers exhausted) or whose device cannot reach what it must (a DMA mask
+ * below RAM on the direct path with no SWIOTLB pool it reaches) is bad input: `JobError`.
+ */
 export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
-  const clock = new SimClock();
+  let m: Machine;
+  try {
+    m = bringUp(job, options);
+  } catch (e) {
+    if (e instanceof SimError && e.code === "ENOMEM") throw new JobError([outOfMemory(job, e)]);
+    throw e;
+  }
+  const problems = reachProblems(job, m.memory, m.swiotlb?.end ?? null);
+  if (problems.length > 0) throw new JobError(problems);
+  return m;
+}
+
+/**
+ * On the direct path (no DMA domain) a streaming mapping that the mask cannot reach bounces
+ * through SWIOTLB (`dma_direct_map_phys` → `swiotlb_map`), which fails when the pool itself
+ * lies above the mask: then every I/O to a buffer above the mask would fail. `poolEnd` is one
+ * past the pool's last byte (null without a pool).
+ */
+function reachProblems(job: Job, memory: PhysMemory, poolEnd: number | null): string[] {
+  const mode = effectiveIommuMode(job);
+  if (mode === "strict" || mode === "lazy") return [];
+  const bits = job.device.dmaMaskBits;
+  const reach = 2 ** bits;
+  const top = Math.max(...memory.regions.map((r) => r.end));
+  if (top <= reach) return [];
+  if (poolEnd === null)
+    return [
+      `device.dmaMaskBits: ${bits} does not reach RAM up to ${hex(top)} and device.swiotlbMiB is 0, so iommu.mode ${mode} has nothing to bounce through; give dmaMaskBits >= ${Math.ceil(Math.log2(top))}, a SWIOTLB pool, or an IOMMU (strict or lazy)`,
+    ];
+  if (poolEnd > reach)
+    return [
+      `device.dmaMaskBits: ${bits} does not reach the SWIOTLB pool (below ${hex(poolEnd)}), so every bounce under iommu.mode ${mode} would fail; give dmaMaskBits >= ${Math.ceil(Math.log2(poolEnd))} or an IOMMU (strict or lazy)`,
+    ];
+  return [];
+}
+
+/** The machine's memory and SWIOTLB pool, as `buildMachine` makes them first. */
+function memoryOf(job: Job): { memory: PhysMemory; swiotlb: Swiotlb | null } {
   const memory = new PhysMemory({
     ramBytes:
       Math.round((job.machine.memoryGiB * 1024 ** 3) / job.machine.pageSize) * job.machine.pageSize,
     pageSize: job.machine.pageSize,
   });
+  const swiotlb =
+    job.device.swiotlbMiB > 0
+      ? new Swiotlb(memory, { size: job.device.swiotlbMiB * 1024 * 1024, cpus: job.machine.cpus })
+      : null;
+  return { memory, swiotlb };
+}
+
+/**
+ * The problems `buildMachine` would refuse `job` for, found cheaply (memory and the SWIOTLB
+ * pool only), so that a command can check every job before it runs the first.
+ */
+export function machineProblems(job: Job): string[] {
+  try {
+    const { memory, swiotlb } = memoryOf(job);
+    return reachProblems(job, memory, swiotlb?.end ?? null);
+  } catch (e) {
+    if (e instanceof SimError && e.code === "ENOMEM") return [outOfMemory(job, e)];
+    throw e;
+  }
+}
+
+function outOfMemory(job: Job, e: Error): string {
+  return `machine.memoryGiB: ${job.machine.memoryGiB} runs out while building the machine (${e.message}); give more memory or a smaller device.swiotlbMiB`;
+}
+
+function bringUp(job: Job, options: MachineOptions): Machine {
+  const clock = new SimClock();
+  const { memory, swiotlb } = memoryOf(job);
   // Linux gives an untrusted (external-facing) PCI device a strict DMA domain whatever the
   // default domain type is (iommu_get_default_domain_type): no passthrough, no flush queue.
   // Caching mode (a virtualised IOMMU) makes lazy strict too.
@@ -120,10 +191,6 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
           entries: job.iommu.iotlbEntries,
           ways: Math.min(job.iommu.iotlbWays, job.iommu.iotlbEntries),
         });
-  const swiotlb =
-    job.device.swiotlbMiB > 0
-      ? new Swiotlb(memory, { size: job.device.swiotlbMiB * 1024 * 1024, cpus: job.machine.cpus })
-      : null;
   const queues = ioQueuesOf(job);
   const units: NvmeUnit[] = [];
   for (let u = 0; u < job.machine.controllers; u++) {
@@ -296,4 +363,23 @@ export function snapshotCounters(
       }
   for (const k of ENGINE_COUNTERS) out[`engine.${k}`] = m.engine[k];
   return out;
+}
+
+let catalogue: ReadonlySet<string> | undefined;
+
+/**
+ * Every counter name a cost entry may price (`scope.name`): those of a machine with every
+ * optional part present (an IOMMU DMA domain with its IOVA caches and flush queue, an IOTLB, a
+ * SWIOTLB pool, dma-debug) and the engine's own. Built once per process.
+ */
+export function knownCounters(): ReadonlySet<string> {
+  if (catalogue !== undefined) return catalogue;
+  const job = jobSchema.parse({ iommu: { mode: "lazy" }, machine: { memoryGiB: 1 } });
+  const m = buildMachine(job, { debug: true });
+  const names = new Set<string>();
+  for (const [scope, sets] of counterSources(m))
+    for (const s of sets) for (const n of s.names) names.add(`${scope}.${n}`);
+  for (const n of ENGINE_COUNTERS) names.add(`engine.${n}`);
+  catalogue = names;
+  return names;
 }

@@ -9,7 +9,6 @@
  * counts as 0); the exact means in ns are reported beside them. The run lasts `seconds` of
  * simulated time, or stops at `maxLoops` map/unmap loops in total and says so.
  */
-import { checkInt } from "@dmasim/bvec";
 import {
   DMA_DIRECTION,
   type DmaDirection,
@@ -20,6 +19,7 @@ import {
   dmaUnmapSgtable,
 } from "@dmasim/dma-core";
 import { type CostTable, Pricer } from "./cost.ts";
+import { JobError } from "./errors.ts";
 import { parseJob } from "./job.ts";
 import { buildMachine, counterRef, counterSources } from "./machine.ts";
 import { type ProfileName, profileCosts } from "./profiles.ts";
@@ -76,12 +76,16 @@ const DIR_NAMES = ["BIDIRECTIONAL", "TO_DEVICE", "FROM_DEVICE"] as const;
 /** Validates options with the user tool's ranges. */
 export function checkMapBenchOptions(o: MapBenchOptions): void {
   const range = (v: number, lo: number, hi: number, what: string) => {
-    checkInt(v - lo, what);
-    if (v < lo || v > hi) throw new RangeError(`invalid ${what} ${v}, must be in ${lo}-${hi}`);
+    if (!Number.isInteger(v) || v < lo || v > hi)
+      throw new JobError([`invalid ${what} ${v}, must be in ${lo}-${hi}`]);
   };
   range(o.threads, 1, 1024, "number of threads");
   range(o.seconds, 1, 300, "test seconds");
-  if (o.node < -1) throw new RangeError(`invalid numa node ${o.node}`);
+  // The simulated machine has one NUMA node (0); -1 asks for no preference.
+  if (o.node !== -1 && o.node !== 0)
+    throw new JobError([
+      `invalid numa node ${o.node}: the simulated machine has node 0 only (or -1)`,
+    ]);
   range(o.bits, 20, 64, "dma mask bit");
   range(o.dir, 0, 2, "dma direction");
   range(o.delayNs, 0, 10_000_000, "transmit delay");

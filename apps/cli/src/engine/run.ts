@@ -449,7 +449,10 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
         any = true;
         b.io.done(BLK_STS.RESOURCE);
       }
-    for (const io of failed.splice(0)) complete(io, m.clock.now);
+    // They fail when the last piece of work ended (a CPU's cursor may be past the clock).
+    let t = m.clock.now;
+    for (const cpu of cpus) if (cpu.cursor > t) t = cpu.cursor;
+    for (const io of failed.splice(0)) complete(io, t);
     if (!any && completed < issued)
       throw new InternalError(
         `the run stalled with ${issued - completed} I/Os in flight and nothing scheduled`,

@@ -14,6 +14,7 @@ import {
   blkRqFromBios,
   blkRqPhysSegments,
   bvecPhys,
+  InternalError,
   fastMod,
   hex,
   bioSegments,
@@ -21,9 +22,16 @@ import {
 import { DeviceDma, dmaUseIova } from "@dmasim/dma-core";
 import { DMA_ACCESS, translate } from "@dmasim/iommu";
 import { DmaRanges, SQE, getU32, getU64, walkPrp, walkSgl } from "@dmasim/nvme";
+import { JobError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { sizeOf } from "./job.ts";
-import { buildMachine, counterSources, effectiveIommuMode, snapshotCounters } from "./machine.ts";
+import {
+  type Machine,
+  buildMachine,
+  counterSources,
+  effectiveIommuMode,
+  snapshotCounters,
+} from "./machine.ts";
 
 /** One step of a trace. */
 export interface TraceStep {
@@ -72,7 +80,16 @@ function diff(a: Record<string, number>, b: Record<string, number>): Record<stri
 }
 
 /** The I/O does not fit one request: the block layer would split it under the queue limits. */
-export class TraceSplitError extends RangeError {}
+export class TraceSplitError extends JobError {
+  constructor(message: string) {
+    super([message]);
+  }
+}
+
+/** The machine's RAM, for messages: "RAM 0x100000-0x80000000, 0x100000000-0x480000000". */
+function ramText(m: Machine): string {
+  return `RAM ${m.memory.regions.map((r) => `${hex(r.start)}-${hex(r.end)}`).join(", ")}`;
+}
 
 /** Traces one I/O of `job` (its bs, its buffer layout, or `bufs`). */
 export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
@@ -126,24 +143,41 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   } else {
     for (const b of bufs) {
       if (!m.memory.isRam(b.phys, b.len))
-        throw new RangeError(
-          `--buf ${hex(b.phys)}:${b.len} is not inside RAM of the simulated machine`,
-        );
+        throw new JobError([
+          `--buf ${hex(b.phys)}:${b.len} is not inside RAM of the simulated machine (${ramText(m)})`,
+        ]);
+    }
+    // The buffers' pages become the I/O's own, so that nothing the machine allocates later
+    // (page tables, bounce slots) lands on them; a page the machine already uses is refused.
+    const claimed = new Set<number>();
+    for (const b of bufs) {
+      for (let pfn = Math.floor(b.phys / ps); pfn * ps < b.phys + b.len; pfn++) {
+        if (claimed.has(pfn)) continue;
+        if (!m.memory.allocPageAt(pfn))
+          throw new JobError([
+            `--buf ${hex(b.phys)}:${b.len}: page ${hex(pfn * ps)} is already in use by the machine (the driver's queues and descriptors, page tables or the SWIOTLB pool); choose free RAM`,
+          ]);
+        claimed.add(pfn);
+      }
     }
   }
   const total = bufs.reduce((n, b) => n + b.len, 0);
   if (total % job.controller.lbaSize !== 0)
-    throw new RangeError(
-      `the buffers hold ${total} bytes, not a multiple of the ${job.controller.lbaSize}-byte LBA size`,
-    );
-  const bio = new Bio(
-    write ? "write" : "read",
-    (o.offset ?? 0) / SECTOR_SIZE,
-    Math.max(1, bufs.length),
-  );
+    throw new JobError([
+      `--buf: the buffers hold ${total} bytes, not a multiple of the ${job.controller.lbaSize}-byte LBA size (controller.lbaSize)`,
+    ]);
+  const offset = o.offset ?? 0;
+  const nsBytes =
+    Math.floor((job.controller.namespaceGiB * 1024 ** 3) / job.controller.lbaSize) *
+    job.controller.lbaSize;
+  if (offset % job.controller.lbaSize !== 0 || offset + total > nsBytes)
+    throw new JobError([
+      `--offset ${offset}: give a multiple of the ${job.controller.lbaSize}-byte LBA size with offset + ${total} bytes within the ${nsBytes}-byte namespace`,
+    ]);
+  const bio = new Bio(write ? "write" : "read", offset / SECTOR_SIZE, Math.max(1, bufs.length));
   for (const b of bufs) {
     if (bioAddPage(bio, Math.floor(b.phys / ps), b.len, b.phys % ps, ps) !== b.len)
-      throw new RangeError("too many buffers for one bio");
+      throw new JobError([`--buf: ${bufs.length} buffers are more than one bio holds`]);
   }
   const bv = bioSegments(bio);
   steps.push({
@@ -160,7 +194,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     split = bioSplitIoAt(bio, lim).sectors;
   } catch (e) {
     if (e instanceof BvecError)
-      throw new RangeError(`the buffers break the queue limits: ${e.message}`);
+      throw new JobError([`--buf: the buffers break the queue limits: ${e.message}`]);
     throw e;
   }
   if (split !== 0)
@@ -190,11 +224,22 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     },
     { qid: 1, last: false },
   );
-  if (st !== BLK_STS.OK) throw new RangeError(`the driver refused the request: block status ${st}`);
+  if (st !== BLK_STS.OK) {
+    // A refusal is an outcome of the model (a mapping that failed, no bounce slot), not an error.
+    const name = Object.entries(BLK_STS).find(([, v]) => v === st)?.[0] ?? String(st);
+    steps.push({
+      step: "submit",
+      lines: [
+        `  the driver refused the request: BLK_STS_${name} (${st})${st === BLK_STS.RESOURCE ? ": the DMA mapping or a descriptor allocation failed; blk-mq would requeue it" : ""}`,
+      ],
+      data: { refused: true, status: st, statusName: `BLK_STS_${name}` },
+    });
+    return steps;
+  }
   const q = m.host.queues[1];
   const iod = q?.iods.find((x) => x.busy);
   if (q === undefined || iod === undefined)
-    throw new RangeError("internal: no request in flight after submit");
+    throw new InternalError("no request in flight after submit");
   const afterMap = snapshotCounters(m, sources);
   const cmd = iod.cmd;
   const sgl = cmd[SQE.FLAGS] !== 0;

@@ -5,6 +5,7 @@
  * out in simulated memory as the job asks.
  */
 import { type PhysMemory, type Rng } from "@dmasim/bvec";
+import { JobError } from "./errors.ts";
 import { type Job, sizeOf } from "./job.ts";
 
 /** A physically contiguous piece of a slot's buffer. */
@@ -52,7 +53,7 @@ export class Workload {
     } else if (typeof spec === "object") {
       const lo = sizeOf(spec.min);
       const hi = sizeOf(spec.max);
-      if (hi < lo) throw new Error(`workload.bs: max ${hi} is below min ${lo}`);
+      if (hi < lo) throw new JobError([`workload.bs: max ${hi} is below min ${lo}`]);
       sizes = [lo, hi];
       this.pickBs = () => lo + rng.below(Math.floor((hi - lo) / lba) + 1) * lba;
     } else {
@@ -62,8 +63,8 @@ export class Workload {
     }
     for (const b of sizes) {
       if (b % lba !== 0)
-        throw new Error(`workload.bs: ${b} is not a multiple of the ${lba}-byte LBA size`);
-      if (b > this.nsBytes) throw new Error(`workload.bs: ${b} exceeds the namespace`);
+        throw new JobError([`workload.bs: ${b} is not a multiple of the ${lba}-byte LBA size`]);
+      if (b > this.nsBytes) throw new JobError([`workload.bs: ${b} exceeds the namespace`]);
     }
     this.maxBs = Math.max(...sizes);
     const blocks = Math.ceil(this.nsBytes / 4096);
@@ -175,9 +176,9 @@ export class SlotBuffers {
       } else {
         const order = Math.ceil(Math.log2(pagesPerSlot));
         if (order > 10)
-          throw new Error(
+          throw new JobError([
             `workload.buffers: ${layout} buffers of ${maxBs} bytes exceed the largest contiguous block (${1024 * ps} bytes)`,
-          );
+          ]);
         const base = mem.allocPages(order);
         pages = Array.from({ length: pagesPerSlot }, (_, i) => base + i);
       }
