@@ -85,7 +85,9 @@ describe("bad input gets one clear line and exit code 2", () => {
     expect(lines).toContain(
       `dmasim: ${p}: workload.bs: "4q": expected a size such as 4096, "4k", "128K" or "0x1000"`,
     );
-    expect(lines).toContain(`dmasim: ${p}: workload.iodepth: 0: Too small: expected number to be >=1`);
+    expect(lines).toContain(
+      `dmasim: ${p}: workload.iodepth: 0: Too small: expected number to be >=1`,
+    );
     expect(lines).toContain(
       `dmasim: ${p}: iommu.mode: "warp": Invalid option: expected one of "none"|"passthrough"|"strict"|"lazy"`,
     );
