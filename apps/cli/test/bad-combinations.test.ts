@@ -159,4 +159,25 @@ describe("combinations no run could honour", () => {
       ),
     );
   });
+
+  it.each([
+    [
+      ["run", "--html", "/nonexistent-dir/r.html"],
+      "--html /nonexistent-dir/r.html: cannot write (ENOENT)",
+    ],
+    [["compare", "--html", "/"], "--html /: cannot write (it is a directory)"],
+  ])("checks an output path before the run: %j", async (argv, line) => {
+    const r = await cli(...argv, "--ios", "100000");
+    expect(r.code).toBe(2);
+    // A report on stdout would mean the check came after the run.
+    expect(r.out).toBe("");
+    expect(r.err.trim()).toBe(`dmasim: ${line}`);
+  });
+
+  it("checks sweep --out before the first point", async () => {
+    const p = tempFile("grid.json", JSON.stringify({ vary: { "workload.iodepth": [4] } }));
+    const r = await cli("sweep", p, "--workers", "0", "--out", "/nonexistent-dir/x.jsonl");
+    expect(r.code).toBe(2);
+    expect(r.err.trim()).toBe("dmasim: --out /nonexistent-dir/x.jsonl: cannot write (ENOENT)");
+  });
 });

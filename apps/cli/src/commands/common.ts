@@ -1,5 +1,6 @@
 /** Helpers shared by the commands: option parsing, job loading, errors with exit codes. */
-import { readFileSync, writeFileSync } from "node:fs";
+import { accessSync, constants, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { SimError } from "@dmasim/bvec";
 import { InvalidArgumentError } from "commander";
 import { type CostTable, costProblems, loadCostTable } from "../engine/cost.ts";
@@ -203,6 +204,28 @@ export function loadCosts(file: string | undefined, profile: ProfileName = "inte
   } catch (e) {
     if (e instanceof JobError) throw new JobError(e.problems.map((p) => `${file}: ${p}`));
     throw e;
+  }
+}
+
+/**
+ * Checks, before any work, that `path` can be written: its directory exists and is writable,
+ * and the path is not a directory nor a file we may not write. A usage error when it cannot.
+ */
+export function checkWritable(path: string, option: string): void {
+  const fail = (why: string) => {
+    throw new UsageError(`${option} ${path}: cannot write (${why})`);
+  };
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    st = undefined;
+  }
+  if (st?.isDirectory()) fail("it is a directory");
+  try {
+    accessSync(st ? path : dirname(resolve(path)), constants.W_OK);
+  } catch (e) {
+    fail((e as NodeJS.ErrnoException).code ?? String(e));
   }
 }
 

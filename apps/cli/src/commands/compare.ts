@@ -2,7 +2,14 @@
 import { compareHtml } from "../engine/html.ts";
 import { type CompareCell, formatCompare, kernelDifferences } from "../engine/report.ts";
 import { runJob } from "../engine/run.ts";
-import { type CommandIo, type JobOptions, loadCosts, loadJob, writeOut } from "./common.ts";
+import {
+  type CommandIo,
+  type JobOptions,
+  checkWritable,
+  loadCosts,
+  loadJob,
+  writeOut,
+} from "./common.ts";
 
 /** The IOMMU modes and mapping styles. */
 export const IOMMU_MODES = ["none", "passthrough", "strict", "lazy"] as const;
@@ -23,6 +30,7 @@ export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping" | "
 export function compare(file: string | undefined, opts: CompareOptions, io: CommandIo): number {
   const modes = opts.iommu ?? [...IOMMU_MODES];
   const mappings = opts.mapping ?? [...MAPPINGS];
+  if (opts.html !== undefined) checkWritable(opts.html, "--html");
   const kernels: (string | undefined)[] = opts.kernel ?? [undefined];
   const byKernel = opts.kernel !== undefined;
   const first = loadJob(file, {

@@ -8,6 +8,7 @@ import {
   loadCosts,
   loadJob,
   progressPrinter,
+  checkWritable,
   writeOut,
 } from "./common.ts";
 
@@ -21,6 +22,7 @@ export interface RunCommandOptions extends JobOptions {
 
 /** Runs the command; returns the exit code (1 when verification failed or faults occurred). */
 export function run(file: string | undefined, opts: RunCommandOptions, io: CommandIo): number {
+  if (opts.html !== undefined) checkWritable(opts.html, "--html");
   const job = loadJob(file, opts);
   const costs = loadCosts(opts.costs, job.machine.profile);
   const progress = progressPrinter(io, "run");

@@ -12,7 +12,7 @@ import {
   sweepCsvHeader,
   sweepCsvRow,
 } from "../engine/sweep.ts";
-import { type CommandIo, UsageError, readJson } from "./common.ts";
+import { type CommandIo, UsageError, checkWritable, readJson } from "./common.ts";
 
 /** Options of `sweep`. */
 export interface SweepOptions {
@@ -24,6 +24,7 @@ export interface SweepOptions {
 
 /** Runs the command; exit 1 when a job failed or did not verify. */
 export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promise<number> {
+  if (o.out !== undefined) checkWritable(o.out, "--out");
   const raw = readJson(file);
   const g = gridSchema.safeParse(raw);
   if (!g.success)
