@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { KERNEL_VERSIONS } from "@dmasim/bvec";
 import { Command, CommanderError, Option } from "commander";
+import { DEVICE_PRESETS, DEVICE_PRESET_NAMES } from "./engine/devices.ts";
 import type { CommandIo } from "./commands/common.ts";
 
 /** Where a command writes: injected so that commands are tested without spawning a process. */
@@ -67,6 +68,11 @@ async function jobOptions(cmd: Command, single: boolean, kernelList = false): Pr
     )
     .option("--bs <size>", "block size, e.g. 4k, 128K, 0x2000")
     .addOption(
+      new Option("--rwmixread <pct>", "reads in percent of a mixed workload (randrw)").argParser(
+        c.intOption(0, 100),
+      ),
+    )
+    .addOption(
       new Option("--iodepth <n>", "I/Os in flight per CPU").argParser(c.intOption(1, 4096)),
     )
     .addOption(
@@ -93,6 +99,12 @@ async function jobOptions(cmd: Command, single: boolean, kernelList = false): Pr
     )
     .addOption(
       new Option("--mdts <n>", "controller MDTS (0: no limit)").argParser(c.intOption(0, 15)),
+    )
+    .addOption(
+      new Option(
+        "--device <preset>",
+        `a device preset: ${DEVICE_PRESET_NAMES.map((n) => `${n} (${DEVICE_PRESETS[n].latencyUs} µs, ${DEVICE_PRESETS[n].bandwidthMBps / 1000} GB/s)`).join(", ")}; see README`,
+      ).argParser(c.choiceOption(DEVICE_PRESET_NAMES)),
     )
     .addOption(
       new Option("--latency-us <us>", "device latency per command").argParser(
@@ -195,6 +207,23 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
     setCode(m.run(file, opts, cio));
   });
   program.addCommand(run);
+
+  const jobCmd = new Command("job")
+    .description(
+      "print the effective job (a file or the default, the options applied) with every default",
+    )
+    .argument("[job]", "a job file (JSON)")
+    .option("--print", "print the job as JSON (the default action)");
+  await jobOptions(jobCmd, true);
+  jobCmd.addHelpText(
+    "after",
+    "\nExamples:\n  dmasim job --print\n  dmasim job --print job.json --iommu strict --device fast\n",
+  );
+  jobCmd.action(async (file: string | undefined, opts: Record<string, unknown>) => {
+    const m = await import("./commands/job.ts");
+    setCode(m.printJob(file, opts, cio));
+  });
+  program.addCommand(jobCmd);
 
   const compare = new Command("compare")
     .description("run the same workload across IOMMU modes and mapping styles")

@@ -4,6 +4,7 @@ import { dirname, resolve } from "node:path";
 import { SimError } from "@dmasim/bvec";
 import { InvalidArgumentError } from "commander";
 import { type CostTable, costProblems, loadCostTable } from "../engine/cost.ts";
+import { DEVICE_PRESETS, type DevicePresetName } from "../engine/devices.ts";
 import { knownCounters, machineProblems } from "../engine/machine.ts";
 import { type ProfileName, profileCosts } from "../engine/profiles.ts";
 import { DEFAULT_JOB, type Job, JobError, mergeJob, parseJob } from "../engine/job.ts";
@@ -116,6 +117,8 @@ export interface JobOptions {
   bandwidthMbps?: number;
   maxIops?: number;
   iotlbEntries?: number;
+  rwmixread?: number;
+  device?: DevicePresetName;
 }
 
 /** Turns command-line options into a partial job (they override the job file). */
@@ -134,7 +137,15 @@ export function overrides(o: JobOptions): Record<string, unknown> {
   set("iommu", "mode", o.iommu);
   set("iommu", "granule", o.granule);
   set("host", "mapping", o.mapping);
+  if (o.device !== undefined) {
+    const d = DEVICE_PRESETS[o.device];
+    set("controller", "latencyUs", d.latencyUs);
+    // An explicit --latency-us replaces the preset's latency and its tail.
+    if (o.latencyUs === undefined) set("controller", "latencyP99Us", d.latencyP99Us);
+    set("controller", "bandwidthMBps", d.bandwidthMBps);
+  }
   set("workload", "rw", o.rw);
+  set("workload", "rwmixread", o.rwmixread);
   set("workload", "bs", o.bs);
   set("workload", "iodepth", o.iodepth);
   if (o.ios !== undefined) {
