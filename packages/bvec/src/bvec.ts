@@ -36,7 +36,10 @@ export function bvecFromPhys(phys: number, len: number, pageSize = 4096): BioVec
   return bvec((phys - off) / pageSize, off, len, pageSize);
 }
 
-/** Linux `bvec_phys`: the physical address of the first byte (the helper the seed review asked for). */
+/**
+ * Linux `bvec_phys`: the physical address of the first byte (the helper the review asked for,
+ * docs/review-points.md#bvec-phys).
+ */
 export function bvecPhys(bv: BioVec): number {
   return bv.page * bv.pageSize + bv.offset;
 }

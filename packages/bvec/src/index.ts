@@ -42,16 +42,10 @@ export { BvecError, type BvecErrorCode, InternalError, SimError } from "./errors
 export { CounterSet, type CounterSnapshot, collectCounters, diffCounters } from "./counters.ts";
 export { SimClock, type TimerId } from "./clock.ts";
 export { Rng } from "./random.ts";
+export { type MemoryCounter, PhysMemory, type PhysMemoryOptions } from "./memory.ts";
 export {
-  type AllocOptions,
-  type ByteSink,
-  type ByteSource,
-  MAX_PAGE_ORDER,
-  type MemoryCounter,
   PAGE_SIZES,
   type PageSize,
-  PhysMemory,
-  type PhysMemoryOptions,
   REGION_KIND,
   type Region,
   type RegionKind,
@@ -59,7 +53,9 @@ export {
   ZONE,
   type Zone,
   standardLayout,
-} from "./memory.ts";
+} from "./phys-map.ts";
+export { type AllocOptions, MAX_PAGE_ORDER } from "./page-alloc.ts";
+export { type ByteSink, type ByteSource, SparseBytes } from "./sparse.ts";
 export {
   type BioVec,
   type BvecIter,
@@ -93,24 +89,23 @@ export {
   type BlkStatus,
   REQ_OP,
   type ReqOp,
-  Request,
-  type SplitPoint,
   bioAddPage,
   bioAddPhys,
   bioChain,
   bioEndio,
   bioFromBvecs,
-  bioSegGap,
   bioSegments,
   bioSplit,
-  bioSplitIoAt,
-  bioSplitToLimits,
+} from "./bio.ts";
+export { type SplitPoint, bioSegGap, bioSplitIoAt, bioSplitToLimits } from "./blk-merge.ts";
+export {
+  Request,
   blkRqAppendBio,
   blkRqFromBios,
   blkRqNrPhysSegments,
   blkRqPayloadBytes,
   reqPhysGapMask,
-} from "./bio.ts";
+} from "./request.ts";
 export {
   type BlkMapIter,
   type PhysVec,

@@ -4,7 +4,8 @@
  * boundary, then appends the following whole bvecs (across bios too) while they are physically
  * contiguous and the merged length stays within the clamp.
  */
-import type { Bio, Request } from "./bio.ts";
+import type { Bio } from "./bio.ts";
+import type { Request } from "./request.ts";
 import { type BioVec, type BvecIter, bvecIterAdvanceSingle, bvecPhys } from "./bvec.ts";
 import { MAX_ADDR } from "./addr.ts";
 import { UINT_MAX, getMaxSegmentSize } from "./limits.ts";

@@ -251,7 +251,10 @@ export function writeOut(path: string, text: string): void {
   }
 }
 
-/** Strips the cost table from JSON output unless asked (it is long). */
+/**
+ * The progress callback of a long command: rewrites one stderr line with the I/Os done (and the
+ * total, when known), labelled with `label`; undefined when `io` wants no progress.
+ */
 export function progressPrinter(
   io: CommandIo,
   label: string,
