@@ -25,6 +25,7 @@ import {
   dmaMapPhys,
   dmaMapSgtable,
   dmaUnmapSgtable,
+  iommuSetupDmaOps,
 } from "../src/index.ts";
 
 const OPS = 50;
@@ -33,6 +34,7 @@ const clock = new SimClock();
 const memory = new PhysMemory({ ramBytes: 16 * 1024 ** 3 });
 const domain = new IommuDomain({ type: IOMMU_DOMAIN.DMA, mem: memory, clock });
 const dev = new Device({ name: "bench-iova", memory, iommu: domain, clock });
+iommuSetupDmaOps(dev);
 const pages = memory.allocScattered(SEGS, 7).map((p) => p * 4096);
 const req = blkRqFromBios(queueLimits({ maxSegments: 128, maxHwSectors: 2048 }), [
   bioFromBvecs(

@@ -5,7 +5,14 @@
 import { PhysMemory, SimClock } from "@dmasim/bvec";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
-import { DMA_TO_DEVICE, Device, Swiotlb, dmaMapPhys, dmaUnmapPhys } from "../src/index.ts";
+import {
+  DMA_TO_DEVICE,
+  Device,
+  Swiotlb,
+  dmaMapPhys,
+  dmaUnmapPhys,
+  iommuSetupDmaOps,
+} from "../src/index.ts";
 
 const OPS = 1000;
 const GiB = 1024 ** 3;
@@ -31,6 +38,7 @@ function device(mode: "direct" | "strict" | "lazy" | "untrusted") {
     untrusted: mode === "untrusted",
     minAlignMask: 4095,
   });
+  iommuSetupDmaOps(dev);
   // The buffer, above 4 GiB. Another buffer stays mapped, as in a running system, so that the
   // page-table levels above the leaf stay allocated: the iommu package frees a table as soon as
   // its last entry goes, so without it every cycle would allocate, zero and free three table

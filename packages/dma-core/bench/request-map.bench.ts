@@ -17,6 +17,7 @@ import {
   blkRqDmaMapIterStart,
   blkRqDmaUnmap,
   dmaMapPhys,
+  iommuSetupDmaOps,
 } from "../src/index.ts";
 
 const OPS = 1000;
@@ -24,6 +25,7 @@ const clock = new SimClock();
 const memory = new PhysMemory({ ramBytes: 16 * 1024 ** 3 });
 const domain = new IommuDomain({ type: IOMMU_DOMAIN.DMA, mem: memory, clock });
 const dev = new Device({ name: "bench-rq", memory, iommu: domain, clock });
+iommuSetupDmaOps(dev);
 const phys = memory.allocPages(0) * 4096;
 const req = blkRqFromBios(queueLimits({ dmaAlignment: 3 }), [
   bioFromBvecs("read", 0, [bvecFromPhys(phys, 4096)]),

@@ -2,10 +2,19 @@
  * dma-debug (kernel/dma/debug.c), extended to the two-step IOVA API, which upstream does not
  * check at all. Every report is a structured record; optionally the first error throws.
  */
-import { hex, kernelHas } from "@dmasim/bvec";
+import { type KernelVersion, type PhysMemory, hex, kernelHas } from "@dmasim/bvec";
 import { DMA_ATTR, DMA_DIRECTION, type DmaDirection, directionName, hasAttr } from "./constants.ts";
-import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
+
+/**
+ * What dma-debug reads of a device: its name, kernel release and memory map. Entries are kept
+ * per device object, as Linux keys them by `struct device *` (every `Device` is one).
+ */
+export interface DebugDevice {
+  readonly name: string;
+  readonly kernel: KernelVersion;
+  readonly memory: PhysMemory;
+}
 
 /** The classes of driver bug dma-debug reports. */
 export const DMA_DEBUG_CLASS = {
@@ -99,7 +108,7 @@ export interface IovaTrack {
  * `dma_map_page` records "single" and `dma_map_resource` "resource". `type` is the caller's
  * "phy" (memory) or "resource" (DMA_ATTR_MMIO); other types pass through.
  */
-export function debugMapType(dev: Device, type: DmaDebugType): DmaDebugType {
+export function debugMapType(dev: DebugDevice, type: DmaDebugType): DmaDebugType {
   if (type !== "phy" && type !== "resource" && type !== "single") return type;
   if (kernelHas(dev.kernel, "dma-debug-phys")) return "phy";
   return type === "resource" ? "resource" : "single";
@@ -109,7 +118,7 @@ export function debugMapType(dev: Device, type: DmaDebugType): DmaDebugType {
  * Linux `pfn_valid(pfn) && !PageReserved(pfn_to_page(pfn))` for the pfn of `phys`: the
  * memory map says RAM there (the page allocator's memory; P2P BARs and MMIO are not).
  */
-export function isRamPfn(dev: Device, phys: number): boolean {
+export function isRamPfn(dev: DebugDevice, phys: number): boolean {
   return dev.memory.isRam(phys);
 }
 
@@ -125,9 +134,9 @@ export interface DmaDebugOptions {
 export class DmaDebug {
   readonly reports: DmaDebugReport[] = [];
   readonly throwOnError: boolean;
-  private readonly entries = new Map<Device, Entry[]>();
-  private readonly iovas = new Map<Device, Set<IovaTrack>>();
-  private readonly unmapped = new Map<Device, { addr: number; size: number }[]>();
+  private readonly entries = new Map<DebugDevice, Entry[]>();
+  private readonly iovas = new Map<DebugDevice, Set<IovaTrack>>();
+  private readonly unmapped = new Map<DebugDevice, { addr: number; size: number }[]>();
   private readonly history: number;
   /** Linux `dma_active_cacheline`: one tree for all devices, keyed by cacheline number. */
   private readonly cachelines = new Map<number, ActiveCacheline>();
@@ -145,7 +154,7 @@ export class DmaDebug {
   }
 
   /** Mappings still live for `dev` (or all devices), IOVA states included. */
-  outstanding(dev?: Device): number {
+  outstanding(dev?: DebugDevice): number {
     let n = 0;
     for (const [d, list] of this.entries) if (dev === undefined || d === dev) n += list.length;
     for (const [d, set] of this.iovas)
@@ -155,7 +164,7 @@ export class DmaDebug {
 
   /** Records a report (and throws when configured to). */
   report(
-    dev: Device,
+    dev: DebugDevice,
     cls: DmaDebugClass,
     call: string,
     addr: number,
@@ -175,11 +184,11 @@ export class DmaDebug {
   }
 
   /** A warning (Linux WARN in the DMA code, not a dma-debug error). */
-  warn(dev: Device, what: string, message: string, addr: number, size: number): void {
+  warn(dev: DebugDevice, what: string, message: string, addr: number, size: number): void {
     this.report(dev, DMA_DEBUG_CLASS.WARN, what, addr, size, message);
   }
 
-  private list(dev: Device): Entry[] {
+  private list(dev: DebugDevice): Entry[] {
     let l = this.entries.get(dev);
     if (!l) {
       l = [];
@@ -189,7 +198,7 @@ export class DmaDebug {
   }
 
   /** Linux `add_dma_entry`: the entry, then its cacheline (`active_cacheline_insert`). */
-  private add(dev: Device, e: Entry, attrs: number, call: string): void {
+  private add(dev: DebugDevice, e: Entry, attrs: number, call: string): void {
     this.list(dev).push(e);
     this.forgetUnmapped(dev, e.addr, e.size);
     this.cachelineInsert(dev, e, attrs, call);
@@ -204,7 +213,7 @@ export class DmaDebug {
    * Differences from Linux: the one-time warning is once per `DmaDebug`, not per boot; the
    * arm64 DMA_BOUNCE_UNALIGNED_KMALLOC exemption is not modelled (x86 has no such bouncing).
    */
-  private cachelineInsert(dev: Device, e: Entry, attrs: number, call: string): void {
+  private cachelineInsert(dev: DebugDevice, e: Entry, attrs: number, call: string): void {
     if (e.dir === DMA_DIRECTION.TO_DEVICE) return;
     const cln = Math.floor(e.phys / L1_CACHE_BYTES);
     const clean =
@@ -256,7 +265,7 @@ export class DmaDebug {
     return this.cachelines.size;
   }
 
-  private rememberUnmapped(dev: Device, addr: number, size: number): void {
+  private rememberUnmapped(dev: DebugDevice, addr: number, size: number): void {
     let l = this.unmapped.get(dev);
     if (!l) {
       l = [];
@@ -266,7 +275,7 @@ export class DmaDebug {
     if (l.length > this.history) l.shift();
   }
 
-  private forgetUnmapped(dev: Device, addr: number, size: number): void {
+  private forgetUnmapped(dev: DebugDevice, addr: number, size: number): void {
     const l = this.unmapped.get(dev);
     if (!l) return;
     for (let i = l.length - 1; i >= 0; i--) {
@@ -283,7 +292,7 @@ export class DmaDebug {
    * into dma-debug (af0c3f058662), an MMIO mapping of RAM is reported here and goes ahead.
    */
   mapPhys(
-    dev: Device,
+    dev: DebugDevice,
     addr: number,
     phys: number,
     size: number,
@@ -313,7 +322,7 @@ export class DmaDebug {
 
   /** Hook of `dma_map_sg` (one entry, and one tracked cacheline, per mapped segment). */
   mapSg(
-    dev: Device,
+    dev: DebugDevice,
     segs: readonly { addr: number; len: number; phys: number }[],
     nents: number,
     dir: DmaDirection,
@@ -337,7 +346,7 @@ export class DmaDebug {
   }
 
   /** Hook of `dma_alloc_coherent`. */
-  allocCoherent(dev: Device, addr: number, cpuAddr: number, size: number): void {
+  allocCoherent(dev: DebugDevice, addr: number, cpuAddr: number, size: number): void {
     this.add(
       dev,
       {
@@ -356,7 +365,7 @@ export class DmaDebug {
 
   /** Linux `check_unmap`: best-fit lookup of (dev, addr), then the mismatch checks. */
   unmap(
-    dev: Device,
+    dev: DebugDevice,
     addr: number,
     size: number,
     dir: DmaDirection,
@@ -448,7 +457,7 @@ export class DmaDebug {
   }
 
   /** Linux `check_sync`: the range must lie in one mapping, in a compatible direction. */
-  sync(dev: Device, addr: number, size: number, dir: DmaDirection, forCpu: boolean): void {
+  sync(dev: DebugDevice, addr: number, size: number, dir: DmaDirection, forCpu: boolean): void {
     const call = forCpu ? "dma_sync_single_for_cpu" : "dma_sync_single_for_device";
     const l = this.list(dev);
     const e = l.find((x) => addr >= x.addr && addr < x.addr + x.size);
@@ -508,7 +517,7 @@ export class DmaDebug {
   // ---------------------------------------------------------------------------------------
   // The IOVA API (not checked by upstream dma-debug)
 
-  private iovaSet(dev: Device): Set<IovaTrack> {
+  private iovaSet(dev: DebugDevice): Set<IovaTrack> {
     let s = this.iovas.get(dev);
     if (!s) {
       s = new Set();
@@ -518,14 +527,14 @@ export class DmaDebug {
   }
 
   /** `dma_iova_try_alloc` succeeded. */
-  iovaAlloc(dev: Device, base: number, size: number): IovaTrack {
+  iovaAlloc(dev: DebugDevice, base: number, size: number): IovaTrack {
     const t: IovaTrack = { base, size, freed: false, links: [] };
     this.iovaSet(dev).add(t);
     this.forgetUnmapped(dev, base, size);
     return t;
   }
 
-  private live(dev: Device, t: IovaTrack | undefined, call: string): t is IovaTrack {
+  private live(dev: DebugDevice, t: IovaTrack | undefined, call: string): t is IovaTrack {
     if (t === undefined) return false;
     if (t.freed) {
       this.report(
@@ -542,7 +551,7 @@ export class DmaDebug {
   }
 
   /** A call on a state that was already freed or destroyed (reported as use after free). */
-  iovaUseAfterFree(dev: Device, t: IovaTrack | undefined, call: string): void {
+  iovaUseAfterFree(dev: DebugDevice, t: IovaTrack | undefined, call: string): void {
     this.live(dev, t, call);
   }
 
@@ -551,7 +560,7 @@ export class DmaDebug {
    * no linked range. Checked first so that an overlap is reported even though the page table
    * then refuses the map (EEXIST).
    */
-  iovaLinkCheck(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
+  iovaLinkCheck(dev: DebugDevice, t: IovaTrack | undefined, offset: number, size: number): void {
     if (!this.live(dev, t, "dma_iova_link")) return;
     if (offset + size > t.size) {
       this.report(
@@ -579,13 +588,13 @@ export class DmaDebug {
   }
 
   /** `dma_iova_link` succeeded: records the linked range (not yet synced). */
-  iovaLink(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
+  iovaLink(dev: DebugDevice, t: IovaTrack | undefined, offset: number, size: number): void {
     if (!this.live(dev, t, "dma_iova_link")) return;
     t.links.push({ offset, size, synced: false });
   }
 
   /** `dma_iova_sync`. */
-  iovaSync(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
+  iovaSync(dev: DebugDevice, t: IovaTrack | undefined, offset: number, size: number): void {
     if (!this.live(dev, t, "dma_iova_sync")) return;
     let covered = 0;
     for (const r of t.links) {
@@ -610,12 +619,18 @@ export class DmaDebug {
   }
 
   /** `dma_iova_unlink`. */
-  iovaUnlink(dev: Device, t: IovaTrack | undefined, offset: number, size: number): void {
+  iovaUnlink(dev: DebugDevice, t: IovaTrack | undefined, offset: number, size: number): void {
     if (!this.live(dev, t, "dma_iova_unlink")) return;
     this.removeLinks(dev, t, offset, size, "dma_iova_unlink");
   }
 
-  private removeLinks(dev: Device, t: IovaTrack, offset: number, size: number, call: string): void {
+  private removeLinks(
+    dev: DebugDevice,
+    t: IovaTrack,
+    offset: number,
+    size: number,
+    call: string,
+  ): void {
     const keep: LinkRange[] = [];
     let removed = 0;
     for (const r of t.links) {
@@ -637,7 +652,7 @@ export class DmaDebug {
   }
 
   /** `dma_iova_destroy`: exactly [0, mappedLen) must be linked. */
-  iovaDestroy(dev: Device, t: IovaTrack | undefined, mappedLen: number): void {
+  iovaDestroy(dev: DebugDevice, t: IovaTrack | undefined, mappedLen: number): void {
     if (!this.live(dev, t, "dma_iova_destroy")) return;
     const linked = t.links.reduce((n, r) => n + r.size, 0);
     const contiguous = [...t.links]
@@ -664,7 +679,7 @@ export class DmaDebug {
   }
 
   /** `dma_iova_free`: nothing may still be linked. */
-  iovaFree(dev: Device, t: IovaTrack | undefined): void {
+  iovaFree(dev: DebugDevice, t: IovaTrack | undefined): void {
     if (!this.live(dev, t, "dma_iova_free")) return;
     if (t.links.length > 0) {
       const linked = t.links.reduce((n, r) => n + r.size, 0);
@@ -687,7 +702,7 @@ export class DmaDebug {
    * the linked range must have been synced; an access to a range unmapped earlier is reported
    * as an access after unmap (in lazy mode the IOMMU may even still let it through).
    */
-  deviceAccess(dev: Device, addr: number, len: number, write: boolean): void {
+  deviceAccess(dev: DebugDevice, addr: number, len: number, write: boolean): void {
     const call = write ? "device write" : "device read";
     for (const e of this.list(dev)) if (addr >= e.addr && addr + len <= e.addr + e.size) return;
     for (const t of this.iovaSet(dev)) {
@@ -733,7 +748,7 @@ export class DmaDebug {
   }
 
   /** Linux's unbind check: reports one leak record per mapping still live for `dev`; returns how many. */
-  checkLeaks(dev: Device): number {
+  checkLeaks(dev: DebugDevice): number {
     const l = this.list(dev);
     for (const e of l) {
       this.report(

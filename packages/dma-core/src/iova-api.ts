@@ -6,13 +6,12 @@
  * uses the streaming API: the same code path works everywhere (review points R3, R11).
  */
 import { alignUp, checkInt, hex, kernelHas } from "@dmasim/bvec";
+import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
 import { DMA_ATTR, type DmaDirection, checkDirection, checkPhys, hasAttr } from "./constants.ts";
 import type { IovaTrack } from "./debug.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 import {
-  archSyncDmaForCpu,
-  archSyncDmaForDevice,
   asDmaError,
   devUseSwiotlb,
   dmaInfoToProt,

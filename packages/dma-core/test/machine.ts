@@ -23,7 +23,9 @@ import {
   DmaDebug,
   type DmaDebugOptions,
   DmaError,
+  type IommuDmaOptions,
   Swiotlb,
+  iommuSetupDmaOps,
 } from "../src/index.ts";
 
 export const KiB = 1024;
@@ -59,6 +61,8 @@ export interface MachineOptions {
   readonly apertureEnd?: number;
   /** Device options (name, memory, iommu, swiotlb, clock and debug are filled in). */
   readonly dev?: Partial<DeviceOptions>;
+  /** Options of the domain's DMA cookie (`iommuSetupDmaOps`). */
+  readonly iommuDma?: Partial<IommuDmaOptions>;
 }
 
 export interface Machine {
@@ -124,6 +128,7 @@ export function machine(backend: Backend, o: MachineOptions = {}): Machine {
     swiotlb,
     untrusted: backend === "untrusted" || (o.dev?.untrusted ?? false),
   });
+  iommuSetupDmaOps(dev, o.iommuDma);
   return { backend, clock, memory, debug, domain, swiotlb, dev, dma: new DeviceDma(dev) };
 }
 

@@ -1,4 +1,5 @@
 import { BLK_STS, type Request } from "@dmasim/bvec";
+import { protName } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
 import {
   type BlkDmaIter,
@@ -15,7 +16,6 @@ import {
   blkRqDmaUnmap,
   dmaUnmapPhys,
   errnoToBlkStatus,
-  protName,
   rqDmaDir,
 } from "../src/index.ts";
 import {

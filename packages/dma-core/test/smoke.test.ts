@@ -24,6 +24,7 @@ import {
   blkRqDmaUnmap,
   dmaMapPhys,
   dmaUnmapPhys,
+  iommuSetupDmaOps,
 } from "../src/index.ts";
 
 const GiB = 1024 ** 3;
@@ -50,6 +51,7 @@ function machine(mode: "none" | "strict" | "lazy" | "passthrough", untrusted = f
     swiotlb,
     minAlignMask: 4095,
   });
+  iommuSetupDmaOps(dev);
   return { clock, memory, debug, domain, dev, dma: new DeviceDma(dev) };
 }
 

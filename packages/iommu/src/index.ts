@@ -36,6 +36,7 @@ export {
   type IommuDomainType,
   type IommuProt,
   domainTypeHas,
+  protName,
 } from "./prot.ts";
 export { type PgsizeChoice, iommuPgsize, pgsizeList } from "./pgsize.ts";
 export {

@@ -118,6 +118,13 @@ export class IommuDomain implements GatherSyncTarget {
   ]);
   /** Recent translation faults. */
   readonly faultLog: FaultLog;
+  /**
+   * Linux `domain->iova_cookie`: the DMA layer's state of a DMA domain (dma-core's
+   * `IommuDmaCookie`: the IOVA allocator and the flush queue), set once by
+   * `iommu_dma_init_domain` when the first device is set up; null before. Opaque to this
+   * layer, as `struct iommu_dma_cookie` is private to drivers/iommu/dma-iommu.c.
+   */
+  iovaCookie: object | null = null;
   private domainType: IommuDomainType;
 
   constructor(options: IommuDomainOptions) {
