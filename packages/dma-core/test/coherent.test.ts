@@ -8,7 +8,7 @@ import {
   dmaFreeCoherent,
   iommuSetupDmaOps,
 } from "../src/index.ts";
-import { G4, GiB, MiB, NO_LEAKS, baseline, leaks, machine } from "./machine.ts";
+import { G4, GiB, MiB, NO_LEAKS, baseline, leaks, machine } from "../src/testing/index.ts";
 
 describe("coherent", () => {
   it("hands out zeroed memory even when the pages held data before", () => {

@@ -17,7 +17,7 @@ import {
   dmaIovaUnlink,
   dmaUseIova,
 } from "../src/index.ts";
-import { G4, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "./machine.ts";
+import { G4, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "../src/testing/index.ts";
 
 describe("iova-api", () => {
   describe("worked example A (reference §4.11): one unaligned buffer", () => {

@@ -26,7 +26,7 @@ import {
   leaks,
   machine,
   request,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 /** LIMITS with a virt boundary (what every NVMe queue had before 6.19). */
 function withVirtBoundary(mask: number) {

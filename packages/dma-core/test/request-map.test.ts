@@ -30,7 +30,7 @@ import {
   leaks,
   machine,
   request,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 interface Mapped {
   ok: boolean;

@@ -31,7 +31,7 @@ import {
   dmaUnmapRange,
   dmaUseIova,
 } from "../src/index.ts";
-import { LIMITS, type Machine, NO_LEAKS, baseline, fillRandom, leaks, machine } from "./machine.ts";
+import { LIMITS, type Machine, NO_LEAKS, baseline, fillRandom, leaks, machine } from "../src/testing/index.ts";
 
 /**
  * A driver's map routine written once for every backend (R11, R6): try the IOVA path, else map

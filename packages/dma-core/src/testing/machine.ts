@@ -1,7 +1,8 @@
 /**
- * Test fixtures: a simulated machine (memory, clock, IOMMU domain, device, dma-debug) in each of
- * the backends the DMA API dispatches to, requests built from physical ranges, and the leak
- * accounting every teardown test uses.
+ * Machines for tests and benchmarks (`@dmasim/dma-core/testing`): memory, clock, IOMMU domain,
+ * device and dma-debug in each of the backends the DMA API dispatches to, requests built from
+ * physical ranges, and the leak accounting every teardown test uses. Nothing here asserts: the
+ * functions return what they measured (`leaks`, `codeOf`) and the tests compare.
  */
 import {
   type Bio,
@@ -26,7 +27,7 @@ import {
   type IommuDmaOptions,
   Swiotlb,
   iommuSetupDmaOps,
-} from "../src/index.ts";
+} from "../index.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
