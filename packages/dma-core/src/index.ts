@@ -110,13 +110,11 @@ export {
   rqDmaDir,
 } from "./request-map.ts";
 export { type DeviceDmaCounter, DeviceDma, type DmaAccessResult } from "./device-dma.ts";
+export { DMA_DEBUG_CLASS, type DmaDebugClass, type DmaDebugReport } from "./debug-common.ts";
 export {
   ACTIVE_CACHELINE_MAX_OVERLAP,
-  DMA_DEBUG_CLASS,
   DmaDebug,
-  type DmaDebugClass,
   type DmaDebugOptions,
-  type DmaDebugReport,
   type DmaDebugType,
   L1_CACHE_BYTES,
   debugMapType,

@@ -8,7 +8,7 @@
 import { alignUp, checkInt, hex, kernelHas } from "@dmasim/bvec";
 import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
 import { DMA_ATTR, type DmaDirection, checkDirection, checkPhys, hasAttr } from "./constants.ts";
-import type { IovaTrack } from "./debug.ts";
+import type { IovaTrack } from "./debug-iova.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 import {
@@ -127,14 +127,14 @@ export function dmaIovaTryAlloc(
     dev.counters.c.iovaTryAllocFailures++;
     return false;
   }
-  const track = dev.debug?.iovaAlloc(dev, base + off, size);
+  const track = dev.debug?.iova.alloc(dev, base + off, size);
   DmaIovaState.set(state, base + off, size, track);
   return true;
 }
 
 function checkState(dev: Device, state: DmaIovaState, call: string): void {
   if (DmaIovaState.isFreed(state)) {
-    dev.debug?.iovaUseAfterFree(dev, DmaIovaState.track(state), call);
+    dev.debug?.iova.useAfterFree(dev, DmaIovaState.track(state), call);
     throw new DmaError("EINVAL", `${call} on an IOVA state that was already freed or destroyed`);
   }
 }
@@ -280,7 +280,7 @@ export function dmaIovaLink(
       `dma_iova_link with DMA_ATTR_REQUIRE_COHERENT cannot be met on ${dev.name}`,
     );
   }
-  dev.debug?.iovaLinkCheck(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.linkCheck(dev, DmaIovaState.track(state), offset, size);
   if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, g)) {
     if (hasAttr(attrs, DMA_ATTR.MMIO)) {
       throw new DmaError(
@@ -293,7 +293,7 @@ export function dmaIovaLink(
     iovaLinkRaw(dev, addr - pad, phys - pad, alignUp(size + pad, g), d, attrs);
   }
   dev.counters.c.iovaLinks++;
-  dev.debug?.iovaLink(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.link(dev, DmaIovaState.track(state), offset, size);
   return addr;
 }
 
@@ -312,7 +312,7 @@ export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, si
   const addr = state.addr + offset;
   const pad = iovaOffset(addr, g);
   dev.counters.c.iovaSyncs++;
-  dev.debug?.iovaSync(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.sync(dev, DmaIovaState.track(state), offset, size);
   try {
     dev.cookie?.domain.syncMap(addr - pad, alignUp(size + pad, g));
   } catch (e) {
@@ -397,7 +397,7 @@ export function dmaIovaUnlink(
   const d = checkDirection(dir);
   if (!dev.dmaIommu || !dmaUseIova(state)) return;
   checkState(dev, state, "dma_iova_unlink");
-  dev.debug?.iovaUnlink(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.unlink(dev, DmaIovaState.track(state), offset, size);
   dev.counters.c.iovaUnlinks++;
   iovaUnlinkRaw(dev, state, offset, size, d, attrs, false);
 }
@@ -423,7 +423,7 @@ export function dmaIovaDestroy(
     dmaIovaFree(dev, state);
     return;
   }
-  dev.debug?.iovaDestroy(dev, DmaIovaState.track(state), mappedLen);
+  dev.debug?.iova.destroy(dev, DmaIovaState.track(state), mappedLen);
   iovaUnlinkRaw(dev, state, 0, mappedLen, d, attrs, true);
   DmaIovaState.markFreed(state);
 }
@@ -434,7 +434,7 @@ export function dmaIovaFree(dev: Device, state: DmaIovaState): void {
   checkState(dev, state, "dma_iova_free");
   const g = granuleOf(dev);
   const pad = iovaOffset(state.addr, g);
-  dev.debug?.iovaFree(dev, DmaIovaState.track(state));
+  dev.debug?.iova.free(dev, DmaIovaState.track(state));
   iommuDmaFreeIova(dev, state.addr - pad, alignUp(state.size + pad, g), null);
   DmaIovaState.markFreed(state);
 }
