@@ -61,7 +61,10 @@ export type IovaCounter =
   | "cachedRanges"
   | "depotSize";
 
-/** roundup_pow_of_two(n) and order_base_2(n) for n = 0..32 (the rcache's sizes), precomputed. */
+/**
+ * roundup_pow_of_two(n) and order_base_2(n) for n = 0..32 (the rcache's sizes), precomputed
+ * when the module loads and only read afterwards.
+ */
 const SMALL_ROUNDUP = new Uint8Array(33);
 const SMALL_ORDER = new Uint8Array(33);
 for (let n = 1; n <= 32; n++) {
