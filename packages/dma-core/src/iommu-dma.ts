@@ -1,7 +1,8 @@
 /**
- * The DMA-to-IOMMU glue (drivers/iommu/dma-iommu.c): the per-domain DMA cookie (IOVA allocator
- * and flush queue), IOVA allocation with the 32-bit-first policy, single mappings, SWIOTLB
- * bouncing of sub-granule buffers for untrusted devices, and strict or lazy unmapping.
+ * The DMA-to-IOMMU glue (drivers/iommu/dma-iommu.c): setting a device's domain up for the DMA
+ * API (`iommuSetupDmaOps`, which creates the per-domain cookie of iommu-dma-cookie.ts), IOVA
+ * allocation with the 32-bit-first policy, single mappings, SWIOTLB bouncing of sub-granule
+ * buffers for untrusted devices, and strict or lazy unmapping.
  */
 import {
   MAX_ADDR,

@@ -3,7 +3,8 @@
  * with `dmaIovaTryAlloc`, link physical ranges into it with `dmaIovaLink`, make the page tables
  * visible with one `dmaIovaSync`, and tear down with `dmaIovaDestroy` (or `dmaIovaUnlink` +
  * `dmaIovaFree`). Without an IOMMU DMA domain `dmaIovaTryAlloc` returns false and the caller
- * uses the streaming API: the same code path works everywhere (review points R3, R11).
+ * uses the streaming API: the same code path works everywhere
+ * (docs/review-points.md#use-iova-in-state, docs/review-points.md#no-iommu-no-op).
  */
 import { alignUp, checkInt, hex, kernelHas } from "@dmasim/bvec";
 import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
@@ -94,7 +95,7 @@ export class DmaIovaState {
   }
 }
 
-/** Linux `dma_use_iova`: true once a try-alloc succeeded (the "use IOVA" bit lives in the state, R3). */
+/** Linux `dma_use_iova`: true once a try-alloc succeeded (the "use IOVA" bit lives in the state: docs/review-points.md#use-iova-in-state). */
 export function dmaUseIova(state: DmaIovaState): boolean {
   return state.size !== 0;
 }
@@ -114,7 +115,7 @@ function granuleOf(dev: Device): number {
  * Linux `dma_iova_try_alloc`: reserves IOVA for `size` bytes whose first byte is at `phys`
  * (phys only sets the sub-granule alignment). Returns false without an IOMMU DMA domain (or
  * with the device's `iovaApi` what-if off), for size 0, and on IOVA exhaustion, always leaving
- * the state zeroed (R11).
+ * the state zeroed (docs/review-points.md#no-iommu-no-op).
  */
 export function dmaIovaTryAlloc(
   dev: Device,
@@ -247,7 +248,8 @@ function iovaLinkSwiotlb(
 
 /**
  * Linux `dma_iova_link`: maps `size` bytes at `phys` at `offset` into the state's IOVA range,
- * without syncing, and returns the DMA address of the linked range (R7). Errors throw:
+ * without syncing, and returns the DMA address of the linked range (docs/review-points.md#link-returns-address).
+ * Errors throw:
  * EIO for an unaligned phys after the first link, EINVAL for an unaligned IOVA (from the IOMMU
  * core), EPERM for MMIO that would need bouncing, ENOMEM for page-table or bounce exhaustion,
  * EOPNOTSUPP without an IOMMU DMA domain.

@@ -20,7 +20,17 @@ import {
   dmaUnmapPhys,
   dmaUnmapResource,
 } from "../src/index.ts";
-import { G4, GiB, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "../src/testing/index.ts";
+import {
+  G4,
+  GiB,
+  KiB,
+  NO_LEAKS,
+  baseline,
+  fillRandom,
+  leaks,
+  machine,
+  codeOf,
+} from "../src/testing/index.ts";
 
 describe("mapping", () => {
   describe("dmaMapPhys under an IOMMU", () => {

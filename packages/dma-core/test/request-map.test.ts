@@ -276,7 +276,7 @@ describe("request-map", () => {
     expect(leaks(m, b)).toEqual(NO_LEAKS);
   });
 
-  it("maps a one-segment request through the general path (R8)", () => {
+  it("maps a one-segment request through the general path, with no special case for one page", () => {
     for (const backend of ["none", "strict"] as const) {
       const m = machine(backend);
       const phys = m.memory.allocPages(0) * 4096 + 0x10;

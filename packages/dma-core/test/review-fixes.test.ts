@@ -25,7 +25,16 @@ import {
   dmaUnmapSg,
 } from "../src/index.ts";
 import { PhysMemory } from "@dmasim/bvec";
-import { GiB, KiB, MiB, NO_LEAKS, baseline, fillRandom, leaks, machine } from "../src/testing/index.ts";
+import {
+  GiB,
+  KiB,
+  MiB,
+  NO_LEAKS,
+  baseline,
+  fillRandom,
+  leaks,
+  machine,
+} from "../src/testing/index.ts";
 
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 const SWIOTLB_MAX = 256 * KiB - 4 * KiB; // 128 slots less the 4 KiB min_align_mask rounding
