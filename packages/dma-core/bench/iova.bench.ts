@@ -2,19 +2,10 @@
  * The two-step IOVA API against the scatterlist path on the same 128 KiB request of 32
  * scattered 4 KiB pages (strict IOMMU, dma-debug off).
  */
-import {
-  PhysMemory,
-  SimClock,
-  bioFromBvecs,
-  blkRqFromBios,
-  bvecFromPhys,
-  queueLimits,
-} from "@dmasim/bvec";
-import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
+import { bioFromBvecs, blkRqFromBios, bvecFromPhys, queueLimits } from "@dmasim/bvec";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
 import {
   DMA_TO_DEVICE,
-  Device,
   DmaIovaState,
   SgTable,
   blkRqMapSg,
@@ -26,13 +17,14 @@ import {
   dmaMapSgtable,
   dmaUnmapSgtable,
 } from "../src/index.ts";
+import { machine } from "../src/testing/index.ts";
 
 const OPS = 50;
 const SEGS = 32;
-const clock = new SimClock();
-const memory = new PhysMemory({ ramBytes: 16 * 1024 ** 3 });
-const domain = new IommuDomain({ type: IOMMU_DOMAIN.DMA, mem: memory, clock });
-const dev = new Device({ name: "bench-iova", memory, iommu: domain, clock });
+const { memory, dev } = machine("strict", {
+  debug: false,
+  dev: { name: "bench-iova", minAlignMask: 0 },
+});
 const pages = memory.allocScattered(SEGS, 7).map((p) => p * 4096);
 const req = blkRqFromBios(queueLimits({ maxSegments: 128, maxHwSectors: 2048 }), [
   bioFromBvecs(

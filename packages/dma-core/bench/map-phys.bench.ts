@@ -2,41 +2,23 @@
  * dma_map_phys + dma_unmap_phys of one 4 KiB buffer on each backend (dma-debug off), the
  * figure the kernel's dma_map_benchmark reports as map + unmap latency.
  */
-import { PhysMemory, SimClock } from "@dmasim/bvec";
-import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
-import { DMA_TO_DEVICE, Device, Swiotlb, dmaMapPhys, dmaUnmapPhys } from "../src/index.ts";
+import { DMA_TO_DEVICE, type Device, dmaMapPhys, dmaUnmapPhys } from "../src/index.ts";
+import { machine } from "../src/testing/index.ts";
 
 const OPS = 1000;
-const GiB = 1024 ** 3;
 
 function device(mode: "direct" | "strict" | "lazy" | "untrusted") {
-  const clock = new SimClock();
-  const memory = new PhysMemory({ ramBytes: 16 * GiB });
-  const iommu =
-    mode === "direct"
-      ? null
-      : new IommuDomain({
-          type: mode === "lazy" ? IOMMU_DOMAIN.DMA_FQ : IOMMU_DOMAIN.DMA,
-          mem: memory,
-          clock,
-        });
-  const swiotlb = mode === "untrusted" ? new Swiotlb(memory, { size: 4 * 1024 * 1024 }) : null;
-  const dev = new Device({
-    name: `bench-${mode}`,
-    memory,
-    iommu,
-    clock,
-    swiotlb,
-    untrusted: mode === "untrusted",
-    minAlignMask: 4095,
+  const { memory, dev, clock, domain } = machine(mode === "direct" ? "none" : mode, {
+    debug: false,
+    dev: { name: `bench-${mode}` },
   });
   // The buffer, above 4 GiB. Another buffer stays mapped, as in a running system, so that the
   // page-table levels above the leaf stay allocated: the iommu package frees a table as soon as
   // its last entry goes, so without it every cycle would allocate, zero and free three table
   // pages (about 23 us per cycle).
   const phys = memory.allocPages(0) * 4096;
-  if (iommu) dmaMapPhys(dev, memory.allocPages(0) * 4096, 4096, DMA_TO_DEVICE);
+  if (domain) dmaMapPhys(dev, memory.allocPages(0) * 4096, 4096, DMA_TO_DEVICE);
   return { dev, phys, clock };
 }
 

@@ -1,29 +1,21 @@
 /** The block layer's request mapper on a one-page request (strict IOMMU, dma-debug off). */
-import {
-  PhysMemory,
-  SimClock,
-  bioFromBvecs,
-  blkRqFromBios,
-  bvecFromPhys,
-  queueLimits,
-} from "@dmasim/bvec";
-import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
+import { bioFromBvecs, blkRqFromBios, bvecFromPhys, queueLimits } from "@dmasim/bvec";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
 import {
   DMA_TO_DEVICE,
-  Device,
   DmaIovaState,
   blkDmaIter,
   blkRqDmaMapIterStart,
   blkRqDmaUnmap,
   dmaMapPhys,
 } from "../src/index.ts";
+import { machine } from "../src/testing/index.ts";
 
 const OPS = 1000;
-const clock = new SimClock();
-const memory = new PhysMemory({ ramBytes: 16 * 1024 ** 3 });
-const domain = new IommuDomain({ type: IOMMU_DOMAIN.DMA, mem: memory, clock });
-const dev = new Device({ name: "bench-rq", memory, iommu: domain, clock });
+const { memory, dev } = machine("strict", {
+  debug: false,
+  dev: { name: "bench-rq", minAlignMask: 0 },
+});
 const phys = memory.allocPages(0) * 4096;
 const req = blkRqFromBios(queueLimits({ dmaAlignment: 3 }), [
   bioFromBvecs("read", 0, [bvecFromPhys(phys, 4096)]),

@@ -1,8 +1,16 @@
 /**
- * DMA API constants with Linux's values (include/linux/dma-direction.h, dma-mapping.h).
+ * DMA API constants with Linux's values (include/linux/dma-direction.h, dma-mapping.h), and
+ * the bus offset table of include/linux/dma-direct.h.
  */
 import { PHYS_ADDR_BITS, checkAddr, hex } from "@dmasim/bvec";
 import { DmaError } from "./errors.ts";
+
+/** Linux `struct bus_dma_region`: CPU physical [cpuStart, cpuStart+size) appears at dmaStart on the bus. */
+export interface BusDmaRegion {
+  readonly cpuStart: number;
+  readonly dmaStart: number;
+  readonly size: number;
+}
 
 /** Linux `enum dma_data_direction`. */
 export const DMA_DIRECTION = {

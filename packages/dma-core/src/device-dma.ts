@@ -33,6 +33,8 @@ export class DeviceDma {
     "busErrors",
   ]);
   private readonly tb = new TranslationBuffer();
+  /** The bytes `readU32` reads into. */
+  private readonly u32 = new Uint8Array(4);
   private readonly result: DmaAccessResult = { ok: true, fault: undefined, busError: undefined };
   /** While `writeFrom` runs: where the bytes come from (else they come from the buffer). */
   private source: ByteSource | undefined = undefined;
@@ -90,7 +92,7 @@ export class DeviceDma {
 
   /** Reads a little-endian 32-bit value; returns -1 on a fault (see `lastResult`). */
   readU32(addr: number): number {
-    const b = scratch;
+    const b = this.u32;
     const r = this.read(addr, b, 0, 4);
     if (!r.ok) return -1;
     return (
@@ -197,5 +199,5 @@ export class DeviceDma {
   }
 }
 
-const scratch = new Uint8Array(4);
+/** The empty buffer `writeFrom`/`readTo` pass down: nothing is ever stored in it, so sharing it is safe. */
 const noBytes = new Uint8Array(0);

@@ -15,18 +15,11 @@ import {
   hex,
 } from "@dmasim/bvec";
 import type { IommuDomain } from "@dmasim/iommu";
-import { dmaBitMask } from "./constants.ts";
+import { type BusDmaRegion, dmaBitMask } from "./constants.ts";
 import type { DmaDebug } from "./debug.ts";
 import { DmaError } from "./errors.ts";
-import { type IommuDmaCookie, type IommuDmaOptions, iommuDmaInitDomain } from "./iommu-dma.ts";
+import { type IommuDmaCookie, domainIovaCookie } from "./iommu-dma-cookie.ts";
 import type { Swiotlb } from "./swiotlb.ts";
-
-/** Linux `struct bus_dma_region`: CPU physical [cpuStart, cpuStart+size) appears at dmaStart on the bus. */
-export interface BusDmaRegion {
-  readonly cpuStart: number;
-  readonly dmaStart: number;
-  readonly size: number;
-}
 
 /** How a device reaches a P2P provider's memory (Linux `enum pci_p2pdma_map_type`). */
 export const P2P_MAP = {
@@ -75,10 +68,11 @@ export interface DeviceOptions {
   readonly segmentBoundaryMask?: number;
   /** Linux `dma_set_min_align_mask` (default 0). */
   readonly minAlignMask?: number;
-  /** The attached domain (default: none, i.e. no IOMMU). */
+  /**
+   * The attached domain (default: none, i.e. no IOMMU). A DMA or DMA-FQ domain is usable once
+   * `iommuSetupDmaOps(dev)` has set it up, as the IOMMU core does at probe.
+   */
   readonly iommu?: IommuDomain | null;
-  /** Options for the domain's DMA cookie if this device is the first to attach. */
-  readonly iommuDma?: Partial<IommuDmaOptions>;
   /** The SWIOTLB pool the device may bounce through (default: none). */
   readonly swiotlb?: Swiotlb | null;
   /** Linux `swiotlb=force` / confidential guest: every direct mapping bounces. */
@@ -142,10 +136,11 @@ export class Device {
   minAlignMask: number;
   /** The attached domain, if any. */
   readonly domain: IommuDomain | null;
-  /** Linux `dev->dma_iommu`: true when the domain is a DMA-API (strict or lazy) domain. */
+  /**
+   * Linux `dev->dma_iommu` (which `iommu_setup_dma_ops` sets): true when the attached domain is
+   * a DMA-API (strict or lazy) domain, so the DMA calls go through dma-iommu.
+   */
   readonly dmaIommu: boolean;
-  /** The DMA cookie of the domain (IOVA allocator, flush queue), when `dmaIommu`. */
-  readonly cookie: IommuDmaCookie | null;
   /** Linux `dev->iommu->pci_32bit_workaround`: try 32-bit IOVAs first; cleared on the first failure. */
   pci32bitWorkaround: boolean;
   readonly swiotlb: Swiotlb | null;
@@ -209,11 +204,7 @@ export class Device {
     this.domain = o.iommu ?? null;
     this.dmaIommu = this.domain !== null && this.domain.isDma;
     this.clock = o.clock ?? this.domain?.clock;
-    this.cookie = null;
-    if (this.dmaIommu && this.domain) {
-      this.cookie = iommuDmaInitDomain(this.domain, this, o.iommuDma ?? {});
-    }
-    this.pci32bitWorkaround = this.pci && !(this.cookie?.options.forcedac ?? false);
+    this.pci32bitWorkaround = this.pci;
     this.swiotlb = o.swiotlb ?? null;
     this.forceBounce = o.forceBounce ?? false;
     this.iovaApi = o.iovaApi ?? true;
@@ -223,6 +214,14 @@ export class Device {
     this.p2p = o.p2p ?? {};
     this.dmaSkipSync = this.coherent;
     this.debug = o.debug ?? null;
+  }
+
+  /**
+   * The DMA cookie of the domain (`dev->iommu_group->domain->iova_cookie`: IOVA allocator, flush
+   * queue) once `iommuSetupDmaOps` has set the domain up; null without one.
+   */
+  get cookie(): IommuDmaCookie | null {
+    return this.dmaIommu && this.domain !== null ? domainIovaCookie(this.domain) : null;
   }
 
   /** Linux `dma_get_mask`. */

@@ -4,10 +4,10 @@
  * non-coherent devices. Used without an IOMMU and for passthrough (identity) domains.
  */
 import { MAX_ADDR, REGION_KIND, fls, hex } from "@dmasim/bvec";
+import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
 import { DMA_ATTR, type DmaDirection, hasAttr } from "./constants.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
-import { archSyncDmaForCpu, archSyncDmaForDevice } from "./iommu-dma.ts";
 import { swiotlbTblMapSingle } from "./swiotlb.ts";
 
 /** Linux `translate_phys_to_dma` / `phys_to_dma`: applies the bus offset; -1 when no range covers `phys`. */

@@ -1,6 +1,6 @@
 /**
- * The common DMA address/length pair (review point R4) and the one teardown call that unmaps
- * either an IOVA range or a list of per-segment mappings (review point R6).
+ * The common DMA address/length pair (docs/review-points.md#common-dma-pair) and the one teardown call that unmaps
+ * either an IOVA range or a list of per-segment mappings (docs/review-points.md#one-unmap).
  */
 import { kernelHas } from "@dmasim/bvec";
 import type { DmaDirection } from "./constants.ts";

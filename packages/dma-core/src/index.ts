@@ -23,6 +23,7 @@ export {
   DMA_FROM_DEVICE,
   DMA_NONE,
   DMA_TO_DEVICE,
+  type BusDmaRegion,
   type DmaDirection,
   checkDirection,
   directionName,
@@ -30,7 +31,6 @@ export {
   hasAttr,
 } from "./constants.ts";
 export {
-  type BusDmaRegion,
   Device,
   type DeviceCounter,
   type DeviceOptions,
@@ -47,16 +47,8 @@ export {
   type SwiotlbOptions,
   swiotlbNareas,
 } from "./swiotlb.ts";
-export {
-  IommuDmaCookie,
-  type IommuDmaOptions,
-  dmaInfoToProt,
-  iommuDmaAllocIova,
-  iommuDmaCookie,
-  iommuDmaFreeIova,
-  iommuDmaInitDomain,
-  protName,
-} from "./iommu-dma.ts";
+export { type IommuDmaCookie, type IommuDmaOptions } from "./iommu-dma-cookie.ts";
+export { dmaInfoToProt, iommuSetupDmaOps } from "./iommu-dma.ts";
 export {
   dmaCapable,
   dmaDirectMapPhys,
@@ -118,13 +110,11 @@ export {
   rqDmaDir,
 } from "./request-map.ts";
 export { type DeviceDmaCounter, DeviceDma, type DmaAccessResult } from "./device-dma.ts";
+export { DMA_DEBUG_CLASS, type DmaDebugClass, type DmaDebugReport } from "./debug-common.ts";
 export {
   ACTIVE_CACHELINE_MAX_OVERLAP,
-  DMA_DEBUG_CLASS,
   DmaDebug,
-  type DmaDebugClass,
   type DmaDebugOptions,
-  type DmaDebugReport,
   type DmaDebugType,
   L1_CACHE_BYTES,
   debugMapType,

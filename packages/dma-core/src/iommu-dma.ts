@@ -1,7 +1,8 @@
 /**
- * The DMA-to-IOMMU glue (drivers/iommu/dma-iommu.c): the per-domain DMA cookie (IOVA allocator
- * and flush queue), IOVA allocation with the 32-bit-first policy, single mappings, SWIOTLB
- * bouncing of sub-granule buffers for untrusted devices, and strict or lazy unmapping.
+ * The DMA-to-IOMMU glue (drivers/iommu/dma-iommu.c): setting a device's domain up for the DMA
+ * API (`iommuSetupDmaOps`, which creates the per-domain cookie of iommu-dma-cookie.ts), IOVA
+ * allocation with the 32-bit-first policy, single mappings, SWIOTLB bouncing of sub-granule
+ * buffers for untrusted devices, and strict or lazy unmapping.
  */
 import {
   MAX_ADDR,
@@ -17,56 +18,34 @@ import {
   IOMMU_PROT,
   type IommuDomain,
   type IommuProt,
-  IotlbGather,
+  type IotlbGather,
   IovaDomain,
 } from "@dmasim/iommu";
+import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
 import { DMA_ATTR, DMA_DIRECTION, type DmaDirection, hasAttr } from "./constants.ts";
 import type { Device } from "./device.ts";
 import { DmaError, type DmaErrorCode } from "./errors.ts";
+import { IommuDmaCookie, type IommuDmaOptions, domainIovaCookie } from "./iommu-dma-cookie.ts";
 import { swiotlbTblMapSingle } from "./swiotlb.ts";
-
-/** Options of a domain's DMA cookie. */
-export interface IommuDmaOptions {
-  /** Linux `iommu.forcedac=1`: no 32-bit-first IOVA policy for PCI devices. */
-  readonly forcedac: boolean;
-  /** One shared flush queue (Linux `shadow_on_flush` IOMMUs) instead of one per CPU. */
-  readonly singleQueue: boolean;
-  /** Simulated CPUs (per-CPU IOVA caches and flush queues). */
-  readonly numCpus: number;
-}
-
-/** Linux `struct iommu_dma_cookie`: the IOVA allocator and, in lazy mode, the flush queue. */
-export class IommuDmaCookie {
-  readonly domain: IommuDomain;
-  readonly iovad: IovaDomain;
-  /** The flush queue; non-null exactly when the domain is lazy (Linux `fq_domain`). */
-  readonly fq: FlushQueue | null;
-  readonly granule: number;
-  readonly options: IommuDmaOptions;
-  /**
-   * The gather every unmap of this domain uses (Linux keeps it on the stack): reset before each
-   * use, so unmapping allocates nothing unless page-table pages were freed.
-   */
-  readonly gather = new IotlbGather();
-
-  constructor(
-    domain: IommuDomain,
-    iovad: IovaDomain,
-    fq: FlushQueue | null,
-    options: IommuDmaOptions,
-  ) {
-    this.domain = domain;
-    this.iovad = iovad;
-    this.fq = fq;
-    this.granule = iovad.granule;
-    this.options = options;
-  }
-}
-
-const cookies = new WeakMap<IommuDomain, IommuDmaCookie>();
 
 /** The MSI doorbell window x86 IOMMUs reserve in every DMA domain (IOMMU_RESV_MSI). */
 const MSI_WINDOW = { start: 0xfee00000, end: 0xfeefffff } as const;
+
+/**
+ * Linux `iommu_setup_dma_ops`, which the IOMMU core calls when it has attached a device's
+ * default domain: sets the PCI 32-bit-first IOVA policy (`pci_32bit_workaround`, off with
+ * `forcedac`) and, for a DMA or DMA-FQ domain, sets the domain up for the DMA API with
+ * `iommu_dma_init_domain`. The first device of a domain creates its cookie
+ * (`domain->iova_cookie`) with `options`; later devices share it. Call it once per device,
+ * after `new Device({ iommu })` and before the first mapping; it does nothing for a device
+ * without a domain. EINVAL when the domain cannot serve the DMA API (a granule above the CPU
+ * page).
+ */
+export function iommuSetupDmaOps(dev: Device, options: Partial<IommuDmaOptions> = {}): void {
+  const domain = dev.domain;
+  const cookie = domain !== null && dev.dmaIommu ? iommuDmaInitDomain(domain, dev, options) : null;
+  dev.pci32bitWorkaround = dev.pci && !(cookie?.options.forcedac ?? false);
+}
 
 /**
  * Linux `iommu_dma_init_domain`: creates (once) the cookie of a DMA domain: the granule is the
@@ -74,12 +53,12 @@ const MSI_WINDOW = { start: 0xfee00000, end: 0xfeefffff } as const;
  * windows (MMIO and P2P regions of the physical map) are reserved. A lazy domain gets a flush
  * queue; without a clock it is downgraded to strict, as Linux does when the queue cannot be set up.
  */
-export function iommuDmaInitDomain(
+function iommuDmaInitDomain(
   domain: IommuDomain,
   dev: Device,
   opts: Partial<IommuDmaOptions>,
 ): IommuDmaCookie {
-  const existing = cookies.get(domain);
+  const existing = domainIovaCookie(domain);
   if (existing) return existing;
   const granule = lowestSetBit(domain.pgsizeBitmap);
   const options: IommuDmaOptions = {
@@ -113,13 +92,8 @@ export function iommuDmaInitDomain(
     else fq = new FlushQueue({ domain, iovad, clock, single: options.singleQueue, hz: domain.hz });
   }
   const cookie = new IommuDmaCookie(domain, iovad, fq, options);
-  cookies.set(domain, cookie);
+  domain.iovaCookie = cookie;
   return cookie;
-}
-
-/** The cookie of a DMA domain, if one was set up. */
-export function iommuDmaCookie(domain: IommuDomain): IommuDmaCookie | undefined {
-  return cookies.get(domain);
 }
 
 /** Turns an error from the IOMMU layer into a `DmaError` with the same errno. */
@@ -154,8 +128,14 @@ export function dmaInfoToProt(dir: DmaDirection, coherent: boolean, attrs: numbe
 
 function cookieOf(dev: Device): IommuDmaCookie {
   const c = dev.cookie;
-  if (c === null)
-    throw new DmaError("EINVAL", `device ${dev.name} is not behind an IOMMU DMA domain`);
+  if (c === null) {
+    throw new DmaError(
+      "EINVAL",
+      dev.dmaIommu
+        ? `device ${dev.name}: its DMA domain was not set up (call iommuSetupDmaOps first)`
+        : `device ${dev.name} is not behind an IOMMU DMA domain`,
+    );
+  }
   return c;
 }
 
@@ -341,16 +321,6 @@ export function iommuDmaMapSwiotlb(
   return tlb;
 }
 
-/** Cache maintenance before the device owns memory (Linux `arch_sync_dma_for_device`): counted. */
-export function archSyncDmaForDevice(dev: Device, size: number): void {
-  dev.counters.c.cacheCleanBytes += size;
-}
-
-/** Cache maintenance before the CPU owns memory again (Linux `arch_sync_dma_for_cpu`): counted; nothing for TO_DEVICE. */
-export function archSyncDmaForCpu(dev: Device, size: number, dir: DmaDirection): void {
-  if (dir !== DMA_DIRECTION.TO_DEVICE) dev.counters.c.cacheInvalidateBytes += size;
-}
-
 /** Linux `iommu_dma_map_phys`. */
 export function iommuDmaMapPhys(
   dev: Device,
@@ -442,25 +412,4 @@ export function iommuDmaSyncSingleForDevice(
 /** Linux `iommu_dma_get_merge_boundary`: granule - 1. */
 export function iommuDmaGetMergeBoundary(dev: Device): number {
   return cookieOf(dev).granule - 1;
-}
-
-/** IOMMU prot check helper for tests and traces. */
-export function protName(prot: IommuProt): string {
-  const parts: string[] = [];
-  const names: [number, string][] = [
-    [IOMMU_PROT.PRIV, "PRIV"],
-    [IOMMU_PROT.MMIO, "MMIO"],
-    [IOMMU_PROT.NOEXEC, "NOEXEC"],
-    [IOMMU_PROT.CACHE, "CACHE"],
-    [IOMMU_PROT.WRITE, "WRITE"],
-    [IOMMU_PROT.READ, "READ"],
-  ];
-  let rest = prot;
-  for (const [bit, name] of names) {
-    if (rest >= bit) {
-      rest -= bit;
-      parts.unshift(name);
-    }
-  }
-  return parts.join("|") || "NONE";
 }

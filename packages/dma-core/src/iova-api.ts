@@ -3,16 +3,16 @@
  * with `dmaIovaTryAlloc`, link physical ranges into it with `dmaIovaLink`, make the page tables
  * visible with one `dmaIovaSync`, and tear down with `dmaIovaDestroy` (or `dmaIovaUnlink` +
  * `dmaIovaFree`). Without an IOMMU DMA domain `dmaIovaTryAlloc` returns false and the caller
- * uses the streaming API: the same code path works everywhere (review points R3, R11).
+ * uses the streaming API: the same code path works everywhere
+ * (docs/review-points.md#use-iova-in-state, docs/review-points.md#no-iommu-no-op).
  */
 import { alignUp, checkInt, hex, kernelHas } from "@dmasim/bvec";
+import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
 import { DMA_ATTR, type DmaDirection, checkDirection, checkPhys, hasAttr } from "./constants.ts";
-import type { IovaTrack } from "./debug.ts";
+import type { IovaTrack } from "./debug-iova.ts";
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 import {
-  archSyncDmaForCpu,
-  archSyncDmaForDevice,
   asDmaError,
   devUseSwiotlb,
   dmaInfoToProt,
@@ -25,10 +25,25 @@ import {
 } from "./iommu-dma.ts";
 import { checkAttrs } from "./mapping.ts";
 
+/** What this module reads and writes of a state's private fields. */
+interface StateAccess {
+  set(s: DmaIovaState, addr: number, size: number, track: IovaTrack | undefined): void;
+  markSwiotlb(s: DmaIovaState): void;
+  usesSwiotlb(s: DmaIovaState): boolean;
+  track(s: DmaIovaState): IovaTrack | undefined;
+  markFreed(s: DmaIovaState): void;
+  isFreed(s: DmaIovaState): boolean;
+}
+
+// Set once, by the static block of DmaIovaState below, and never exported: only the IOVA API
+// of this module can change a state's backend.
+let access: StateAccess;
+
 /**
- * Linux `struct dma_iova_state`: the one object holding a transaction's mapping state (R1).
- * Its IOVA base and size are readable; the backend (which domain, whether bouncing happened,
- * what dma-debug knows) is private. It stores no attrs: those are passed per call (R2).
+ * Linux `struct dma_iova_state`: the one object holding a transaction's mapping state
+ * (docs/review-points.md#one-state-object). Its IOVA base and size are readable; the backend
+ * (whether bouncing happened, whether it was freed, what dma-debug knows) is private to this
+ * module. It stores no attrs: those are passed per call (docs/review-points.md#attrs-per-call).
  */
 export class DmaIovaState {
   #addr = 0;
@@ -36,6 +51,25 @@ export class DmaIovaState {
   #useSwiotlb = false;
   #freed = false;
   #track: IovaTrack | undefined = undefined;
+
+  static {
+    access = {
+      set: (s, addr, size, track) => {
+        s.#addr = addr;
+        s.#size = size;
+        s.#track = track;
+      },
+      markSwiotlb: (s) => {
+        s.#useSwiotlb = true;
+      },
+      usesSwiotlb: (s) => s.#useSwiotlb,
+      track: (s) => s.#track,
+      markFreed: (s) => {
+        s.#freed = true;
+      },
+      isFreed: (s) => s.#freed,
+    };
+  }
 
   /** Linux `state->addr`: the IOVA base plus the sub-granule offset of the phys given to try-alloc. */
   get addr(): number {
@@ -47,7 +81,11 @@ export class DmaIovaState {
     return this.#size;
   }
 
-  /** Zeroes the state (Linux's `memset` at the start of `dma_iova_try_alloc`). */
+  /**
+   * Zeroes the state (Linux's `memset` at the start of `dma_iova_try_alloc`). A driver that
+   * reuses a state for a request that may not reach the try-alloc zeroes it first, as the NVMe
+   * host does before every submission.
+   */
   static reset(s: DmaIovaState): void {
     s.#addr = 0;
     s.#size = 0;
@@ -55,35 +93,9 @@ export class DmaIovaState {
     s.#freed = false;
     s.#track = undefined;
   }
-
-  static set(s: DmaIovaState, addr: number, size: number, track: IovaTrack | undefined): void {
-    s.#addr = addr;
-    s.#size = size;
-    s.#track = track;
-  }
-
-  static markSwiotlb(s: DmaIovaState): void {
-    s.#useSwiotlb = true;
-  }
-
-  static usesSwiotlb(s: DmaIovaState): boolean {
-    return s.#useSwiotlb;
-  }
-
-  static track(s: DmaIovaState): IovaTrack | undefined {
-    return s.#track;
-  }
-
-  static markFreed(s: DmaIovaState): void {
-    s.#freed = true;
-  }
-
-  static isFreed(s: DmaIovaState): boolean {
-    return s.#freed;
-  }
 }
 
-/** Linux `dma_use_iova`: true once a try-alloc succeeded (the "use IOVA" bit lives in the state, R3). */
+/** Linux `dma_use_iova`: true once a try-alloc succeeded (the "use IOVA" bit lives in the state: docs/review-points.md#use-iova-in-state). */
 export function dmaUseIova(state: DmaIovaState): boolean {
   return state.size !== 0;
 }
@@ -103,7 +115,7 @@ function granuleOf(dev: Device): number {
  * Linux `dma_iova_try_alloc`: reserves IOVA for `size` bytes whose first byte is at `phys`
  * (phys only sets the sub-granule alignment). Returns false without an IOMMU DMA domain (or
  * with the device's `iovaApi` what-if off), for size 0, and on IOVA exhaustion, always leaving
- * the state zeroed (R11).
+ * the state zeroed (docs/review-points.md#no-iommu-no-op).
  */
 export function dmaIovaTryAlloc(
   dev: Device,
@@ -128,14 +140,14 @@ export function dmaIovaTryAlloc(
     dev.counters.c.iovaTryAllocFailures++;
     return false;
   }
-  const track = dev.debug?.iovaAlloc(dev, base + off, size);
-  DmaIovaState.set(state, base + off, size, track);
+  const track = dev.debug?.iova.alloc(dev, base + off, size);
+  access.set(state, base + off, size, track);
   return true;
 }
 
 function checkState(dev: Device, state: DmaIovaState, call: string): void {
-  if (DmaIovaState.isFreed(state)) {
-    dev.debug?.iovaUseAfterFree(dev, DmaIovaState.track(state), call);
+  if (access.isFreed(state)) {
+    dev.debug?.iova.useAfterFree(dev, access.track(state), call);
     throw new DmaError("EINVAL", `${call} on an IOVA state that was already freed or destroyed`);
   }
 }
@@ -203,7 +215,7 @@ function iovaLinkSwiotlb(
         dev.swiotlb?.unmapSingle(tlb, bounceLen, dir, true);
         throw e;
       }
-      DmaIovaState.markSwiotlb(state);
+      access.markSwiotlb(state);
       mapped += bounceLen;
       left -= bounceLen;
       if (left === 0) return;
@@ -223,7 +235,7 @@ function iovaLinkSwiotlb(
         dev.swiotlb?.unmapSingle(tlb, tail, dir, true);
         throw e;
       }
-      DmaIovaState.markSwiotlb(state);
+      access.markSwiotlb(state);
       mapped += tail;
     }
   } catch (e) {
@@ -236,7 +248,8 @@ function iovaLinkSwiotlb(
 
 /**
  * Linux `dma_iova_link`: maps `size` bytes at `phys` at `offset` into the state's IOVA range,
- * without syncing, and returns the DMA address of the linked range (R7). Errors throw:
+ * without syncing, and returns the DMA address of the linked range (docs/review-points.md#link-returns-address).
+ * Errors throw:
  * EIO for an unaligned phys after the first link, EINVAL for an unaligned IOVA (from the IOMMU
  * core), EPERM for MMIO that would need bouncing, ENOMEM for page-table or bounce exhaustion,
  * EOPNOTSUPP without an IOMMU DMA domain.
@@ -274,14 +287,14 @@ export function dmaIovaLink(
   if (
     attrs !== 0 &&
     hasAttr(attrs, DMA_ATTR.REQUIRE_COHERENT) &&
-    (DmaIovaState.usesSwiotlb(state) || !dev.coherent)
+    (access.usesSwiotlb(state) || !dev.coherent)
   ) {
     throw new DmaError(
       "EOPNOTSUPP",
       `dma_iova_link with DMA_ATTR_REQUIRE_COHERENT cannot be met on ${dev.name}`,
     );
   }
-  dev.debug?.iovaLinkCheck(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.linkCheck(dev, access.track(state), offset, size);
   if (devUseSwiotlb(dev) && iovaUnaligned(phys, size, g)) {
     if (hasAttr(attrs, DMA_ATTR.MMIO)) {
       throw new DmaError(
@@ -294,7 +307,7 @@ export function dmaIovaLink(
     iovaLinkRaw(dev, addr - pad, phys - pad, alignUp(size + pad, g), d, attrs);
   }
   dev.counters.c.iovaLinks++;
-  dev.debug?.iovaLink(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.link(dev, access.track(state), offset, size);
   return addr;
 }
 
@@ -313,7 +326,7 @@ export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, si
   const addr = state.addr + offset;
   const pad = iovaOffset(addr, g);
   dev.counters.c.iovaSyncs++;
-  dev.debug?.iovaSync(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.sync(dev, access.track(state), offset, size);
   try {
     dev.cookie?.domain.syncMap(addr - pad, alignUp(size + pad, g));
   } catch (e) {
@@ -342,7 +355,7 @@ function iovaUnlinkRaw(
   const pad = iovaOffset(addr, g);
   const syncCpu =
     !dev.coherent && !hasAttr(attrs, DMA_ATTR.SKIP_CPU_SYNC) && !hasAttr(attrs, DMA_ATTR.MMIO);
-  if (DmaIovaState.usesSwiotlb(state) || syncCpu) {
+  if (access.usesSwiotlb(state) || syncCpu) {
     let at = addr;
     let left = size;
     let chunk = Math.min(left, g - pad);
@@ -398,7 +411,7 @@ export function dmaIovaUnlink(
   const d = checkDirection(dir);
   if (!dev.dmaIommu || !dmaUseIova(state)) return;
   checkState(dev, state, "dma_iova_unlink");
-  dev.debug?.iovaUnlink(dev, DmaIovaState.track(state), offset, size);
+  dev.debug?.iova.unlink(dev, access.track(state), offset, size);
   dev.counters.c.iovaUnlinks++;
   iovaUnlinkRaw(dev, state, offset, size, d, attrs, false);
 }
@@ -424,9 +437,9 @@ export function dmaIovaDestroy(
     dmaIovaFree(dev, state);
     return;
   }
-  dev.debug?.iovaDestroy(dev, DmaIovaState.track(state), mappedLen);
+  dev.debug?.iova.destroy(dev, access.track(state), mappedLen);
   iovaUnlinkRaw(dev, state, 0, mappedLen, d, attrs, true);
-  DmaIovaState.markFreed(state);
+  access.markFreed(state);
 }
 
 /** Linux `dma_iova_free`: frees the whole IOVA range at once, never through the flush queue. */
@@ -435,7 +448,7 @@ export function dmaIovaFree(dev: Device, state: DmaIovaState): void {
   checkState(dev, state, "dma_iova_free");
   const g = granuleOf(dev);
   const pad = iovaOffset(state.addr, g);
-  dev.debug?.iovaFree(dev, DmaIovaState.track(state));
+  dev.debug?.iova.free(dev, access.track(state));
   iommuDmaFreeIova(dev, state.addr - pad, alignUp(state.size + pad, g), null);
-  DmaIovaState.markFreed(state);
+  access.markFreed(state);
 }

@@ -364,8 +364,3 @@ export function dmaOptMappingSize(dev: Device): number {
 export function dmaGetMaxSegSize(dev: Device): number {
   return dev.maxSegmentSize;
 }
-
-/** Describes a DMA address for messages. */
-export function describeDma(addr: number, size: number): string {
-  return `${hex(addr)}+${hex(size)}`;
-}

@@ -5,13 +5,12 @@
  * of `__finalise_sg` (drivers/iommu/dma-iommu.c).
  */
 import { type Request, alignUp, blkMapIterNext, blkRqMapIterInit, hex } from "@dmasim/bvec";
+import { archSyncDmaForCpu, archSyncDmaForDevice } from "./arch.ts";
 import { DMA_ATTR, type DmaDirection, checkDirection, hasAttr } from "./constants.ts";
 import { P2P_MAP, type Device } from "./device.ts";
 import { dmaDirectMapPhys, dmaDirectUnmapPhys } from "./direct.ts";
 import { DmaError } from "./errors.ts";
 import {
-  archSyncDmaForCpu,
-  archSyncDmaForDevice,
   asDmaError,
   devUseSwiotlb,
   dmaInfoToProt,

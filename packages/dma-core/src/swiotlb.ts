@@ -14,8 +14,7 @@ import {
   fastMod,
   hex,
 } from "@dmasim/bvec";
-import { DMA_DIRECTION, type DmaDirection } from "./constants.ts";
-import type { Device } from "./device.ts";
+import { type BusDmaRegion, DMA_DIRECTION, type DmaDirection } from "./constants.ts";
 import { DmaError } from "./errors.ts";
 
 /** Linux `IO_TLB_SHIFT`: slots of 2 KiB. */
@@ -26,8 +25,21 @@ export const IO_TLB_SEGSIZE = 128;
 export const IO_TLB_DEFAULT_SIZE = 64 * 1024 * 1024;
 
 /** What slot placement needs of the device (Linux `dma_get_seg_boundary`, the pool's bus address). */
-export type SwiotlbDevice = Pick<Device, "segmentBoundaryMask" | "dmaRangeMap"> &
-  Partial<Pick<Device, "cpu">>;
+export interface SwiotlbDevice {
+  readonly segmentBoundaryMask: number;
+  readonly dmaRangeMap: readonly BusDmaRegion[];
+  /** The calling CPU, whose area is searched first (default 0). */
+  readonly cpu?: number;
+}
+
+/** What `swiotlbTblMapSingle` needs of a `Device` besides slot placement. */
+export interface SwiotlbMapDevice extends SwiotlbDevice {
+  readonly name: string;
+  readonly swiotlb: Swiotlb | null;
+  /** Linux `dev->dma_skip_sync`, cleared by a bounce. */
+  dmaSkipSync: boolean;
+  readonly counters: { readonly c: { bounceMaps: number } };
+}
 
 /** Options of a `Swiotlb` pool. */
 export interface SwiotlbOptions {
@@ -421,7 +433,7 @@ function tblDmaAddr(dev: SwiotlbDevice | undefined, phys: number): number {
  * ENOMEM when the pool is full or the device has none.
  */
 export function swiotlbTblMapSingle(
-  dev: Device,
+  dev: SwiotlbMapDevice,
   orig: number,
   size: number,
   allocAlignMask: number,

@@ -1,8 +1,14 @@
 import { describe, expect, it } from "vitest";
 import { PhysMemory, SimClock } from "@dmasim/bvec";
 import { IOMMU_DOMAIN, IommuDomain, type IommuDomainType } from "@dmasim/iommu";
-import { Device, DmaError, dmaAllocCoherent, dmaFreeCoherent } from "../src/index.ts";
-import { G4, GiB, MiB, NO_LEAKS, baseline, leaks, machine } from "./machine.ts";
+import {
+  Device,
+  DmaError,
+  dmaAllocCoherent,
+  dmaFreeCoherent,
+  iommuSetupDmaOps,
+} from "../src/index.ts";
+import { G4, GiB, MiB, NO_LEAKS, baseline, leaks, machine } from "../src/testing/index.ts";
 
 describe("coherent", () => {
   it("hands out zeroed memory even when the pages held data before", () => {
@@ -68,11 +74,13 @@ describe("coherent", () => {
     const domain = (type: IommuDomainType) =>
       new IommuDomain({ type, mem: memory, clock: new SimClock(), pgtable: { granule: 16384 } });
     for (const type of [IOMMU_DOMAIN.DMA, IOMMU_DOMAIN.DMA_FQ]) {
-      expect(() => new Device({ name: "d", memory, iommu: domain(type) })).toThrow(
+      const dev = new Device({ name: "d", memory, iommu: domain(type) });
+      expect(() => iommuSetupDmaOps(dev)).toThrow(
         "IOVA granule 16384 bytes is larger than the 4096-byte CPU page",
       );
     }
     const id = new Device({ name: "d", memory, iommu: domain(IOMMU_DOMAIN.IDENTITY) });
+    iommuSetupDmaOps(id);
     expect(id.dmaIommu).toBe(false);
   });
 

@@ -26,7 +26,7 @@ import {
   dmaUnmapSg,
   dmaUnmapSgtable,
 } from "../src/index.ts";
-import { type Backend, type Machine, machine, request } from "./machine.ts";
+import { type Backend, type Machine, machine, request } from "../src/testing/index.ts";
 
 function classes(m: Machine): DmaDebugClass[] {
   return m.debug!.reports.map((r) => r.class);

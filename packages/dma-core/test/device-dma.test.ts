@@ -11,7 +11,7 @@ import {
   dmaUnmapPhys,
 } from "../src/index.ts";
 import { IOMMU_PROT } from "@dmasim/iommu";
-import { GiB, fillRandom, machine } from "./machine.ts";
+import { GiB, fillRandom, machine } from "../src/testing/index.ts";
 
 /** A byte sink recording what reaches it. */
 function recorder(size: number) {

@@ -18,7 +18,16 @@ import {
   dmaUnmapResource,
   physToDma,
 } from "../src/index.ts";
-import { G4, GiB, MiB, NO_LEAKS, baseline, fillRandom, leaks, machine } from "./machine.ts";
+import {
+  G4,
+  GiB,
+  MiB,
+  NO_LEAKS,
+  baseline,
+  fillRandom,
+  leaks,
+  machine,
+} from "../src/testing/index.ts";
 
 function errorOf(fn: () => unknown): DmaError {
   try {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DmaPool } from "../src/index.ts";
-import { NO_LEAKS, baseline, leaks, machine, codeOf } from "./machine.ts";
+import { NO_LEAKS, baseline, leaks, machine, codeOf } from "../src/testing/index.ts";
 
 describe("dma-pool", () => {
   it("carves aligned blocks from one page, lowest address first", () => {

@@ -29,7 +29,7 @@ import {
   machine,
   request,
   codeOf,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 /** Makes the k-th page allocation from now on fail (k >= 1); returns how many were attempted. */
 function failNthPage(m: Machine, k: number): { calls: number } {

@@ -17,10 +17,19 @@ import {
   dmaIovaUnlink,
   dmaUseIova,
 } from "../src/index.ts";
-import { G4, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "./machine.ts";
+import {
+  G4,
+  KiB,
+  NO_LEAKS,
+  baseline,
+  fillRandom,
+  leaks,
+  machine,
+  codeOf,
+} from "../src/testing/index.ts";
 
 describe("iova-api", () => {
-  describe("worked example A (reference §4.11): one unaligned buffer", () => {
+  describe("worked example A: one unaligned buffer", () => {
     it("allocates a 4-page block aligned to 16 KiB below 4 GiB and keeps the sub-granule offset", () => {
       const m = machine("strict");
       const state = new DmaIovaState();
@@ -74,7 +83,7 @@ describe("iova-api", () => {
     });
   });
 
-  describe("worked example B (reference §4.11): alignment of later links", () => {
+  describe("worked example B: alignment of later links", () => {
     it("fails with EINVAL when a later link's IOVA is not granule-aligned", () => {
       const m = machine("strict");
       const p0 = m.memory.allocPages(1) * 4096;
@@ -133,7 +142,7 @@ describe("iova-api", () => {
     });
   });
 
-  describe("worked example C (reference §4.11): three discontiguous pages", () => {
+  describe("worked example C: three discontiguous pages", () => {
     it("links at 0, 4K and 8K, syncs once and frees 3 pages into the 4-page class", () => {
       const m = machine("strict");
       const pages = m.memory.allocScattered(3, 7);
@@ -174,7 +183,7 @@ describe("iova-api", () => {
     });
   });
 
-  describe("worked example D (reference §4.11): head and tail bouncing for an untrusted device", () => {
+  describe("worked example D: head and tail bouncing for an untrusted device", () => {
     it("bounces the head and the tail, links the aligned middle directly and zeroes the padding", () => {
       const m = machine("untrusted");
       const page = m.memory.allocPages(2) * 4096;

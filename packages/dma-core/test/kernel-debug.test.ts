@@ -24,7 +24,14 @@ import {
   dmaUnmapResource,
   dmaUnmapSgtable,
 } from "../src/index.ts";
-import { GiB, type Machine, MiB, type MachineOptions, machine, request } from "./machine.ts";
+import {
+  GiB,
+  type Machine,
+  MiB,
+  type MachineOptions,
+  machine,
+  request,
+} from "../src/testing/index.ts";
 
 /** RAM above 4 GiB, cacheline-aligned (the "none" backend: DMA address = phys). */
 const RAM = 6 * GiB + 0x1000;

@@ -26,7 +26,15 @@ import {
   dmaUnmapResource,
   dmaUnmapSg,
 } from "../src/index.ts";
-import { type Backend, MiB, NO_LEAKS, baseline, codeOf, leaks, machine } from "./machine.ts";
+import {
+  type Backend,
+  MiB,
+  NO_LEAKS,
+  baseline,
+  codeOf,
+  leaks,
+  machine,
+} from "../src/testing/index.ts";
 
 const BAR = 2 ** 40;
 

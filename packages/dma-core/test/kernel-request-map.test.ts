@@ -1,4 +1,5 @@
 import { BLK_STS, type KernelVersion, type Request, kernelHas, queueLimits } from "@dmasim/bvec";
+import { protName } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
 import {
   DMA_ATTR_MMIO,
@@ -13,7 +14,6 @@ import {
   blkRqDmaUnmap,
   dmaUnmapPage,
   dmaUnmapPhys,
-  protName,
   rqDmaDir,
 } from "../src/index.ts";
 import {
@@ -26,7 +26,7 @@ import {
   leaks,
   machine,
   request,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 /** LIMITS with a virt boundary (what every NVMe queue had before 6.19). */
 function withVirtBoundary(mask: number) {

@@ -20,7 +20,17 @@ import {
   dmaUnmapPhys,
   dmaUnmapResource,
 } from "../src/index.ts";
-import { G4, GiB, KiB, NO_LEAKS, baseline, fillRandom, leaks, machine, codeOf } from "./machine.ts";
+import {
+  G4,
+  GiB,
+  KiB,
+  NO_LEAKS,
+  baseline,
+  fillRandom,
+  leaks,
+  machine,
+  codeOf,
+} from "../src/testing/index.ts";
 
 describe("mapping", () => {
   describe("dmaMapPhys under an IOMMU", () => {
@@ -80,7 +90,7 @@ describe("mapping", () => {
     });
 
     it("does not try 32-bit IOVA first with forcedac", () => {
-      const m = machine("strict", { dev: { iommuDma: { forcedac: true } } });
+      const m = machine("strict", { iommuDma: { forcedac: true } });
       expect(m.dev.pci32bitWorkaround).toBe(false);
       const addr = dmaMapPhys(m.dev, 4 * GiB, 0x1000, DMA_TO_DEVICE);
       expect(addr).toBe(2 ** 48 - 0x1000);

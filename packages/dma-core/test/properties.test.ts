@@ -22,7 +22,7 @@ import {
   leaks,
   machine,
   request,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 const MAX_SEGS = 12;
 const word = (max: number) => fc.integer({ min: 0, max }).map((x) => x * 4);

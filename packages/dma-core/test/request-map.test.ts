@@ -1,4 +1,5 @@
 import { BLK_STS, type Request } from "@dmasim/bvec";
+import { protName } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
 import {
   type BlkDmaIter,
@@ -15,7 +16,6 @@ import {
   blkRqDmaUnmap,
   dmaUnmapPhys,
   errnoToBlkStatus,
-  protName,
   rqDmaDir,
 } from "../src/index.ts";
 import {
@@ -30,7 +30,7 @@ import {
   leaks,
   machine,
   request,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 interface Mapped {
   ok: boolean;
@@ -276,7 +276,7 @@ describe("request-map", () => {
     expect(leaks(m, b)).toEqual(NO_LEAKS);
   });
 
-  it("maps a one-segment request through the general path (R8)", () => {
+  it("maps a one-segment request through the general path, with no special case for one page", () => {
     for (const backend of ["none", "strict"] as const) {
       const m = machine(backend);
       const phys = m.memory.allocPages(0) * 4096 + 0x10;

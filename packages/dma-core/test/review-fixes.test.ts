@@ -2,6 +2,7 @@
  * Review fixes: `dma_max_mapping_size` on the direct path, the skip-sync reset of every SWIOTLB
  * mapping, the scatterlist's IOMMU protection with host-bridge P2P, and SWIOTLB slot placement.
  */
+import { protName } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
 import {
   DMA_FROM_DEVICE,
@@ -22,10 +23,18 @@ import {
   dmaSyncSingleForCpu,
   dmaUnmapPhys,
   dmaUnmapSg,
-  protName,
 } from "../src/index.ts";
 import { PhysMemory } from "@dmasim/bvec";
-import { GiB, KiB, MiB, NO_LEAKS, baseline, fillRandom, leaks, machine } from "./machine.ts";
+import {
+  GiB,
+  KiB,
+  MiB,
+  NO_LEAKS,
+  baseline,
+  fillRandom,
+  leaks,
+  machine,
+} from "../src/testing/index.ts";
 
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 const SWIOTLB_MAX = 256 * KiB - 4 * KiB; // 128 slots less the 4 KiB min_align_mask rounding

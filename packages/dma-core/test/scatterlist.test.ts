@@ -24,7 +24,7 @@ import {
   leaks,
   machine,
   request,
-} from "./machine.ts";
+} from "../src/testing/index.ts";
 
 function segs(sgt: SgTable): { addr: number; len: number }[] {
   return sgt.sgl.slice(0, sgt.nents).map((s: ScatterlistEntry) => ({

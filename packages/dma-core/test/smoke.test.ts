@@ -1,22 +1,9 @@
-import {
-  PhysMemory,
-  Rng,
-  SimClock,
-  bioFromBvecs,
-  blkRqFromBios,
-  bvecFromPhys,
-  queueLimits,
-} from "@dmasim/bvec";
-import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
+import { Rng, bioFromBvecs, blkRqFromBios, bvecFromPhys, queueLimits } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
 import {
   DMA_FROM_DEVICE,
   DMA_TO_DEVICE,
-  Device,
-  DeviceDma,
-  DmaDebug,
   DmaIovaState,
-  Swiotlb,
   blkDmaIter,
   blkRqDmaMapCoalesce,
   blkRqDmaMapIterNext,
@@ -25,33 +12,7 @@ import {
   dmaMapPhys,
   dmaUnmapPhys,
 } from "../src/index.ts";
-
-const GiB = 1024 ** 3;
-
-function machine(mode: "none" | "strict" | "lazy" | "passthrough", untrusted = false) {
-  const clock = new SimClock();
-  const memory = new PhysMemory({ ramBytes: 16 * GiB });
-  const debug = new DmaDebug();
-  const type =
-    mode === "strict"
-      ? IOMMU_DOMAIN.DMA
-      : mode === "lazy"
-        ? IOMMU_DOMAIN.DMA_FQ
-        : IOMMU_DOMAIN.IDENTITY;
-  const domain = mode === "none" ? null : new IommuDomain({ type, mem: memory, clock });
-  const swiotlb = untrusted ? new Swiotlb(memory, { size: 4 * 1024 * 1024 }) : null;
-  const dev = new Device({
-    name: "nvme0",
-    memory,
-    iommu: domain,
-    clock,
-    debug,
-    untrusted,
-    swiotlb,
-    minAlignMask: 4095,
-  });
-  return { clock, memory, debug, domain, dev, dma: new DeviceDma(dev) };
-}
+import { machine } from "../src/testing/index.ts";
 
 describe("dma-core smoke", () => {
   for (const mode of ["none", "passthrough", "strict", "lazy"] as const) {
@@ -90,13 +51,13 @@ describe("dma-core smoke", () => {
         for (const s of segs) dmaUnmapPhys(m.dev, s.addr, s.len, DMA_TO_DEVICE);
       }
       m.clock.advance(2e9);
-      expect(m.debug.errors).toEqual([]);
-      expect(m.debug.outstanding()).toBe(0);
+      expect(m.debug!.errors).toEqual([]);
+      expect(m.debug!.outstanding()).toBe(0);
     });
   }
 
   it("bounces a sub-page buffer for an untrusted device and copies back on unmap", () => {
-    const m = machine("strict", true);
+    const m = machine("untrusted");
     const phys = m.memory.allocPages(0) * 4096 + 0x100;
     m.memory.fill(phys, 0x200, 0xaa);
     const addr = dmaMapPhys(m.dev, phys, 0x200, DMA_FROM_DEVICE);
@@ -107,6 +68,6 @@ describe("dma-core smoke", () => {
     dmaUnmapPhys(m.dev, addr, 0x200, DMA_FROM_DEVICE);
     expect(m.memory.readBytes(phys, 4)).toEqual(new Uint8Array([0x55, 0x55, 0x55, 0x55]));
     expect(m.dev.swiotlb?.counters.c.slotsInUse).toBe(0);
-    expect(m.debug.errors).toEqual([]);
+    expect(m.debug!.errors).toEqual([]);
   });
 });

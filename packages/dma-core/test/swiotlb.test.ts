@@ -10,7 +10,7 @@ import {
   IO_TLB_SIZE,
   Swiotlb,
 } from "../src/index.ts";
-import { G4, GiB, KiB, MiB, fillRandom, codeOf } from "./machine.ts";
+import { G4, GiB, KiB, MiB, fillRandom, codeOf } from "../src/testing/index.ts";
 
 function pool(size = MiB) {
   const memory = new PhysMemory({ ramBytes: 8 * GiB });

@@ -36,6 +36,7 @@ export {
   type IommuDomainType,
   type IommuProt,
   domainTypeHas,
+  protName,
 } from "./prot.ts";
 export { type PgsizeChoice, iommuPgsize, pgsizeList } from "./pgsize.ts";
 export {
@@ -65,13 +66,11 @@ export {
 export { type IovaRange } from "./iova-tree.ts";
 export {
   IOVA_ANCHOR,
-  IOVA_DEPOT_DELAY_NS,
-  IOVA_MAG_SIZE,
-  IOVA_RANGE_CACHE_MAX_SIZE,
   type IovaCounter,
   IovaDomain,
   type IovaDomainOptions,
 } from "./iova-domain.ts";
+export { IOVA_DEPOT_DELAY_NS, IOVA_MAG_SIZE, IOVA_RANGE_CACHE_MAX_SIZE } from "./iova-rcache.ts";
 export { Iotlb, type IotlbCounter, type IotlbEntry, type IotlbOptions } from "./iotlb.ts";
 export { FAULT_REASON, FaultLog, type FaultReason, type IommuFault } from "./fault.ts";
 export {

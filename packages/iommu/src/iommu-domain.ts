@@ -52,7 +52,7 @@ export interface IommuDomainOptions {
   readonly needsSyncMap?: boolean;
   /** Faults kept in the domain's log (default 64). */
   readonly faultLogSize?: number;
-  /** Domain ID (IOTLB tag); unique by default. */
+  /** Domain ID (IOTLB tag); by default the next one of the IOTLB's IOMMU (`Iotlb.allocDomainId`). */
   readonly id?: number;
   /** CONFIG_HZ, for the jiffies timer of the flush queue a lazy domain gets (default 250). */
   readonly hz?: number;
@@ -76,8 +76,6 @@ export type IommuDomainCounter =
   | "translatePages"
   | "staleTranslations"
   | "faults";
-
-let nextDomainId = 1;
 
 /** Linux `struct iommu_domain` with its ops. */
 export class IommuDomain implements GatherSyncTarget {
@@ -118,6 +116,13 @@ export class IommuDomain implements GatherSyncTarget {
   ]);
   /** Recent translation faults. */
   readonly faultLog: FaultLog;
+  /**
+   * Linux `domain->iova_cookie`: the DMA layer's state of a DMA domain (dma-core's
+   * `IommuDmaCookie`: the IOVA allocator and the flush queue), set once by
+   * `iommu_dma_init_domain` when the first device is set up; null before. Opaque to this
+   * layer, as `struct iommu_dma_cookie` is private to drivers/iommu/dma-iommu.c.
+   */
+  iovaCookie: object | null = null;
   private domainType: IommuDomainType;
 
   constructor(options: IommuDomainOptions) {
@@ -126,9 +131,9 @@ export class IommuDomain implements GatherSyncTarget {
       throw new IommuError("EINVAL", `unknown domain type ${hex(type)}`);
     }
     this.domainType = type;
-    this.id = options.id ?? nextDomainId++;
-    checkNum(this.id, "domain id");
     this.iotlb = options.iotlb ?? new Iotlb();
+    this.id = options.id ?? this.iotlb.allocDomainId();
+    checkNum(this.id, "domain id");
     this.clock = options.clock;
     this.needsSyncMap = options.needsSyncMap ?? false;
     this.hz = checkNum(options.hz ?? DEFAULT_HZ, "HZ", 1);

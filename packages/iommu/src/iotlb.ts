@@ -79,6 +79,8 @@ export class Iotlb {
   private readonly eStale: Uint8Array;
   private readonly eLru: Float64Array;
   private tick = 0;
+  /** The next domain ID (tag) this IOMMU hands out; see `allocDomainId`. */
+  private nextDomainId = 1;
   /** Distinct page sizes currently cached, and how many entries of each. */
   private readonly sizeList: number[] = [];
   private readonly sizeCnt: number[] = [];
@@ -100,6 +102,15 @@ export class Iotlb {
     this.eProt = new Uint8Array(size);
     this.eStale = new Uint8Array(size);
     this.eLru = new Float64Array(size);
+  }
+
+  /**
+   * A new domain ID for a domain whose translations this IOTLB caches: IDs are allocated per
+   * IOMMU, as Linux drivers do (VT-d's per-IOMMU domain-ID bitmap in `domain_attach_iommu`,
+   * SMMUv3's ASID allocator), so they depend only on the domains of this IOMMU.
+   */
+  allocDomainId(): number {
+    return this.nextDomainId++;
   }
 
   /** Entries in use. */

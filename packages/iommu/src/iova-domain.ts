@@ -1,7 +1,7 @@
 /**
  * The IOVA allocator of drivers/iommu/iova.c: a tree of allocated ranges searched top-down from
- * a cached node, the 32-bit fail-fast hint, and the per-CPU range caches ("rcaches") of
- * magazines with a global depot.
+ * a cached node, the 32-bit fail-fast hint, and in front of the tree the per-CPU range caches
+ * ("rcaches") of magazines with a global depot (iova-rcache.ts).
  *
  * All ranges are in granule-sized page frames ("pfns"), inclusive at both ends. pfn 0 is never
  * handed out (the start pfn is at least 1), so 0 always means failure, as in Linux.
@@ -10,7 +10,6 @@ import {
   CounterSet,
   MAX_ADDR,
   type SimClock,
-  type TimerId,
   hex,
   isPow2,
   orderBase2,
@@ -18,14 +17,9 @@ import {
 } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
+import { IovaRcaches } from "./iova-rcache.ts";
 import { type FitResult, IovaNode, type IovaRange, IovaTree } from "./iova-tree.ts";
 
-/** Linux `IOVA_RANGE_CACHE_MAX_SIZE`: rcache size classes (orders 0..5, 1..32 pages). */
-export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
-/** Linux `IOVA_MAG_SIZE`: pfns per magazine. */
-export const IOVA_MAG_SIZE = 127;
-/** Linux `IOVA_DEPOT_DELAY`: the depot trimming period, 100 ms (in ns of simulated time). */
-export const IOVA_DEPOT_DELAY_NS = 100_000_000;
 /** Linux `IOVA_ANCHOR` (~0UL): the sentinel node's pfn, above every allocatable pfn. */
 export const IOVA_ANCHOR = MAX_ADDR;
 
@@ -67,29 +61,15 @@ export type IovaCounter =
   | "cachedRanges"
   | "depotSize";
 
-/** roundup_pow_of_two(n) and order_base_2(n) for n = 0..32 (the rcache's sizes), precomputed. */
+/**
+ * roundup_pow_of_two(n) and order_base_2(n) for n = 0..32 (the rcache's sizes), precomputed
+ * when the module loads and only read afterwards.
+ */
 const SMALL_ROUNDUP = new Uint8Array(33);
 const SMALL_ORDER = new Uint8Array(33);
 for (let n = 1; n <= 32; n++) {
   SMALL_ROUNDUP[n] = roundupPow2(n);
   SMALL_ORDER[n] = orderBase2(n);
-}
-
-class Magazine {
-  size = 0;
-  readonly pfns = new Float64Array(IOVA_MAG_SIZE);
-}
-
-interface CpuRcache {
-  loaded: Magazine;
-  prev: Magazine;
-}
-
-interface Rcache {
-  /** Full magazines, LIFO (the last element is the top). */
-  readonly depot: Magazine[];
-  readonly cpus: CpuRcache[];
-  timer: TimerId | undefined;
 }
 
 /** Linux `struct iova_domain` with its rcaches; the constructor is `init_iova_domain`. */
@@ -130,8 +110,7 @@ export class IovaDomain {
   private readonly anchor: IovaNode;
   private cachedNode: IovaNode;
   private cached32Node: IovaNode;
-  private readonly rcaches: Rcache[] = [];
-  private readonly clock: SimClock | undefined;
+  private readonly rcaches: IovaRcaches;
   private readonly fit: FitResult = { node: null, newPfn: 0 };
 
   constructor(options: IovaDomainOptions) {
@@ -156,16 +135,16 @@ export class IovaDomain {
     this.dma32bitPfn = 2 ** 32 / granule;
     this.max32AllocSize = this.dma32bitPfn;
     this.numCpus = numCpus;
-    this.clock = options.clock;
     this.anchor = new IovaNode(IOVA_ANCHOR, IOVA_ANCHOR);
     this.tree.insert(this.anchor);
     this.cachedNode = this.anchor;
     this.cached32Node = this.anchor;
-    for (let i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE; i++) {
-      const cpus: CpuRcache[] = [];
-      for (let c = 0; c < numCpus; c++) cpus.push({ loaded: new Magazine(), prev: new Magazine() });
-      this.rcaches.push({ depot: [], cpus, timer: undefined });
-    }
+    this.rcaches = new IovaRcaches(numCpus, options.clock, this.counters.c, (pfn) => {
+      const n = this.tree.findContaining(pfn);
+      if (n === null || n === this.anchor) return false;
+      this.removeNode(n);
+      return true;
+    });
   }
 
   /** Linux `iova_shift`: log2 of the granule. */
@@ -261,7 +240,7 @@ export class IovaDomain {
     // iova.c: non-power-of-two frees into the rcache "will come back to bite us badly".
     if (size < 32) size = SMALL_ROUNDUP[size] as number;
     const pfn =
-      size <= 32 ? this.rcacheGet(SMALL_ORDER[size] as number, size, limitPfn + 1, cpu) : 0;
+      size <= 32 ? this.rcaches.get(SMALL_ORDER[size] as number, size, limitPfn + 1, cpu) : 0;
     if (pfn !== 0) {
       c.allocRcacheHit++;
       c.cachedRanges--;
@@ -295,7 +274,7 @@ export class IovaDomain {
     if (!(cpu >= 0 && cpu < this.numCpus && Number.isInteger(cpu))) this.checkCpu(cpu);
     if (!(pfn >= 1 && Number.isSafeInteger(pfn))) checkNum(pfn, "pfn", 1);
     if (!(size >= 1 && Number.isSafeInteger(size))) checkNum(size, "IOVA size (pages)", 1);
-    if (size <= 32 && this.rcacheInsert(SMALL_ORDER[size] as number, pfn, cpu)) {
+    if (size <= 32 && this.rcaches.insert(SMALL_ORDER[size] as number, pfn, cpu)) {
       c.freeRcache++;
       c.cachedRanges++;
       return;
@@ -306,29 +285,17 @@ export class IovaDomain {
   /** Linux `free_cpu_cached_iovas`: returns one CPU's cached ranges to the tree (CPU hotplug). */
   freeCpuCachedIovas(cpu: number): void {
     this.checkCpu(cpu);
-    for (const rc of this.rcaches) {
-      const cr = rc.cpus[cpu] as CpuRcache;
-      this.magazineFreePfns(cr.loaded);
-      this.magazineFreePfns(cr.prev);
-    }
+    this.rcaches.freeCpu(cpu);
   }
 
   /** Linux `free_global_cached_iovas`: returns every depot magazine's ranges to the tree. */
   freeGlobalCachedIovas(): void {
-    for (const rc of this.rcaches) {
-      for (let m = rc.depot.pop(); m !== undefined; m = rc.depot.pop()) {
-        this.counters.c.depotSize--;
-        this.magazineFreePfns(m);
-      }
-    }
+    this.rcaches.freeGlobal();
   }
 
   /** Linux `put_iova_domain`: drops the caches and every range; cancels the depot work. */
   putIovaDomain(): void {
-    for (const rc of this.rcaches) {
-      if (rc.timer !== undefined) this.clock?.cancel(rc.timer);
-      rc.timer = undefined;
-    }
+    this.rcaches.cancelWork();
     this.drainAll();
     for (let n = this.tree.first(); n !== null && n !== this.anchor; n = this.tree.first())
       this.removeNode(n);
@@ -344,11 +311,7 @@ export class IovaDomain {
 
   /** Pfns cached per size class: [class][cpu] loaded+prev, and the depot's magazines. */
   cacheState(): { order: number; perCpu: number[]; depotMagazines: number }[] {
-    return this.rcaches.map((rc, order) => ({
-      order,
-      perCpu: rc.cpus.map((cr) => cr.loaded.size + cr.prev.size),
-      depotMagazines: rc.depot.length,
-    }));
+    return this.rcaches.state();
   }
 
   // -------------------------------------------------------------------------------------
@@ -416,110 +379,12 @@ export class IovaDomain {
     this.counters.c.liveRanges = this.tree.size - 1;
   }
 
-  /** `__iova_rcache_get` for size class `order` (sizes of 32 pages or less). */
-  private rcacheGet(order: number, size: number, limit: number, cpu: number): number {
-    const rc = this.rcaches[order] as Rcache;
-    const cr = rc.cpus[cpu] as CpuRcache;
-    if (cr.loaded.size === 0) {
-      if (cr.prev.size !== 0) {
-        const t = cr.loaded;
-        cr.loaded = cr.prev;
-        cr.prev = t;
-      } else {
-        const m = rc.depot.pop();
-        if (m === undefined) return 0;
-        // The empty loaded magazine is freed; the depot's full one takes its place.
-        this.counters.c.depotPops++;
-        this.counters.c.depotSize--;
-        cr.loaded = m;
-      }
-    }
-    return magazinePop(cr.loaded, limit - size);
-  }
-
-  /** `__iova_rcache_insert` for size class `order` (sizes of 32 pages or less). */
-  private rcacheInsert(order: number, pfn: number, cpu: number): boolean {
-    const rc = this.rcaches[order] as Rcache;
-    const cr = rc.cpus[cpu] as CpuRcache;
-    if (cr.loaded.size === IOVA_MAG_SIZE) {
-      if (cr.prev.size !== IOVA_MAG_SIZE) {
-        const t = cr.loaded;
-        cr.loaded = cr.prev;
-        cr.prev = t;
-      } else {
-        rc.depot.push(cr.loaded);
-        this.counters.c.depotPushes++;
-        this.counters.c.depotSize++;
-        this.scheduleDepotWork(rc);
-        cr.loaded = new Magazine();
-      }
-    }
-    const m = cr.loaded;
-    m.pfns[m.size++] = pfn;
-    return true;
-  }
-
-  /** `schedule_delayed_work` of the depot trimming (no-op while already pending). */
-  private scheduleDepotWork(rc: Rcache): void {
-    const clock = this.clock;
-    if (clock === undefined || rc.timer !== undefined) return;
-    rc.timer = clock.schedule(IOVA_DEPOT_DELAY_NS, () => {
-      rc.timer = undefined;
-      this.depotWork(rc);
-    });
-  }
-
-  /** Linux `iova_depot_work_func`: trims one magazine while the depot holds more than one per CPU. */
-  private depotWork(rc: Rcache): void {
-    if (rc.depot.length <= this.numCpus) return;
-    const m = rc.depot.pop() as Magazine;
-    this.counters.c.depotSize--;
-    this.counters.c.depotTrims++;
-    this.magazineFreePfns(m);
-    this.scheduleDepotWork(rc);
-  }
-
-  /** Linux `iova_magazine_free_pfns`: every pfn of a magazine goes back to the tree. */
-  private magazineFreePfns(m: Magazine): void {
-    const c = this.counters.c;
-    for (let i = 0; i < m.size; i++) {
-      const pfn = m.pfns[i] as number;
-      const n = this.tree.findContaining(pfn);
-      c.cachedRanges--;
-      if (n === null || n === this.anchor) {
-        m.size = 0;
-        // Linux WARNs ("iova_magazine_free_pfns") and carries on; the model treats it as misuse.
-        throw new IommuError(
-          "EINVAL",
-          `a cached IOVA pfn ${hex(pfn)} has no range in the tree (freed twice or never allocated)`,
-        );
-      }
-      this.removeNode(n);
-    }
-    m.size = 0;
-  }
-
   /** Every CPU's magazines and every depot back into the tree. */
   private drainAll(): void {
     this.counters.c.drains++;
     for (let cpu = 0; cpu < this.numCpus; cpu++) this.freeCpuCachedIovas(cpu);
     this.freeGlobalCachedIovas();
   }
-}
-
-/** Linux `iova_magazine_pop`: the topmost pfn <= `limitPfn`, swapped out with the last; 0 when none. */
-function magazinePop(m: Magazine, limitPfn: number): number {
-  const pfns = m.pfns;
-  let i = m.size - 1;
-  if (i < 0) return 0;
-  while ((pfns[i] as number) > limitPfn) {
-    if (i === 0) return 0;
-    i--;
-  }
-  const pfn = pfns[i] as number;
-  m.size--;
-  pfns[i] = pfns[m.size] as number;
-  return pfn;
 }
 
 /** A detached copy of a node's range (callers never hold tree nodes). */

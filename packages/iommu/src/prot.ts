@@ -25,6 +25,30 @@ export type IommuProt = number;
 /** All the `IOMMU_PROT` bits together; anything else in a prot value is rejected. */
 export const IOMMU_PROT_ALL = 63;
 
+/**
+ * The names of the flags set in `prot`, highest bit last ("READ|WRITE|CACHE"; "NONE" for 0),
+ * for tests and traces (the model's own helper; Linux has none).
+ */
+export function protName(prot: IommuProt): string {
+  const parts: string[] = [];
+  const names: [number, string][] = [
+    [IOMMU_PROT.PRIV, "PRIV"],
+    [IOMMU_PROT.MMIO, "MMIO"],
+    [IOMMU_PROT.NOEXEC, "NOEXEC"],
+    [IOMMU_PROT.CACHE, "CACHE"],
+    [IOMMU_PROT.WRITE, "WRITE"],
+    [IOMMU_PROT.READ, "READ"],
+  ];
+  let rest = prot;
+  for (const [bit, name] of names) {
+    if (rest >= bit) {
+      rest -= bit;
+      parts.unshift(name);
+    }
+  }
+  return parts.join("|") || "NONE";
+}
+
 /** Flag bits that compose the domain types (include/linux/iommu.h `__IOMMU_DOMAIN_*`). */
 export const IOMMU_DOMAIN_FLAG = {
   PAGING: 1,

@@ -41,6 +41,11 @@ export class TranslationBuffer {
   fault: IommuFault | undefined = undefined;
 }
 
+/**
+ * The leaf `lookupLeaf` fills, shared by every translation of every domain. Safe because it is
+ * filled and read within one synchronous step of `translateInto` and never held across a call
+ * (the simulation is single-threaded), so no translation sees another one's values.
+ */
 const leaf: LeafLookup = { pagePhys: 0, pageIova: 0, pageSize: 0, prot: 0 };
 
 function fault(

@@ -7,7 +7,7 @@ const G1 = 0x40000000;
 const BITMAP = K4 + M2 + G1;
 
 describe("iommuPgsize", () => {
-  it("reproduces the worked example of the reference (one 4K then two 2M)", () => {
+  it("picks one 4K page, then two 2M pages once IOVA and paddr are both 2M-aligned", () => {
     const a = iommuPgsize(BITMAP, 0x1ff000, 0x5ff000, 0x401000);
     expect(a).toEqual({ pgsize: K4, count: 1 });
     const b = iommuPgsize(BITMAP, 0x200000, 0x600000, 0x400000);

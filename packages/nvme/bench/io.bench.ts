@@ -18,7 +18,7 @@ import {
   bvecFromPhys,
   queueLimits,
 } from "@dmasim/bvec";
-import { Device } from "@dmasim/dma-core";
+import { Device, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
 import {
@@ -38,6 +38,7 @@ function rig(mapping: "new" | "old", lazy: boolean) {
   const memory = new PhysMemory({ ramBytes: 16 * GiB });
   const domain = lazy ? new IommuDomain({ type: IOMMU_DOMAIN.DMA_FQ, mem: memory, clock }) : null;
   const dev = new Device({ name: "nvme0", memory, iommu: domain, clock });
+  iommuSetupDmaOps(dev);
   const ctrl = new NvmeController({ dev, clock, sgl: "none" });
   const host = new NvmeHost({ dev, ctrl, mapping });
   host.enable();

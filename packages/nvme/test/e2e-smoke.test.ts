@@ -1,5 +1,5 @@
 import { BLK_STS, PhysMemory, Rng, SimClock, bioFromBvecs, bvecFromPhys } from "@dmasim/bvec";
-import { Device, DmaDebug } from "@dmasim/dma-core";
+import { Device, DmaDebug, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
 import { NvmeController, NvmeHost } from "../src/index.ts";
@@ -22,6 +22,7 @@ function setup(
         : IOMMU_DOMAIN.IDENTITY;
   const domain = mode === "none" ? null : new IommuDomain({ type, mem: memory, clock });
   const dev = new Device({ name: "nvme0", memory, iommu: domain, clock, debug });
+  iommuSetupDmaOps(dev);
   const ctrl = new NvmeController({ dev, clock, sgl });
   const host = new NvmeHost({ dev, ctrl, mapping });
   host.enable();

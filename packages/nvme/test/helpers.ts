@@ -19,7 +19,7 @@ import {
   bvecFromPhys,
   queueLimits,
 } from "@dmasim/bvec";
-import { Device, DeviceDma, DmaDebug, Swiotlb } from "@dmasim/dma-core";
+import { Device, DeviceDma, DmaDebug, Swiotlb, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { expect } from "vitest";
 import {
@@ -116,6 +116,7 @@ export class Rig {
       forceBounce: o.bounce ?? false,
       iovaApi: o.iovaApi ?? true,
     });
+    iommuSetupDmaOps(this.dev);
     this.baseline = {
       pages: this.memory.pagesInUse,
       iovaRanges: this.dev.cookie?.iovad.liveRanges ?? 0,

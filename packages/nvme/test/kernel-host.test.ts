@@ -15,7 +15,7 @@ import {
   blkRqFromBios,
   bvecFromPhys,
 } from "@dmasim/bvec";
-import { Device, DmaDebug } from "@dmasim/dma-core";
+import { Device, DmaDebug, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
 import {
@@ -54,6 +54,7 @@ class KernelRig {
           ? new IommuDomain({ type: IOMMU_DOMAIN.DMA, mem: this.memory, clock: this.clock })
           : null,
     });
+    iommuSetupDmaOps(this.dev);
     this.ctrl = new NvmeController({ dev: this.dev, clock: this.clock, sgl: o.sgl ?? "byte" });
     this.host = new NvmeHost({ dev: this.dev, ctrl: this.ctrl });
     this.host.enable();

@@ -4,7 +4,7 @@
  * and the host driver.
  */
 import { type CounterSet, PhysMemory, SimClock, SimError, hex } from "@dmasim/bvec";
-import { Device, DmaDebug, Swiotlb } from "@dmasim/dma-core";
+import { Device, DmaDebug, Swiotlb, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain, Iotlb } from "@dmasim/iommu";
 import { NvmeController, NvmeHost } from "@dmasim/nvme";
 import type { CounterRef } from "./cost.ts";
@@ -228,11 +228,11 @@ function bringUp(job: Job, options: MachineOptions): Machine {
       // "per-segment": the new driver with the IOVA API unusable, so each segment is mapped alone.
       iovaApi: job.host.mapping !== "per-segment",
       iommu: domain,
-      iommuDma: { numCpus: job.machine.cpus, singleQueue: job.iommu.singleQueue },
       swiotlb,
       clock,
       debug,
     });
+    iommuSetupDmaOps(dev, { numCpus: job.machine.cpus, singleQueue: job.iommu.singleQueue });
     const service = options.serviceTimeNs;
     const irq = options.irq;
     const ctrl = new NvmeController({

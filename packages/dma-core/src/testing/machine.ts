@@ -1,7 +1,8 @@
 /**
- * Test fixtures: a simulated machine (memory, clock, IOMMU domain, device, dma-debug) in each of
- * the backends the DMA API dispatches to, requests built from physical ranges, and the leak
- * accounting every teardown test uses.
+ * Machines for tests and benchmarks (`@dmasim/dma-core/testing`): memory, clock, IOMMU domain,
+ * device and dma-debug in each of the backends the DMA API dispatches to, requests built from
+ * physical ranges, and the leak accounting every teardown test uses. Nothing here asserts: the
+ * functions return what they measured (`leaks`, `codeOf`) and the tests compare.
  */
 import {
   type Bio,
@@ -23,8 +24,10 @@ import {
   DmaDebug,
   type DmaDebugOptions,
   DmaError,
+  type IommuDmaOptions,
   Swiotlb,
-} from "../src/index.ts";
+  iommuSetupDmaOps,
+} from "../index.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
@@ -59,6 +62,8 @@ export interface MachineOptions {
   readonly apertureEnd?: number;
   /** Device options (name, memory, iommu, swiotlb, clock and debug are filled in). */
   readonly dev?: Partial<DeviceOptions>;
+  /** Options of the domain's DMA cookie (`iommuSetupDmaOps`). */
+  readonly iommuDma?: Partial<IommuDmaOptions>;
 }
 
 export interface Machine {
@@ -124,6 +129,7 @@ export function machine(backend: Backend, o: MachineOptions = {}): Machine {
     swiotlb,
     untrusted: backend === "untrusted" || (o.dev?.untrusted ?? false),
   });
+  iommuSetupDmaOps(dev, o.iommuDma);
   return { backend, clock, memory, debug, domain, swiotlb, dev, dma: new DeviceDma(dev) };
 }
 

@@ -1,0 +1,2 @@
+export declare function importSpecifiers(fileName: string, text: string): string[];
+export declare function checkCycles(root: string): string[];
