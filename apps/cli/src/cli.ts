@@ -187,6 +187,13 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
   const reportOpts = (cmd: Command) =>
     cmd
       .option("--json", "print JSON instead of tables")
+      .option("--csv", "print CSV (a header and one line per run) instead of tables")
+      .addOption(
+        new Option(
+          "--percentiles <list>",
+          "latency percentiles to print, e.g. 50,99,99.99 (default 50,90,99,99.9)",
+        ).argParser(c.percentilesOption),
+      )
       .option("--html <file>", "also write a self-contained HTML report with charts")
       .option(
         "--costs <file>",
@@ -196,7 +203,16 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
   const run = new Command("run")
     .description("run a job (the built-in default job without a file) and report what it cost")
     .argument("[job]", "a job file (JSON); see README for the schema")
-    .option("--debug", "attach dma-debug and report driver bugs");
+    .option("--debug", "attach dma-debug and report driver bugs")
+    .option(
+      "--log <file>",
+      "write a per-interval log (IOPS, bandwidth, latency over simulated time) as JSON Lines",
+    )
+    .addOption(
+      new Option("--log-interval <time>", 'the log\'s interval (default "1ms")').argParser(
+        c.timeOption,
+      ),
+    );
   await jobOptions(run, true);
   reportOpts(run).addHelpText(
     "after",

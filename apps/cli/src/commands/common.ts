@@ -48,6 +48,31 @@ export function numberOption(min: number, max: number): (v: string) => number {
   };
 }
 
+/** A parser for a comma-separated list of percentiles (each in [0, 100], as fio's percentile_list). */
+export function percentilesOption(v: string): number[] {
+  const parts = v.split(",").map((s) => s.trim());
+  const out: number[] = [];
+  for (const p of parts) {
+    const n = Number(p);
+    if (p === "" || !Number.isFinite(n) || n < 0 || n > 100)
+      throw new InvalidArgumentError(`"${p}" is not a percentile in 0..100 (e.g. 50,99,99.99).`);
+    if (!out.includes(n)) out.push(n);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** A parser for a time such as "1ms", "500us", "2s" (ns returned), for intervals. */
+export function timeOption(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ns|us|ms|s)$/.exec(v.trim());
+  const unit = m ? { ns: 1, us: 1e3, ms: 1e6, s: 1e9 }[m[2] as "ns" | "us" | "ms" | "s"] : 0;
+  const ns = m ? Number(m[1]) * unit : 0;
+  if (!m || ns < 1000)
+    throw new InvalidArgumentError(
+      `expected a time of at least 1us such as "1ms" or "500us", got "${v}".`,
+    );
+  return ns;
+}
+
 /** A parser for one of a set of words. */
 export function choiceOption<T extends string>(choices: readonly T[]): (v: string) => T {
   return (v) => {

@@ -1,6 +1,7 @@
 /** `dmasim compare [job.json]`: the same workload across IOMMU modes and mapping styles. */
 import { compareHtml } from "../engine/html.ts";
 import { type CompareCell, formatCompare, kernelDifferences } from "../engine/report.ts";
+import { runCsvHeader, runCsvRow } from "../engine/csv.ts";
 import { runJob } from "../engine/run.ts";
 import {
   type CommandIo,
@@ -22,8 +23,10 @@ export interface CompareOptions extends Omit<JobOptions, "iommu" | "mapping" | "
   /** Several Linux releases: each cell runs under each (`--kernel 6.18,6.19`). */
   kernel?: string[];
   json?: boolean;
+  csv?: boolean;
   html?: string;
   costs?: string;
+  percentiles?: number[];
 }
 
 /** Runs the matrix; returns the exit code (1 when a cell failed verification). */
@@ -57,7 +60,10 @@ export function compare(file: string | undefined, opts: CompareOptions, io: Comm
       iommu: mode,
       mapping,
       ...(byKernel ? { kernel: job.kernel } : {}),
-      result: runJob(job, { costs }),
+      result: runJob(job, {
+        costs,
+        ...(opts.percentiles ? { percentiles: opts.percentiles } : {}),
+      }),
     });
   }
   if (io.progress) io.stderr("\n");
@@ -80,6 +86,10 @@ export function compare(file: string | undefined, opts: CompareOptions, io: Comm
         2,
       )}\n`,
     );
+  } else if (opts.csv) {
+    const ps = cells[0]?.result.percentiles ?? [];
+    io.stdout(`${runCsvHeader(ps)}\n`);
+    for (const c of cells) io.stdout(`${runCsvRow(c.result, ps)}\n`);
   } else {
     io.stdout(formatCompare(cells, io.color));
   }

@@ -24,6 +24,7 @@ export {
   Pricer,
   RESOURCE_KINDS,
   type ResourceKind,
+  costProblems,
   loadCostTable,
 } from "./cost.ts";
 export {
@@ -35,8 +36,15 @@ export {
 } from "./profiles.ts";
 export { type ResourceReport, Resource, ResourceSet } from "./resources.ts";
 export { DeviceTiming, LatencyDistribution } from "./device-time.ts";
+export { type IntervalRow } from "./measure.ts";
+export { type DirectionReport } from "./results.ts";
+export { runCsvHeader, runCsvRow } from "./csv.ts";
+export { DEVICE_PRESETS, DEVICE_PRESET_NAMES, type DevicePresetName } from "./devices.ts";
+export { jobProblems } from "./job-check.ts";
 export {
   DEFAULT_PERCENTILES,
+  REPORT_PERCENTILES,
+  percentileList,
   DepthHistogram,
   LatencyHistogram,
   type LatencySummary,
@@ -52,6 +60,8 @@ export {
   counterGetter,
   counterRef,
   counterSources,
+  knownCounters,
+  machineProblems,
   snapshotCounters,
 } from "./machine.ts";
 export {

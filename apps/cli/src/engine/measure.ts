@@ -16,11 +16,114 @@ export interface MeasuredIo {
   readonly doorbellAt: number;
 }
 
+/** The statistics of one direction (fio's "read" and "write" sections). */
+export class DirectionMeasure {
+  readonly lat = new LatencyHistogram();
+  readonly clat = new LatencyHistogram();
+  readonly slat = new LatencyHistogram();
+  ios = 0;
+  bytes = 0;
+  errors = 0;
+}
+
+/** One row of the per-interval log (fio's bandwidth, IOPS and latency logs, as one record). */
+export interface IntervalRow {
+  /** End of the interval, ms after the window's start (the last row may be shorter). */
+  readonly tMs: number;
+  readonly ms: number;
+  readonly ios: number;
+  readonly reads: number;
+  readonly writes: number;
+  readonly iops: number;
+  readonly bandwidthMBps: number;
+  /** Mean and largest `lat` of the I/Os completed in the interval (0 when none). */
+  readonly latMeanUs: number;
+  readonly latMaxUs: number;
+  readonly clatMeanUs: number;
+}
+
+/**
+ * The per-interval log: completions are summed into intervals of `ns` from the window's start;
+ * an interval is written when a completion falls past it (an interval with none is a row of
+ * zeros), and the last, partial one at the window's end.
+ */
+export class IntervalLog {
+  private start = 0;
+  private end = 0;
+  private ios = 0;
+  private reads = 0;
+  private bytes = 0;
+  private latSum = 0;
+  private latMax = 0;
+  private clatSum = 0;
+
+  private readonly ns: number;
+  private readonly emit: (row: IntervalRow) => void;
+
+  constructor(ns: number, emit: (row: IntervalRow) => void) {
+    this.ns = ns;
+    this.emit = emit;
+  }
+
+  /** The window starts at `t`. */
+  begin(t: number): void {
+    this.start = t;
+    this.end = t + this.ns;
+  }
+
+  /** One measured I/O completed at `t`. */
+  done(t: number, write: boolean, bytes: number, lat: number, clat: number): void {
+    while (t > this.end) this.flush(this.end);
+    this.ios++;
+    if (!write) this.reads++;
+    this.bytes += bytes;
+    this.latSum += lat;
+    this.clatSum += clat;
+    if (lat > this.latMax) this.latMax = lat;
+  }
+
+  /** The window ends at `t`: the last interval is written (if it has any time). */
+  close(t: number): void {
+    while (t > this.end) this.flush(this.end);
+    if (t > this.end - this.ns) this.flush(t);
+  }
+
+  private flush(at: number): void {
+    const from = this.end - this.ns;
+    const span = at - from;
+    const n = this.ios;
+    this.emit({
+      tMs: (at - this.start) / 1e6,
+      ms: span / 1e6,
+      ios: n,
+      reads: this.reads,
+      writes: n - this.reads,
+      iops: span > 0 ? (n * 1e9) / span : 0,
+      bandwidthMBps: span > 0 ? (this.bytes * 1e3) / span : 0,
+      latMeanUs: n > 0 ? this.latSum / n / 1000 : 0,
+      latMaxUs: this.latMax / 1000,
+      clatMeanUs: n > 0 ? this.clatSum / n / 1000 : 0,
+    });
+    this.end += this.ns;
+    this.ios = 0;
+    this.reads = 0;
+    this.bytes = 0;
+    this.latSum = 0;
+    this.latMax = 0;
+    this.clatSum = 0;
+  }
+}
+
 /** The statistics of a run's measured window. */
 export class Measurement {
   readonly lat = new LatencyHistogram();
   readonly clat = new LatencyHistogram();
   readonly slat = new LatencyHistogram();
+  /** Per direction: reads, then writes. */
+  readonly read = new DirectionMeasure();
+  readonly write = new DirectionMeasure();
+  /** The per-interval log, when asked for. */
+  readonly log: IntervalLog | null;
   readonly depths = new DepthHistogram();
   /** I/Os from ready to completion, and from doorbell to completion, over time. */
   readonly qdSystem = new TimeAverage();
@@ -39,12 +142,17 @@ export class Measurement {
   private inSystem = 0;
   private atDevice = 0;
 
+  constructor(log: IntervalLog | null = null) {
+    this.log = log;
+  }
+
   /** The ramp ends at `t`: the window starts. */
   begin(t: number): void {
     this.measuring = true;
     this.windowStart = t;
     this.qdSystem.restart(t);
     this.qdDevice.restart(t);
+    this.log?.begin(t);
   }
 
   /** An I/O slot became ready for its next I/O at `t`. */
@@ -77,9 +185,20 @@ export class Measurement {
     if (io.write) this.writes++;
     else this.reads++;
     if (!ok) this.errors++;
-    this.lat.record(t - io.readyAt);
-    this.clat.record(t - io.doorbellAt);
-    this.slat.record(io.doorbellAt - io.readyAt);
+    const lat = t - io.readyAt;
+    const clat = t - io.doorbellAt;
+    const slat = io.doorbellAt - io.readyAt;
+    this.lat.record(lat);
+    this.clat.record(clat);
+    this.slat.record(slat);
+    const d = io.write ? this.write : this.read;
+    d.ios++;
+    d.bytes += io.bytes;
+    if (!ok) d.errors++;
+    d.lat.record(lat);
+    d.clat.record(clat);
+    d.slat.record(slat);
+    this.log?.done(t, io.write, io.bytes, lat, clat);
     if (t > this.lastDone) this.lastDone = t;
   }
 

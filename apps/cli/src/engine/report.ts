@@ -2,6 +2,7 @@
 import { COST_CATEGORIES } from "./cost.ts";
 import { effectiveIommuMode, forcedModeReason, ioQueuesOf } from "./machine.ts";
 import { bytes, fixed, paint, si, table } from "./format.ts";
+import type { DirectionReport } from "./results.ts";
 import type { BoundBy, RunResult } from "./run.ts";
 import type { LatencySummary } from "./stats.ts";
 
@@ -74,24 +75,27 @@ export function queueDepthText(r: RunResult): string {
   return `${fixed(r.qd.mean, 1)} of ${r.qd.configured} (device side ${fixed(r.qd.deviceMean, 1)})`;
 }
 
-/** The latency columns the reports print, fio's order. */
-export const LATENCY_COLUMNS = [
-  "min",
-  "mean",
-  "stdev",
-  "p50",
-  "p90",
-  "p99",
-  "p99.9",
-  "max",
-] as const;
+/** The latency columns the reports print, fio's order: min, mean, stdev, the percentiles, max. */
+export function latencyColumns(percentiles: readonly number[]): string[] {
+  return ["min", "mean", "stdev", ...percentiles.map((p) => `p${p}`), "max"];
+}
 
-/** One latency row in µs, two decimals, in `LATENCY_COLUMNS` order. */
-export function latencyCells(s: LatencySummary): string[] {
-  const p = (k: string) => s.percentilesUs[k] ?? 0;
-  return [s.minUs, s.meanUs, s.stdevUs, p("50"), p("90"), p("99"), p("99.9"), s.maxUs].map((v) =>
-    fixed(v, 2),
-  );
+/** One latency row in µs, two decimals, in `latencyColumns` order. */
+export function latencyCells(s: LatencySummary, percentiles: readonly number[]): string[] {
+  const p = (k: number) => s.percentilesUs[String(k)] ?? 0;
+  return [s.minUs, s.meanUs, s.stdevUs, ...percentiles.map(p), s.maxUs].map((v) => fixed(v, 2));
+}
+
+/** fio's "IO depths" line: the share of submissions at each depth bucket, "1=0.1%, …, 32=98.3%". */
+export function depthsText(r: RunResult): string {
+  return Object.entries(r.qd.distribution)
+    .map(([k, v]) => `${k}=${fixed(v, 1)}%`)
+    .join(", ");
+}
+
+/** A direction's row in the result table: "14.0K IOPS, 57.3 MB/s (2000 I/Os)". */
+function directionText(d: DirectionReport): string {
+  return `${si(d.iops)} IOPS, ${fixed(d.bandwidthMBps, 1)} MB/s (${d.ios} I/Os${d.errors > 0 ? `, ${d.errors} failed` : ""})`;
 }
 
 /** The device rows: data pipe, command pipeline (with `controller.maxIops`), IOMMU walks. */
@@ -161,7 +165,14 @@ export function formatRun(r: RunResult, color: boolean): string {
         ["IOPS", si(r.iops)],
         ["bandwidth", `${fixed(r.bandwidthMBps, 1)} MB/s`],
         ["bound by", paint(color, "bold", boundText(r.boundBy))],
+        ...(r.read !== null && r.write !== null
+          ? [
+              ["read", directionText(r.read)],
+              ["write", directionText(r.write)],
+            ]
+          : []),
         ["queue depth", queueDepthText(r)],
+        ["IO depths", depthsText(r)],
         ["simulated time", `${fixed(r.simulatedNs / 1e6, 3)} ms`],
         ["CPU per I/O", `${fixed(r.cpuNsPerIo, 1)} ns`],
         ...deviceRows(r),
@@ -196,11 +207,21 @@ export function formatRun(r: RunResult, color: boolean): string {
   out.push("");
   out.push(
     table(
-      ["latency (µs)", ...LATENCY_COLUMNS],
+      ["latency (µs)", ...latencyColumns(r.percentiles)],
       [
-        ["slat", ...latencyCells(r.slat)],
-        ["clat", ...latencyCells(r.clat)],
-        ["lat", ...latencyCells(r.lat)],
+        ["slat", ...latencyCells(r.slat, r.percentiles)],
+        ["clat", ...latencyCells(r.clat, r.percentiles)],
+        ["lat", ...latencyCells(r.lat, r.percentiles)],
+        // A mixed job also gets fio's per-direction rows.
+        ...(r.read !== null && r.write !== null
+          ? (["read", "write"] as const).flatMap((dir) => {
+              const d = r[dir] as DirectionReport;
+              return [
+                [`${dir} clat`, ...latencyCells(d.clat, r.percentiles)],
+                [`${dir} lat`, ...latencyCells(d.lat, r.percentiles)],
+              ];
+            })
+          : []),
       ],
       color,
     ),

@@ -65,6 +65,11 @@ export interface RunResult {
   readonly lat: LatencySummary;
   readonly clat: LatencySummary;
   readonly slat: LatencySummary;
+  /** The percentiles the reports print (`--percentiles`); the summaries carry fio's list too. */
+  readonly percentiles: readonly number[];
+  /** fio's per-direction sections (null when the run had no I/O of that direction). */
+  readonly read: DirectionReport | null;
+  readonly write: DirectionReport | null;
   /** `lat` percentiles in µs (the short form the tables print). */
   readonly latencyUs: Percentiles;
   /** `lat` histogram: bucket upper bounds (µs) and counts. */
@@ -125,6 +130,18 @@ export interface RunResult {
   readonly costTable: CostTable;
   /** The simulator's own speed (varies from run to run; not part of the model's results). */
   readonly simulator: { readonly wallMs: number; readonly iosPerSecond: number };
+}
+
+/** One direction of a run, as fio's "read" or "write" section. */
+export interface DirectionReport {
+  readonly ios: number;
+  readonly ioBytes: number;
+  readonly iops: number;
+  readonly bandwidthMBps: number;
+  readonly errors: number;
+  readonly lat: LatencySummary;
+  readonly clat: LatencySummary;
+  readonly slat: LatencySummary;
 }
 
 /** What the bound is chosen from. */

@@ -39,7 +39,8 @@ import { profileCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
 import { type WindowEnd, summarise } from "./summary.ts";
-import { Measurement } from "./measure.ts";
+import { IntervalLog, type IntervalRow, Measurement } from "./measure.ts";
+import { REPORT_PERCENTILES } from "./stats.ts";
 import { type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
 import { SlotBuffers, SlotQueue, Workload } from "./workload.ts";
@@ -70,6 +71,16 @@ export interface RunOptions {
    * makes of it.
    */
   readonly setup?: (m: Machine) => void;
+  /**
+   * The percentiles the result's summaries carry besides fio's default list and the report
+   * prints (default 50, 90, 99, 99.9), as fio's `percentile_list`.
+   */
+  readonly percentiles?: readonly number[];
+  /**
+   * A per-interval log of the measured window: every `intervalNs` of simulated time, one row
+   * (IOPS, bandwidth, latency) to `emit`, as fio's `log_avg_msec` logs.
+   */
+  readonly log?: { readonly intervalNs: number; readonly emit: (row: IntervalRow) => void };
 }
 
 /** Runs `job` and returns its results. */
@@ -128,7 +139,9 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const lim = m.host.limits;
   const ps = m.memory.pageSize;
 
-  const mx = new Measurement();
+  const mx = new Measurement(
+    options.log === undefined ? null : new IntervalLog(options.log.intervalNs, options.log.emit),
+  );
   /** What the window's end captured (null while it is open). */
   let end: WindowEnd | null = null;
   const ramp = rampOf(job);
@@ -473,6 +486,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const measuredNs = windowEnd - mx.windowStart;
   // A run whose window never closed (I/Os failed and the run stopped) ends it here.
   const ended = (end as WindowEnd | null) ?? capture(windowEnd);
+  mx.log?.close(windowEnd);
   // Let the lazy timer run so the exposure window of the last unmaps is recorded (used only
   // when no flush happened within the window).
   m.clock.advance(2_000_000_000);
@@ -492,5 +506,6 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     slots,
     completed,
     wallMs: wall() - t0,
+    percentiles: options.percentiles ?? REPORT_PERCENTILES,
   });
 }

@@ -33,6 +33,14 @@ export const DEFAULT_PERCENTILES: readonly number[] = Object.freeze([
   1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99,
 ]);
 
+/** The percentiles the reports print unless asked for others (`--percentiles`). */
+export const REPORT_PERCENTILES: readonly number[] = Object.freeze([50, 90, 99, 99.9]);
+
+/** fio's default list with `extra` added, ascending, each once. */
+export function percentileList(extra: readonly number[]): number[] {
+  return [...new Set([...DEFAULT_PERCENTILES, ...extra])].sort((a, b) => a - b);
+}
+
 /** A latency distribution summarised as fio prints it, in microseconds. */
 export interface LatencySummary {
   /** Values recorded. */

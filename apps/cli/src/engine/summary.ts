@@ -8,8 +8,9 @@ import type { Job } from "./job.ts";
 import type { Machine } from "./machine.ts";
 import type { ResourceReport } from "./resources.ts";
 import type { HistogramSummary } from "@dmasim/iommu";
-import { type RunResult, boundOf, shortPercentiles } from "./results.ts";
-import type { Measurement } from "./measure.ts";
+import { type DirectionReport, type RunResult, boundOf, shortPercentiles } from "./results.ts";
+import type { DirectionMeasure, Measurement } from "./measure.ts";
+import { percentileList } from "./stats.ts";
 import type { Verifier } from "./verify.ts";
 
 /** What the end of the measured window captured. */
@@ -46,6 +47,27 @@ export interface Measured {
   readonly completed: number;
   /** Host wall time of the run, ms. */
   readonly wallMs: number;
+  /** The percentiles asked for (the summaries carry fio's list besides). */
+  readonly percentiles: readonly number[];
+}
+
+/** fio's per-direction section: I/Os, bytes, IOPS, bandwidth and the three latencies. */
+function directionOf(
+  d: DirectionMeasure,
+  measuredNs: number,
+  list: readonly number[],
+): DirectionReport | null {
+  if (d.ios === 0) return null;
+  return {
+    ios: d.ios,
+    ioBytes: d.bytes,
+    iops: measuredNs > 0 ? (d.ios * 1e9) / measuredNs : 0,
+    bandwidthMBps: measuredNs > 0 ? (d.bytes * 1e3) / measuredNs : 0,
+    errors: d.errors,
+    lat: d.lat.summary(list),
+    clat: d.clat.summary(list),
+    slat: d.slat.summary(list),
+  };
 }
 
 /** Builds the run's report from what it measured. */
@@ -84,7 +106,8 @@ export function summarise(x: Measured): RunResult {
   const commands = Math.max(0, ...devBusy.map((d) => util(d.cmd)));
   const qdMean = qdSystem.mean(windowEnd);
   const cpuBusy = cpus.map((c) => util(c.busyNs));
-  const latSummary = lat.summary();
+  const list = percentileList(x.percentiles);
+  const latSummary = lat.summary(list);
   const us = (ns: number) => ns / 1000;
   const fq = m.dev.cookie?.fq;
   // The exposure of the ranges flushed within the window; when none was, of those the flush
@@ -136,8 +159,11 @@ export function summarise(x: Measured): RunResult {
     cpuNsPerIo,
     cpuNsPerIoByCategory: byCat,
     lat: latSummary,
-    clat: clat.summary(),
-    slat: slat.summary(),
+    clat: clat.summary(list),
+    slat: slat.summary(list),
+    percentiles: [...x.percentiles],
+    read: directionOf(mx.read, measuredNs, list),
+    write: directionOf(mx.write, measuredNs, list),
     latencyUs: shortPercentiles(latSummary),
     latencyHistogram: decades(hist),
     latencyCdf: lat.cdf().map((x) => ({ us: us(x.ns), fraction: x.fraction })),

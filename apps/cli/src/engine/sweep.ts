@@ -5,6 +5,7 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { z } from "zod";
+import { csvField } from "./csv.ts";
 import { type JobInput, mergeJob, parseJob } from "./job.ts";
 import { type RunResult, runJob } from "./run.ts";
 
@@ -142,11 +143,6 @@ export const SWEEP_CSV_COLUMNS = [
   "verify",
   "error",
 ] as const;
-
-/** One CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break. */
-function csvField(s: string): string {
-  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-}
 
 /** A varied value: a string always quoted, anything else as JSON (quoted when it needs it). */
 function csvParam(v: unknown): string {
