@@ -186,8 +186,8 @@ export function buildMachine(job: Job, options: MachineOptions = {}): Machine {
     });
     const host = new NvmeHost({
       dev,
-      ctrl,
-      mapping: job.host.mapping === "scatterlist" ? "old" : "new",
+      bar: ctrl,
+      mapping: job.host.mapping === "scatterlist" ? "scatterlist" : "two-step",
       sglThreshold: job.host.sglThresholdKiB * 1024,
       ioQueues: queues,
       queueDepth: job.controller.queueDepth,

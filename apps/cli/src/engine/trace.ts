@@ -17,10 +17,12 @@ import {
   fastMod,
   hex,
   bioSegments,
+  getU32,
+  getU64,
 } from "@dmasim/bvec";
 import { DeviceDma, dmaUseIova } from "@dmasim/dma-core";
 import { DMA_ACCESS, translate } from "@dmasim/iommu";
-import { DmaRanges, SQE, getU32, getU64, walkPrp, walkSgl } from "@dmasim/nvme";
+import { DmaRanges, SQE, nvmeMapPrp, nvmeMapSgl } from "@dmasim/nvme";
 import type { Job } from "./job.ts";
 import { sizeOf } from "./job.ts";
 import { buildMachine, counterSources, effectiveIommuMode, snapshotCounters } from "./machine.ts";
@@ -182,7 +184,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const before = snapshotCounters(m, sources);
   let status: BlkStatus = BLK_STS.OK;
   let done = false;
-  const st = m.host.submit(
+  const st = m.host.queueRq(
     req,
     (s) => {
       status = s;
@@ -285,7 +287,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const ranges = new DmaRanges();
   const dma = new DeviceDma(m.dev);
   const wst = sgl
-    ? walkSgl(
+    ? nvmeMapSgl(
         dma,
         cmd,
         SQE.SGL_ADDR,
@@ -298,7 +300,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
         !write,
         ranges,
       )
-    : walkPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), total, 4096, ranges);
+    : nvmeMapPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), total, 4096, ranges);
   const walkLines = [
     `  walk status ${hex(wst)}; descriptor reads ${ranges.descriptorReads} (${ranges.descriptorBytes} bytes)`,
   ];
@@ -318,11 +320,11 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   }
   steps.push({ step: "controller walk", lines: walkLines, data: walkData });
   // 6. Doorbell, device work, completion.
-  m.host.commit(1);
+  m.host.commitRqs(1);
   const cqAddr = q.cq.cpuAddr + q.cqHead * 16;
   const cqe = m.memory.readBytes(cqAddr, 16);
   const beforeTeardown = snapshotCounters(m, sources);
-  m.host.poll(1);
+  m.host.pollCq(1);
   steps.push({
     step: "completion",
     lines: [
