@@ -1,6 +1,6 @@
 /**
  * Host bring-up and teardown: the register sequence, refusal of controllers whose minimum page
- * exceeds 4 KiB, Identify data, queue limits as Linux sets them (reference nvme.md §1.12), I/O
+ * exceeds 4 KiB, Identify data, queue limits as Linux sets them (`nvme_set_ctrl_limits`), I/O
  * queue creation, and shutdown.
  */
 import { BLK_STS, REQ_OP, Request, bioFromBvecs, blkRqFromBios } from "@dmasim/bvec";
@@ -92,7 +92,7 @@ describe("bring-up", () => {
     });
   });
 
-  it("drops the virt boundary only for SGL-capable controllers with the new mapping", () => {
+  it("drops the virt boundary only for SGL-capable controllers with the two-step mapping", () => {
     expect(limitsOf({ sgl: "none" }).virt).toBe(4095);
     expect(limitsOf({ sgl: "byte" }).virt).toBe(0);
     expect(limitsOf({ sgl: "dword" }).virt).toBe(0);

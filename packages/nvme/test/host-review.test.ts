@@ -2,7 +2,7 @@
  * Review fixes in the host driver: the block status of an NVMe status (`nvme_error_status`),
  * retries (`nvme_decide_disposition`, `nvme_retry_req`, blk-mq requeueing), the admin queue
  * limits (`nvme_set_ctrl_limits(ctrl, &lim, true)`), the queue-pair memory order
- * (`nvme_alloc_queue`, `nvme_create_io_queues`), and the old driver's SGL choice by mapped
+ * (`nvme_alloc_queue`, `nvme_create_io_queues`), and the scatterlist driver's SGL choice by mapped
  * entries (`nvme_pci_use_sgls(dev, req, iod->sgt.nents)`).
  */
 import {
@@ -220,7 +220,7 @@ describe("queue pairs (nvme_alloc_queue, nvme_create_io_queues)", () => {
   });
 });
 
-describe("old driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, sgt.nents))", () => {
+describe("scatterlist driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, sgt.nents))", () => {
   it("sends 4 x 16 KiB scattered chunks merged by a strict IOMMU as one inline SGL Data Block", () => {
     const r = new Rig({ mode: "strict", mapping: "scatterlist", sgl: "byte" });
     const parts: [number, number][] = [];

@@ -33,7 +33,7 @@ export const PRPS_PER_PAGE = NVME_PRP_ENTRIES_PER_PAGE - 1;
 export const NVME_SGL_THRESHOLD = 32768;
 /** Linux `NVME_AQ_DEPTH`. */
 export const NVME_AQ_DEPTH = 32;
-/** Old (scatterlist) driver's `NVME_MAX_SEGS` (v6.8). */
+/** The scatterlist driver's `NVME_MAX_SEGS` (v6.8). */
 export const NVME_OLD_MAX_SEGS = 128;
 /** Linux `nvme_max_retries` default. */
 export const NVME_MAX_RETRIES = 5;

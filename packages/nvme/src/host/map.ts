@@ -42,7 +42,7 @@ export interface MapContext extends DescriptorPools {
 /**
  * Which DMA API maps and unmaps a single segment: "phys" (`dma_map_phys`, nvme-pci from 6.18,
  * "nvme-pci: migrate to dma_map_phys instead of map_page") or "page" (`dma_map_bvec`, i.e.
- * `dma_map_page_attrs`, and `dma_unmap_page`: 6.17, and the old scatterlist driver).
+ * `dma_map_page_attrs`, and `dma_unmap_page`: 6.17, and the scatterlist driver).
  */
 export type SingleSegmentApi = "phys" | "page";
 

@@ -1,7 +1,10 @@
 /**
- * The new data path's builder (`nvmeMapData` / `nvmeUnmapData`), driven directly through the
- * host's mapping context: the edge cases of reference nvme.md §12.3, R5 and R8. Every layout is
- * also walked by the device-side walker, which must read exactly the request's bytes.
+ * The two-step data path's builder (`nvmeMapData` / `nvmeUnmapData`), driven directly through a
+ * mapping context over the host's pools: PRP lists (offsets, chaining, the descriptor limit),
+ * SGLs, 64 KiB host pages, IOVA coalescing, `sgl_threshold`, the dma_vec records kept inline
+ * until a second segment (docs/review-points.md#inline-pair-in-iod), and one path for every
+ * single segment (docs/review-points.md#no-single-page-special-case). Every layout is also
+ * walked by the device-side walker, which must read exactly the request's bytes.
  */
 import { BLK_STS, type BioVec, type Request, getU32, getU64 } from "@dmasim/bvec";
 import { dmaUseIova } from "@dmasim/dma-core";
@@ -31,7 +34,7 @@ import {
 
 const PAGE = NVME_CTRL_PAGE_SIZE;
 
-/** Maps `bvecs` with the new builder, checks what the device sees, returns the iod still mapped. */
+/** Maps `bvecs` with the two-step builder, checks what the device sees, returns the iod still mapped. */
 function mapAndWalk(
   r: Rig,
   bvecs: readonly BioVec[],
@@ -103,7 +106,7 @@ function prpRig(o: RigOptions = {}): Rig {
   return new Rig({ mode: "none", sgl: "none", ctrl: { mdts: 0 }, ...o });
 }
 
-describe("map-new: PRP lists", () => {
+describe("two-step: PRP lists", () => {
   it("fills one list page without chaining when exactly 512 entries follow PRP1", () => {
     const r = prpRig();
     const bv = pageRun(r, 513);
@@ -250,7 +253,7 @@ describe("map-new: PRP lists", () => {
   });
 });
 
-describe("map-new: SGL", () => {
+describe("two-step: SGL", () => {
   for (const [n, small] of [
     [16, true],
     [17, false],
@@ -326,7 +329,7 @@ describe("map-new: SGL", () => {
   });
 });
 
-describe("map-new: 64 KiB host pages", () => {
+describe("two-step: 64 KiB host pages", () => {
   it("describes one 64 KiB page with PRP1 and 15 list entries in 4 KiB steps", () => {
     const r = prpRig({ pageSize: 65536 });
     const [p] = r.scattered(1, 4) as [number];
@@ -363,7 +366,7 @@ describe("map-new: 64 KiB host pages", () => {
   });
 });
 
-describe("map-new: IOVA coalescing", () => {
+describe("two-step: IOVA coalescing", () => {
   it("turns 32 scattered pages into one SGL Data Block of 128 KiB", () => {
     const r = new Rig({ mode: "strict", sgl: "byte" });
     const bv = r.bvecs(r.scattered(32, 7).map((p) => [p, PAGE] as const));
@@ -394,7 +397,7 @@ describe("map-new: IOVA coalescing", () => {
   });
 });
 
-describe("map-new: sgl_threshold", () => {
+describe("two-step: sgl_threshold", () => {
   function run(
     threshold: number,
     bvecsOf: (r: Rig) => BioVec[],
@@ -423,7 +426,7 @@ describe("map-new: sgl_threshold", () => {
   });
 });
 
-describe("map-new: R5 dma_vec records", () => {
+describe("two-step: dma_vec records, one inline and an array only when needed", () => {
   function rec(r: Rig, bv: BioVec[]): { arrays: number; nr: number } {
     const { iod, req } = mapAndWalk(r, bv, r.host.limits);
     const out = { arrays: r.host.vecPool.counters.c.inUse, nr: iod.nrDmaVecs };
@@ -507,7 +510,7 @@ describe("map-new: R5 dma_vec records", () => {
   });
 });
 
-describe("map-new: R8 single segment", () => {
+describe("two-step: one path for every single segment, however small", () => {
   it("takes the same single-segment path for 512 B, one page and a contiguous 8 KiB", () => {
     for (const mode of ["none", "strict"] as const) {
       const r = new Rig({ mode, sgl: "none" });
@@ -565,7 +568,7 @@ describe("map-new: R8 single segment", () => {
   });
 });
 
-describe("map-new: builder and walker agree (fast-check)", () => {
+describe("two-step: builder and walker agree (fast-check)", () => {
   it("gives the device exactly the request's bytes and reads every list page the host built", () => {
     fc.assert(
       fc.property(

@@ -1,6 +1,7 @@
 /**
- * The old scatterlist data path (`nvmeMapDataScatterlist` / `nvmeUnmapDataScatterlist`): the same layouts give
- * the device the same bytes as the new path, with a scatterlist per multi-segment request.
+ * The scatterlist data path (`nvmeMapDataScatterlist` / `nvmeUnmapDataScatterlist`): the same
+ * layouts give the device the same bytes as the two-step path, with a scatterlist per
+ * multi-segment request.
  */
 import type { BioVec } from "@dmasim/bvec";
 import { getU32, getU64 } from "@dmasim/bvec";
@@ -60,8 +61,8 @@ function both(o: RigOptions, make: (r: Rig) => BioVec[]) {
   return out as [(typeof out)[0], (typeof out)[0]];
 }
 
-describe("map-old", () => {
-  it("builds the same chained PRP list as the new path for 513 entries", () => {
+describe("scatterlist", () => {
+  it("builds the same chained PRP list as the two-step path for 513 entries", () => {
     const [n, o] = both({ mode: "none", sgl: "none" }, (r) => [
       ...chunks(r, 64, 3),
       ...r.bvecs(r.scattered(2, 1).map((p) => [p, PAGE] as const)),
