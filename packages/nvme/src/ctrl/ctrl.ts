@@ -11,7 +11,7 @@
  * translation fault during a transfer is a Data Transfer Error (04h), never an exception; a
  * fault on a queue access sets CSTS.CFS.
  */
-import { type SimClock, TWO_POW_32, getU16, getU32, hex } from "@dmasim/bvec";
+import { type CounterSet, type SimClock, TWO_POW_32, getU16, getU32, hex } from "@dmasim/bvec";
 import type { Device, DeviceDma } from "@dmasim/dma-core";
 import type { NvmeBar } from "../spec/bar.ts";
 import { CQE_SIZE, NVME_CMD, SQE, SQE_SIZE, rwNlb, setCqe } from "../spec/commands.ts";
@@ -45,7 +45,6 @@ import {
   NvmeCtrlState,
   type NvmeSQueue,
 } from "./state.ts";
-import type { CounterSet } from "@dmasim/bvec";
 
 /** CAP.TO: 20 units of 500 ms (10 s), what the model reports. */
 const CAP_TO_10S = 0x14;
