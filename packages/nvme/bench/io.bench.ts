@@ -12,40 +12,29 @@ import {
   PhysMemory,
   REQ_OP,
   type Request,
-  SimClock,
   bioFromBvecs,
   blkRqFromBios,
   bvecFromPhys,
   queueLimits,
 } from "@dmasim/bvec";
-import { Device, iommuSetupDmaOps } from "@dmasim/dma-core";
-import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
 import {
-  NvmeController,
-  NvmeHost,
+  type MappingStyle,
   NvmeIod,
   NvmeNamespace,
   nvmeMapData,
   nvmeUnmapData,
 } from "../src/index.ts";
+import { GiB, Rig } from "../src/testing/index.ts";
 
-const GiB = 1024 ** 3;
 const BATCH = 64;
 
-function rig(mapping: "new" | "old", lazy: boolean) {
-  const clock = new SimClock();
-  const memory = new PhysMemory({ ramBytes: 16 * GiB });
-  const domain = lazy ? new IommuDomain({ type: IOMMU_DOMAIN.DMA_FQ, mem: memory, clock }) : null;
-  const dev = new Device({ name: "nvme0", memory, iommu: domain, clock });
-  iommuSetupDmaOps(dev);
-  const ctrl = new NvmeController({ dev, clock, sgl: "none" });
-  const host = new NvmeHost({ dev, ctrl, mapping });
-  host.enable();
-  return { clock, memory, dev, ctrl, host };
+/** The benchmark machine: dma-debug off, a PRP-only controller, lazy IOMMU or none. */
+function rig(mapping: MappingStyle, lazy: boolean): Rig {
+  return new Rig({ mode: lazy ? "lazy" : "none", mapping, sgl: "none", debug: false });
 }
 
-function readCase(mapping: "new" | "old", pages: number, contiguous = false) {
+function readCase(mapping: MappingStyle, pages: number, contiguous = false) {
   const m = rig(mapping, true);
   const buf = contiguous
     ? [bvecFromPhys(m.memory.allocPages(Math.ceil(Math.log2(pages))) * 4096, pages * 4096)]
@@ -58,13 +47,13 @@ function readCase(mapping: "new" | "old", pages: number, contiguous = false) {
   const cb = (st: BlkStatus) => {
     last = st;
   };
-  m.host.submit(w, cb);
+  m.host.queueRq(w, cb);
   m.host.drain();
   const req: Request = blkRqFromBios(m.host.limits, [bioFromBvecs(REQ_OP.READ, 0, buf)]);
   return () => {
     for (let i = 0; i < BATCH; i++) {
-      m.host.submit(req, cb);
-      m.host.poll();
+      m.host.queueRq(req, cb);
+      m.host.pollCq();
     }
     m.clock.advance(BATCH * 2000);
     if (last !== 0) throw new Error(`I/O failed with block status ${last}`);
@@ -72,7 +61,7 @@ function readCase(mapping: "new" | "old", pages: number, contiguous = false) {
 }
 
 function prpBuildCase() {
-  const m = rig("new", false);
+  const m = rig("two-step", false);
   const lim = queueLimits({
     maxHwSectors: 4096,
     maxSegments: 512,
@@ -83,7 +72,7 @@ function prpBuildCase() {
   const bv = m.memory.allocScattered(512, 9).map((p) => bvecFromPhys(p * 4096, 4096));
   const req = blkRqFromBios(lim, [bioFromBvecs(REQ_OP.READ, 0, bv)]);
   const iod = new NvmeIod(1, 0);
-  const ctx = m.host.mapContext;
+  const ctx = m.mapContext();
   return () => {
     iod.resetForSubmit();
     if (nvmeMapData(ctx, iod, req) !== 0) throw new Error("prp build failed");
@@ -148,34 +137,34 @@ export default defineBenchmarks([
     ops: BATCH,
     targetNs: 3333,
     note: "one 4 KiB read end to end, two-step mapping (single-segment path)",
-    fn: readCase("new", 1),
+    fn: readCase("two-step", 1),
   },
   {
     name: "io/4k-read/lazy/old",
     ops: BATCH,
     note: "one 4 KiB read end to end, scatterlist-era driver (single-segment path)",
-    fn: readCase("old", 1),
+    fn: readCase("scatterlist", 1),
   },
   {
     name: "io/128k-read/lazy/new",
     ops: BATCH,
     baseline: "memcpy/plain-set/128k",
     note: "32 scattered pages: one IOVA range (link x32, one sync), PRP list of 31; target: ratio <= 2",
-    fn: readCase("new", 32),
+    fn: readCase("two-step", 32),
   },
   {
     name: "io/128k-read/lazy/old",
     ops: BATCH,
     baseline: "memcpy/plain-set/128k",
     note: "32 scattered pages: scatterlist from the mempool, dma_map_sg, PRP list of 31",
-    fn: readCase("old", 32),
+    fn: readCase("scatterlist", 32),
   },
   {
     name: "io/128k-read/lazy/new/contiguous",
     ops: BATCH,
     baseline: "memcpy/plain-set/128k",
     note: "one physically contiguous 128 KiB buffer (fio's default layout): one link of 32 pages, PRP list of 31",
-    fn: readCase("new", 32, true),
+    fn: readCase("two-step", 32, true),
   },
   {
     name: "prp/build/2m",

@@ -1,59 +1,191 @@
 /**
- * @dmasim/nvme — the NVMe host driver (Linux nvme-pci, in the new two-step and the old
- * scatterlist mapping styles) and a simulated NVMe controller that reads queues, PRP lists and
- * SGL segments from simulated memory by DMA through the IOMMU.
+ * @dmasim/nvme — the NVMe layer, split where PCIe splits it:
+ *
+ * - spec/: what both sides know from the NVMe specification (registers, commands and
+ *   completions, Identify, SGL descriptors, the register window `NvmeBar`), as QEMU keeps it
+ *   in include/block/nvme.h;
+ * - host/: the Linux nvme-pci host driver, in the two-step and the scatterlist mapping style;
+ * - ctrl/: a simulated NVMe controller modelled on QEMU hw/nvme, which reads queues, PRP lists
+ *   and SGL segments from simulated memory by DMA through the IOMMU.
+ *
+ * The test machine (`Rig`) is the subpath "@dmasim/nvme/testing".
  */
-export * from "./constants.ts";
 export { NvmeError, type NvmeErrorCode } from "./errors.ts";
+
+// spec/
+export { type NvmeBar } from "./spec/bar.ts";
 export {
+  ADDR_HI_LIMIT,
+  CQE,
   CQE_SIZE,
+  NVME_ADMIN,
+  NVME_CMD,
+  NVME_PSDT,
+  NVME_QUEUE_PHYS_CONTIG,
+  NVME_SC,
+  NVME_SC_NAMES,
+  NVME_STATUS_DNR,
   SQE,
   SQE_SIZE,
-  getU16,
-  getU32,
-  getU64,
+  cdw10Qid,
+  cdw10Qsize,
+  cdw11Contiguous,
+  cdw11Cqid,
+  cqeCid,
+  cqePhase,
+  cqeSqhd,
+  cqeSqid,
+  cqeStatus,
+  createSqCdw11,
+  getAddr64,
+  identifyCns,
+  nvmeStatusName,
+  queueCdw10,
+  rwNlb,
+  rwSlba,
+  setCqe,
+  setRwLbas,
+  sqePsdt,
+} from "./spec/commands.ts";
+export {
+  ID_CTRL,
+  ID_NS,
+  NVME_CTRL_OACS_DBBUF_SUPP,
+  NVME_CTRL_SGLS_BITBUCKET,
+  NVME_CTRL_SGLS_EXCESS_LENGTH,
+  NVME_IDENTIFY_DATA_SIZE,
+  NVME_ID_CNS,
+  NVME_SGLS,
+  type NvmeIdCtrl,
+  type NvmeIdNs,
+  type SglSupport,
+  oacsDbbufSupported,
+  readIdCtrl,
+  readIdNs,
+  sglsSupport,
+  sglsSupported,
+  writeIdCtrl,
+  writeIdNs,
+} from "./spec/identify.ts";
+export {
+  NVME_CAP_CSS_NVM,
+  NVME_CSTS_CFS,
+  NVME_CSTS_RDY,
+  NVME_REG,
+  aqaAcqs,
+  aqaAsqs,
+  aqaValue,
+  capCqr,
+  capCss,
+  capHiValue,
+  capLoValue,
+  capMpsmax,
+  capMpsmin,
+  capMqes,
+  capTo,
+  ccAms,
+  ccCss,
+  ccEn,
+  ccIocqes,
+  ccIosqes,
+  ccMps,
+  ccValue,
+  cqHeadDoorbell,
+  cstsCfs,
+  cstsRdy,
+  sqTailDoorbell,
+  vsValue,
+} from "./spec/registers.ts";
+export {
+  NVME_CMD_SGL_METABUF,
+  NVME_CMD_SGL_METASEG,
+  NVME_SGL_DESC_SIZE,
+  NVME_SGL_SUBTYPE,
+  NVME_SGL_TYPE,
+  SGL_DESC,
   setSglDesc,
-  setU16,
-  setU32,
-  setU64,
-} from "./sqe.ts";
-export { type NamespaceOptions, NvmeNamespace } from "./namespace.ts";
-export { DmaRanges, type DescriptorHook, type SglCaps, walkPrp, walkSgl } from "./walker.ts";
+  sglDescLen,
+  sglDescSubtype,
+  sglDescType,
+} from "./spec/sgl.ts";
+
+// host/
+export { NVME_SCT_SC_MASK, nvmeErrorStatus } from "./host/core.ts";
+export { NvmeDbbuf, nvmeDbbufNeedEvent } from "./host/dbbuf.ts";
 export {
-  NvmeController,
-  type NvmeControllerCounter,
-  type NvmeControllerOptions,
-  type NvmeFaultPlan,
-} from "./controller.ts";
-export {
-  IOD,
-  IOD_BYTES,
-  Mempool,
-  type MempoolCounter,
-  NvmeIod,
-  dmaVecMempool,
-  iodHas,
-  sgMempool,
-} from "./iod.ts";
-export {
-  type MapContext,
-  USE_SGL,
-  type UseSgl,
+  type DescriptorPools,
+  allocDescriptor,
   blockView,
-  nvmeMapData,
-  nvmePciUseSgls,
-  nvmeUnmapData,
-} from "./map-new.ts";
-export { type OldMapContext, nvmeMapDataOld, nvmeUnmapDataOld } from "./map-old.ts";
+  descriptorPool,
+  descriptorView,
+  firstDescDmaAddr,
+  nvmeFreeDescriptors,
+} from "./host/descriptors.ts";
+export { IOD, IOD_BYTES, NvmeIod, iodDescriptorBytes, iodHas } from "./host/iod.ts";
 export {
-  type CompletionCallback,
   type ControllerInfo,
-  type MappingStyle,
+  NVME_AQ_DEPTH,
+  NVME_CTRL_PAGE_SHIFT,
+  NVME_CTRL_PAGE_SIZE,
+  NVME_IO_QUEUE_DEPTH,
+  NVME_MAX_BYTES,
+  NVME_MAX_NR_DESCRIPTORS,
+  NVME_MAX_RETRIES,
+  NVME_MAX_SEGS,
+  NVME_OLD_MAX_SEGS,
+  NVME_PRP_ENTRIES_PER_PAGE,
+  NVME_PRP_ENTRY_SIZE,
+  NVME_SGL_THRESHOLD,
+  NVME_SMALL_POOL_SIZE,
   type NamespaceInfo,
+  PRPS_PER_PAGE,
+  nvmeSetCtrlLimits,
+} from "./host/limits.ts";
+export { Mempool, type MempoolCounter, dmaVecMempool, sgMempool } from "./host/mempool.ts";
+export {
+  type MappingStyle,
   NvmeHost,
   type NvmeHostCounter,
   type NvmeHostOptions,
-  NvmeQueue,
   type RequestMemory,
-  nvmeErrorStatus,
-} from "./host.ts";
+} from "./host/pci.ts";
+export {
+  type CompletionCallback,
+  NvmeQueue,
+  type RequeuedRequest,
+  nvmeCid,
+  nvmeGenctrFromCid,
+  nvmeTagFromCid,
+} from "./host/queue.ts";
+export {
+  type ScatterlistMapContext,
+  nvmeMapDataScatterlist,
+  nvmeUnmapDataScatterlist,
+} from "./host/scatterlist.ts";
+export { type MapContext, type SingleSegmentApi, mapSingleSegment } from "./host/map.ts";
+export {
+  USE_SGL,
+  type UseSgl,
+  nvmeMapData,
+  nvmePciUseSgls,
+  nvmeUnmapData,
+} from "./host/two-step.ts";
+
+// ctrl/
+export { NvmeController } from "./ctrl/ctrl.ts";
+export {
+  NVME_ERR,
+  NVME_ERROR_LOG_ENTRIES,
+  type NvmeErrReason,
+  type NvmeErrorEntry,
+} from "./ctrl/error-log.ts";
+export { type NvmeFaultPlan } from "./ctrl/faults.ts";
+export { type NamespaceOptions, NvmeNamespace } from "./ctrl/ns.ts";
+export { type NvmeControllerCounter, type NvmeControllerOptions } from "./ctrl/state.ts";
+export {
+  DmaRanges,
+  type DescriptorHook,
+  type SglCaps,
+  nvmeMapPrp,
+  nvmeMapSgl,
+} from "./ctrl/walker.ts";

@@ -1,17 +1,17 @@
 /**
  * Host bring-up and teardown: the register sequence, refusal of controllers whose minimum page
- * exceeds 4 KiB, Identify data, queue limits as Linux sets them (reference nvme.md §1.12), I/O
+ * exceeds 4 KiB, Identify data, queue limits as Linux sets them (`nvme_set_ctrl_limits`), I/O
  * queue creation, and shutdown.
  */
 import { BLK_STS, REQ_OP, Request, bioFromBvecs, blkRqFromBios } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
 import { NVME_REG, NvmeError } from "../src/index.ts";
-import { GiB, OK, Rig, type RigOptions, pattern } from "./helpers.ts";
+import { GiB, OK, Rig, type RigOptions, pattern } from "../src/testing/index.ts";
 
 function limitsOf(o: RigOptions) {
   const r = new Rig(o);
   const l = r.host.limits;
-  r.checkNoLeaks();
+  expect(r.checkNoLeaks()).toEqual([]);
   return {
     maxHwSectors: l.maxHwSectors,
     maxSegments: l.maxSegments,
@@ -41,7 +41,7 @@ describe("bring-up", () => {
     const r = new Rig({ mode: "strict" });
     for (const op of [REQ_OP.READ, REQ_OP.WRITE]) {
       const req = new Request(op, r.host.limits, 8);
-      expect(() => r.host.submit(req, () => undefined)).toThrow(
+      expect(() => r.host.queueRq(req, () => undefined)).toThrow(
         expect.objectContaining({
           code: "EINVAL",
           message: `a ${op} request at sector 8 has no data`,
@@ -49,7 +49,7 @@ describe("bring-up", () => {
       );
     }
     expect(r.host.counters.c.submitted).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("enables the controller with CC.MPS = 0, 64-byte SQEs and 16-byte CQEs", () => {
@@ -62,7 +62,7 @@ describe("bring-up", () => {
     expect(r.ctrl.ready).toBe(true);
     expect(r.ctrl.readReg32(NVME_REG.AQA)).toBe(31 + 31 * 65536);
     expect(() => r.host.enable()).toThrow(/already enabled/);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("sets the limits from 8 MiB, the optimal mapping size and MDTS", () => {
@@ -92,15 +92,15 @@ describe("bring-up", () => {
     });
   });
 
-  it("drops the virt boundary only for SGL-capable controllers with the new mapping", () => {
+  it("drops the virt boundary only for SGL-capable controllers with the two-step mapping", () => {
     expect(limitsOf({ sgl: "none" }).virt).toBe(4095);
     expect(limitsOf({ sgl: "byte" }).virt).toBe(0);
     expect(limitsOf({ sgl: "dword" }).virt).toBe(0);
-    expect(limitsOf({ sgl: "byte", mapping: "old" }).virt).toBe(4095);
-    expect(limitsOf({ mapping: "old", ctrl: { mdts: 0 } }).maxSegments).toBe(128);
+    expect(limitsOf({ sgl: "byte", mapping: "scatterlist" }).virt).toBe(4095);
+    expect(limitsOf({ mapping: "scatterlist", ctrl: { mdts: 0 } }).maxSegments).toBe(128);
     const r = new Rig({ sgl: "byte" });
     expect(r.host.adminLimits.virtBoundaryMask).toBe(4095);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("reads Identify Controller and Identify Namespace back as the controller was configured", () => {
@@ -128,7 +128,7 @@ describe("bring-up", () => {
     ]);
     expect(r.host.limits.logicalBlockSize).toBe(4096);
     expect(r.host.queues[1]?.depth).toBe(64);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("creates every requested I/O queue pair and moves data on each, and on each namespace", () => {
@@ -145,45 +145,45 @@ describe("bring-up", () => {
         const lim = r.host.limits;
         let st = -1;
         const w = blkRqFromBios(lim, [bioFromBvecs(REQ_OP.WRITE, 8, r.bvecs([[p, 4096]]))]);
-        expect(r.host.submit(w, (s) => (st = s), { qid, nsid })).toBe(OK);
+        expect(r.host.queueRq(w, (s) => (st = s), { qid, nsid })).toBe(OK);
         r.host.drain(qid);
         expect(st).toBe(OK);
         const rd = blkRqFromBios(lim, [bioFromBvecs(REQ_OP.READ, 8, r.bvecs([[q, 4096]]))]);
-        expect(r.host.submit(rd, (s) => (st = s), { qid, nsid })).toBe(OK);
+        expect(r.host.queueRq(rd, (s) => (st = s), { qid, nsid })).toBe(OK);
         r.host.drain(qid);
         expect(r.memory.readBytes(q, 4096)).toEqual(data);
       }
     }
     expect(r.ctrl.counters.c.ioCommands).toBe(12);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("refuses a request that is not a whole number of logical blocks", () => {
     const r = new Rig({ ctrl: { namespaces: [{ lbaSize: 4096 }] } });
     const [p] = r.scattered(1, 1) as [number];
     const req = blkRqFromBios(r.host.limits, [bioFromBvecs(REQ_OP.READ, 1, r.bvecs([[p, 4096]]))]);
-    expect(() => r.host.submit(req, () => undefined)).toThrow(/not aligned/);
+    expect(() => r.host.queueRq(req, () => undefined)).toThrow(/not aligned/);
     // The tag was given back: the queue is idle and I/O goes on.
     expect(r.host.queues[1]?.inflight).toBe(0);
     expect(r.io("write", 8, r.bvecs([[p, 4096]]))).toBe(OK);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("reports LBA Out of Range past the namespace end as a target error", () => {
     const r = new Rig({ ctrl: { namespaces: [{ blocks: 64 }] } });
     const [p] = r.scattered(1, 2) as [number];
     expect(r.io("write", 60, r.bvecs([[p, 4096]]))).toBe(BLK_STS.TARGET);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("flushes", () => {
     const r = new Rig();
     const req = new Request(REQ_OP.FLUSH, r.host.limits);
     let st = -1;
-    expect(r.host.submit(req, (s) => (st = s))).toBe(OK);
+    expect(r.host.queueRq(req, (s) => (st = s))).toBe(OK);
     r.host.drain();
     expect(st).toBe(OK);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("shuts down: deletes the queues, disables the controller, frees every ring and pool", () => {
@@ -191,15 +191,15 @@ describe("bring-up", () => {
     const [p] = r.scattered(1, 3) as [number];
     r.memory.write(p, pattern(4096, 1));
     const req = blkRqFromBios(r.host.limits, [bioFromBvecs(REQ_OP.WRITE, 0, r.bvecs([[p, 4096]]))]);
-    expect(r.host.submit(req, () => undefined)).toBe(OK);
+    expect(r.host.queueRq(req, () => undefined)).toBe(OK);
     expect(() => r.host.shutdown()).toThrow(/in flight/);
     r.host.drain();
     const admin = r.ctrl.counters.c.adminCommands;
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
     expect(r.ctrl.counters.c.adminCommands).toBe(admin + 2);
     expect(r.ctrl.ready).toBe(false);
     expect(r.ctrl.readReg32(NVME_REG.CC) % 2).toBe(0);
-    expect(() => r.host.submit(req, () => undefined)).toThrow(/not enabled/);
+    expect(() => r.host.queueRq(req, () => undefined)).toThrow(/not enabled/);
     expect(() => r.host.shutdown()).not.toThrow();
   });
 });

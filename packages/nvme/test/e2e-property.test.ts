@@ -7,7 +7,7 @@
 import type { BioVec } from "@dmasim/bvec";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { MiB, OK, Rig, type RigOptions, pattern } from "./helpers.ts";
+import { MiB, OK, Rig, type RigOptions, pattern } from "../src/testing/index.ts";
 
 const PAGE = 4096;
 
@@ -84,12 +84,12 @@ function run(r: Rig, w: Workload): void {
     expect(Buffer.compare(r.gather(rb), data)).toBe(0);
   }
   expect(r.ctrl.counters.c.errors).toBe(0);
-  r.checkNoLeaks();
+  expect(r.checkNoLeaks()).toEqual([]);
 }
 
 describe("nvme end to end (fast-check)", () => {
   for (const mode of ["none", "passthrough", "strict", "lazy"] as const) {
-    for (const mapping of ["new", "old"] as const) {
+    for (const mapping of ["two-step", "scatterlist"] as const) {
       for (const sgl of ["none", "byte"] as const) {
         it(`reads back what it wrote and leaks nothing (${mode}, ${mapping}, sgl ${sgl})`, () => {
           fc.assert(
@@ -112,7 +112,7 @@ describe("nvme end to end on other machines (fast-check)", () => {
     ["per-segment mapping (no IOVA API), lazy, SGL", { mode: "lazy", iovaApi: false, sgl: "byte" }],
   ];
   for (const [name, o] of machines) {
-    for (const mapping of ["new", "old"] as const) {
+    for (const mapping of ["two-step", "scatterlist"] as const) {
       it(`reads back what it wrote and leaks nothing (${name}, ${mapping})`, () => {
         fc.assert(
           fc.property(workloadArb, (w) => run(new Rig({ ...o, mapping }), w)),

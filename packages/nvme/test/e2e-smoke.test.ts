@@ -2,13 +2,13 @@ import { BLK_STS, PhysMemory, Rng, SimClock, bioFromBvecs, bvecFromPhys } from "
 import { Device, DmaDebug, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
 import { describe, expect, it } from "vitest";
-import { NvmeController, NvmeHost } from "../src/index.ts";
+import { type MappingStyle, NvmeController, NvmeHost } from "../src/index.ts";
 
 const GiB = 1024 ** 3;
 
 function setup(
   mode: "none" | "strict" | "lazy" | "passthrough",
-  mapping: "new" | "old",
+  mapping: MappingStyle,
   sgl: "none" | "byte",
 ) {
   const clock = new SimClock();
@@ -24,14 +24,14 @@ function setup(
   const dev = new Device({ name: "nvme0", memory, iommu: domain, clock, debug });
   iommuSetupDmaOps(dev);
   const ctrl = new NvmeController({ dev, clock, sgl });
-  const host = new NvmeHost({ dev, ctrl, mapping });
+  const host = new NvmeHost({ dev, bar: ctrl, mapping });
   host.enable();
   return { clock, memory, debug, dev, ctrl, host };
 }
 
 describe("nvme end to end (smoke)", () => {
   for (const mode of ["none", "passthrough", "strict", "lazy"] as const) {
-    for (const mapping of ["new", "old"] as const) {
+    for (const mapping of ["two-step", "scatterlist"] as const) {
       for (const sgl of ["none", "byte"] as const) {
         it(`writes then reads back scattered pages (${mode}, ${mapping}, sgl ${sgl})`, () => {
           const m = setup(mode, mapping, sgl);

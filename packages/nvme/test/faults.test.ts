@@ -8,7 +8,7 @@ import { BLK_STS, type BioVec, REQ_OP, blkRqFromBios, bioFromBvecs } from "@dmas
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { NVME_SC, NVME_STATUS_DNR } from "../src/index.ts";
-import { OK, Rig, type RigOptions, pattern } from "./helpers.ts";
+import { OK, Rig, type RigOptions, pattern } from "../src/testing/index.ts";
 
 const PAGE = 4096;
 const DNR = NVME_STATUS_DNR;
@@ -35,10 +35,10 @@ function failCalls(which: readonly number[]): () => boolean {
 }
 
 const MODES = [
-  { mode: "none", mapping: "new" },
-  { mode: "strict", mapping: "new" },
-  { mode: "lazy", mapping: "old" },
-  { mode: "none", mapping: "old" },
+  { mode: "none", mapping: "two-step" },
+  { mode: "strict", mapping: "two-step" },
+  { mode: "lazy", mapping: "scatterlist" },
+  { mode: "none", mapping: "scatterlist" },
 ] as const satisfies readonly RigOptions[];
 
 describe("faults: controller", () => {
@@ -53,7 +53,7 @@ describe("faults: controller", () => {
       expect(r.host.counters.c.retries).toBe(1);
       expect(r.ctrl.counters.c.injectedFailures).toBe(1);
       expect(Buffer.compare(readBack(r, 0, 12, 2), data)).toBe(0);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
 
     it(`fails at once on a 04h with DNR (${tag})`, () => {
@@ -63,7 +63,7 @@ describe("faults: controller", () => {
       expect(r.io("write", 0, bv)).toBe(BLK_STS.IOERR);
       expect(r.host.counters.c.retries).toBe(0);
       expect(r.host.counters.c.failed).toBe(1);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
 
     it(`gives up after the retry limit (${tag})`, () => {
@@ -73,7 +73,7 @@ describe("faults: controller", () => {
       expect(r.io("write", 0, bv)).toBe(BLK_STS.IOERR);
       expect(r.host.counters.c.retries).toBe(r.host.maxRetries);
       expect(r.ctrl.counters.c.ioCommands).toBe(r.host.maxRetries + 1);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
 
     it(`fails the request cleanly when a PRP list entry is corrupted on the device side (${tag})`, () => {
@@ -82,7 +82,7 @@ describe("faults: controller", () => {
       const { bv } = pages(r, 8, 5);
       expect(r.io("write", 0, bv)).toBe(BLK_STS.IOERR);
       expect(r.ctrl.counters.c.errors).toBe(1);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
 
     it(`retries a failed data DMA read and writes the right bytes (${tag})`, () => {
@@ -92,7 +92,7 @@ describe("faults: controller", () => {
       expect(r.io("write", 0, bv)).toBe(OK);
       expect(r.host.counters.c.retries).toBe(1);
       expect(Buffer.compare(readBack(r, 0, 6, 7), data)).toBe(0);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
 
     it(`completes batched requests whose completions are delayed (${tag})`, () => {
@@ -103,16 +103,16 @@ describe("faults: controller", () => {
       const t0 = r.clock.now;
       for (const [k, s] of sets.entries()) {
         const req = blkRqFromBios(r.host.limits, [bioFromBvecs("write", k * 64, s.bv)]);
-        expect(r.host.submit(req, (st) => done.push(st), { last: k === 3 })).toBe(OK);
+        expect(r.host.queueRq(req, (st) => done.push(st), { last: k === 3 })).toBe(OK);
       }
-      expect(r.host.poll()).toBe(0);
+      expect(r.host.pollCq()).toBe(0);
       expect(r.ctrl.pending).toBe(4);
       r.host.drain();
       expect(done).toEqual([OK, OK, OK, OK]);
       expect(r.clock.now - t0).toBeGreaterThanOrEqual(40_000);
       for (const [k, s] of sets.entries())
         expect(Buffer.compare(readBack(r, k * 64, 4, 20 + k), s.data)).toBe(0);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
   }
 
@@ -129,7 +129,7 @@ describe("faults: controller", () => {
     const ns = new Uint8Array(n * PAGE);
     r.ctrl.namespaces[0]!.read(0, ns, 0, ns.length);
     expect(Buffer.compare(ns, old.data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("fails with an invalid SGL type when an SGL segment is corrupted", () => {
@@ -138,10 +138,10 @@ describe("faults: controller", () => {
     const { bv } = pages(r, 8, 30);
     let nvme = -1;
     const req = blkRqFromBios(r.host.limits, [bioFromBvecs("write", 0, bv)]);
-    expect(r.host.submit(req, (_s, n) => (nvme = n))).toBe(OK);
+    expect(r.host.queueRq(req, (_s, n) => (nvme = n))).toBe(OK);
     r.host.drain();
     expect(nvme).toBe(NVME_SC.SGL_INVALID_TYPE + DNR);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("maps a media error with DNR to BLK_STS_MEDIUM", () => {
@@ -149,7 +149,7 @@ describe("faults: controller", () => {
     r.ctrl.setFaults({ failCommand: { nth: 1, status: NVME_SC.READ_ERROR + DNR } });
     const bv = r.bvecs(r.scattered(2, 31).map((p) => [p, PAGE] as const));
     expect(r.io("read", 0, bv)).toBe(BLK_STS.MEDIUM);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("survives a seeded fraction of failures over many requests (property)", () => {
@@ -160,7 +160,7 @@ describe("faults: controller", () => {
           fraction: fc.double({ min: 0.05, max: 0.6, noNaN: true }),
           dnr: fc.boolean(),
           mode: fc.constantFrom("none", "strict", "lazy", "passthrough"),
-          mapping: fc.constantFrom("new", "old"),
+          mapping: fc.constantFrom("two-step", "scatterlist"),
           delayNs: fc.constantFrom(0, 5000),
         }),
         (p) => {
@@ -188,7 +188,7 @@ describe("faults: controller", () => {
             expect(Buffer.compare(got, x.data)).toBe(0);
           }
           if (p.dnr) expect(r.host.counters.c.retries).toBe(0);
-          r.checkNoLeaks();
+          expect(r.checkNoLeaks()).toEqual([]);
         },
       ),
       { numRuns: 20 },
@@ -198,7 +198,7 @@ describe("faults: controller", () => {
 
 describe("faults: host allocations", () => {
   it("requeues when the small descriptor pool fails, then succeeds", () => {
-    for (const mapping of ["new", "old"] as const) {
+    for (const mapping of ["two-step", "scatterlist"] as const) {
       const r = new Rig({ mode: "none", mapping, sgl: "none" });
       r.host.small.faultHook = failCalls([1, 2, 3]);
       const { bv, data } = pages(r, 8, 40);
@@ -206,12 +206,12 @@ describe("faults: host allocations", () => {
       expect(r.host.counters.c.requeues).toBe(3);
       expect(r.host.small.counters.c.failures).toBe(3);
       expect(Buffer.compare(readBack(r, 0, 8, 41), data)).toBe(0);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     }
   });
 
   it("requeues when a chained list page cannot be allocated, freeing the first page", () => {
-    for (const mapping of ["new", "old"] as const) {
+    for (const mapping of ["two-step", "scatterlist"] as const) {
       const r = new Rig({ mode: "none", mapping, sgl: "none", ctrl: { mdts: 0 } });
       // 640 pages in 80 segments of 32 KiB: 639 list entries, two list pages.
       const parts: [number, number][] = [];
@@ -225,7 +225,7 @@ describe("faults: host allocations", () => {
       r.host.large.faultHook = failCalls([2]);
       const req = blkRqFromBios(r.host.limits, [bioFromBvecs(REQ_OP.WRITE, 0, bv)]);
       expect(req.nrPhysSegments).toBe(80);
-      expect(r.host.submit(req, () => undefined)).toBe(BLK_STS.RESOURCE);
+      expect(r.host.queueRq(req, () => undefined)).toBe(BLK_STS.RESOURCE);
       expect(r.host.large.counters.c.failures).toBe(1);
       expect(r.host.large.inUse).toBe(0);
       expect(r.io("write", 0, bv)).toBe(OK);
@@ -234,7 +234,7 @@ describe("faults: host allocations", () => {
       const back = r.bvecs(r.scattered(640, 43).map((p) => [p, PAGE] as const));
       expect(r.io("read", 0, back)).toBe(OK);
       expect(Buffer.compare(r.gather(back), data)).toBe(0);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     }
   });
 
@@ -245,32 +245,32 @@ describe("faults: host allocations", () => {
     expect(r.io("write", 0, bv)).toBe(OK);
     expect(r.host.counters.c.requeues).toBe(1);
     expect(Buffer.compare(readBack(r, 0, 20, 45), data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("requeues when the dma_vec mempool fails", () => {
-    const r = new Rig({ mode: "none", mapping: "new", sgl: "none" });
+    const r = new Rig({ mode: "none", mapping: "two-step", sgl: "none" });
     r.host.vecPool.faultHook = failCalls([1, 2]);
     const { bv, data } = pages(r, 5, 46);
     expect(r.io("write", 0, bv)).toBe(OK);
     expect(r.host.counters.c.requeues).toBe(2);
     expect(r.host.vecPool.counters.c.failures).toBe(2);
     expect(Buffer.compare(readBack(r, 0, 5, 47), data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("requeues when the scatterlist mempool fails", () => {
-    const r = new Rig({ mode: "strict", mapping: "old", sgl: "none" });
+    const r = new Rig({ mode: "strict", mapping: "scatterlist", sgl: "none" });
     r.host.sgPool.faultHook = failCalls([1]);
     const { bv, data } = pages(r, 5, 48);
     expect(r.io("write", 0, bv)).toBe(OK);
     expect(r.host.counters.c.requeues).toBe(1);
     expect(Buffer.compare(readBack(r, 0, 5, 49), data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   for (const mode of ["none", "strict", "lazy"] as const) {
-    for (const mapping of ["new", "old"] as const) {
+    for (const mapping of ["two-step", "scatterlist"] as const) {
       it(`requeues when the page allocator fails under the mapping (${mode}, ${mapping})`, () => {
         let injected = 0;
         fc.assert(
@@ -288,7 +288,7 @@ describe("faults: host allocations", () => {
               injected += r.memory.counters.c.allocFailures;
               expect(st).toBe(OK);
               expect(Buffer.compare(readBack(r, 0, n, 51 + n), data)).toBe(0);
-              r.checkNoLeaks();
+              expect(r.checkNoLeaks()).toEqual([]);
             },
           ),
           // The first example makes sure an allocation is failed in every mode: 40 pages on a
@@ -309,10 +309,10 @@ describe("faults: host allocations", () => {
     for (let k = 0; k < 4; k++) {
       const { bv } = pages(r, 1, 60 + k);
       const req = blkRqFromBios(r.host.limits, [bioFromBvecs(REQ_OP.WRITE, k * 8, bv)]);
-      sts.push(r.host.submit(req, () => undefined));
+      sts.push(r.host.queueRq(req, () => undefined));
     }
     expect(sts).toEqual([OK, OK, OK, BLK_STS.RESOURCE]);
     r.host.drain();
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });

@@ -2,7 +2,7 @@
  * Review fixes in the host driver: the block status of an NVMe status (`nvme_error_status`),
  * retries (`nvme_decide_disposition`, `nvme_retry_req`, blk-mq requeueing), the admin queue
  * limits (`nvme_set_ctrl_limits(ctrl, &lim, true)`), the queue-pair memory order
- * (`nvme_alloc_queue`, `nvme_create_io_queues`), and the old driver's SGL choice by mapped
+ * (`nvme_alloc_queue`, `nvme_create_io_queues`), and the scatterlist driver's SGL choice by mapped
  * entries (`nvme_pci_use_sgls(dev, req, iod->sgt.nents)`).
  */
 import {
@@ -12,6 +12,8 @@ import {
   REQ_OP,
   bioFromBvecs,
   blkRqFromBios,
+  getU32,
+  getU64,
 } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
 import {
@@ -20,13 +22,11 @@ import {
   NVME_SGL_TYPE,
   NVME_STATUS_DNR,
   SQE,
-  getU32,
-  getU64,
   nvmeErrorStatus,
-  nvmeMapDataOld,
-  nvmeUnmapDataOld,
+  nvmeMapDataScatterlist,
+  nvmeUnmapDataScatterlist,
 } from "../src/index.ts";
-import { OK, Rig, pattern } from "./helpers.ts";
+import { OK, Rig, pattern } from "../src/testing/index.ts";
 
 const PAGE = 4096;
 const KiB = 1024;
@@ -67,7 +67,7 @@ describe("nvmeErrorStatus (nvme_error_status)", () => {
 
 describe("retries (nvme_decide_disposition, nvme_retry_req)", () => {
   it("requeues a retry whose mapping runs out (RESOURCE) instead of completing the bio with it", () => {
-    const r = new Rig({ mode: "none", mapping: "old", sgl: "none" });
+    const r = new Rig({ mode: "none", mapping: "scatterlist", sgl: "none" });
     r.ctrl.setFaults({ failCommand: { nth: 1, status: NVME_SC.DATA_XFER_ERROR } });
     // Call 1: the first dispatch; call 2: the retry's dispatch fails; call 3: its rerun.
     r.host.sgPool.faultHook = failCalls([2]);
@@ -84,7 +84,7 @@ describe("retries (nvme_decide_disposition, nvme_retry_req)", () => {
     const back = r.bvecs(r.scattered(6, 12).map((p) => [p, PAGE] as const));
     expect(r.io("read", 0, back)).toBe(OK);
     expect(Buffer.compare(r.gather(back), data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("counts retries per request: a new request on a tag starts at 0", () => {
@@ -97,7 +97,7 @@ describe("retries (nvme_decide_disposition, nvme_retry_req)", () => {
     const { bv } = pages(r, 2, 13);
     expect(r.io("write", 0, bv)).toBe(OK);
     expect(r.host.counters.c.retries).toBe(1);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("retries on the namespace the request was sent to", () => {
@@ -111,7 +111,7 @@ describe("retries (nvme_decide_disposition, nvme_retry_req)", () => {
     const run = (op: "read" | "write", vecs: BioVec[]): BlkStatus => {
       let st: BlkStatus | -1 = -1;
       const req = blkRqFromBios(r.host.limits, [bioFromBvecs(op, 0, vecs)]);
-      expect(r.host.submit(req, (s) => (st = s), { nsid: 2 })).toBe(OK);
+      expect(r.host.queueRq(req, (s) => (st = s), { nsid: 2 })).toBe(OK);
       r.host.drain();
       return st as BlkStatus;
     };
@@ -120,29 +120,29 @@ describe("retries (nvme_decide_disposition, nvme_retry_req)", () => {
     const back = r.bvecs(r.scattered(2, 15).map((p) => [p, PAGE] as const));
     expect(run(REQ_OP.READ, back)).toBe(OK);
     expect(Buffer.compare(r.gather(back), data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("waits the Command Retry Delay CRDT[CRD - 1] x 100 ms before a retry", () => {
-    const r = new Rig({ mode: "none", sgl: "none" });
-    r.host.crdt = [2, 0, 0]; // as Identify CRDT1 = 2 would set it
+    const r = new Rig({ mode: "none", sgl: "none", ctrl: { crdt: [2, 0, 0] } });
+    expect(r.host.crdt).toEqual([2, 0, 0]); // from Identify CRDT1..3
     r.ctrl.setFaults({ failCommand: { nth: 1, status: 0x800 + NVME_SC.INTERNAL } }); // CRD 1
     const { bv } = pages(r, 1, 16);
     let st: BlkStatus | -1 = -1;
     const t0 = r.clock.now;
     const req = blkRqFromBios(r.host.limits, [bioFromBvecs(REQ_OP.WRITE, 0, bv)]);
-    expect(r.host.submit(req, (s) => (st = s))).toBe(OK);
-    r.host.poll();
+    expect(r.host.queueRq(req, (s) => (st = s))).toBe(OK);
+    r.host.pollCq();
     expect(r.host.counters.c.retries).toBe(1);
     expect(r.ctrl.counters.c.ioCommands).toBe(1);
     r.clock.advance(199_000_000);
-    r.host.poll();
+    r.host.pollCq();
     expect(r.ctrl.counters.c.ioCommands).toBe(1);
     r.host.drain();
     expect(st).toBe(OK);
     expect(r.ctrl.counters.c.ioCommands).toBe(2);
     expect(r.clock.now - t0).toBeGreaterThanOrEqual(200_000_000);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("reads CRDT1..3 from Identify (0 in the model's controller: no delay)", () => {
@@ -154,12 +154,12 @@ describe("retries (nvme_decide_disposition, nvme_retry_req)", () => {
     expect(r.io("write", 0, bv)).toBe(OK);
     expect(r.host.counters.c.retries).toBe(1);
     expect(r.clock.now - t0).toBeLessThan(100_000_000);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });
 
 describe("admin queue limits (nvme_set_ctrl_limits(ctrl, &lim, true))", () => {
-  for (const mapping of ["new", "old"] as const) {
+  for (const mapping of ["two-step", "scatterlist"] as const) {
     it(`gives the admin queue the I/O sizes with the 4 KiB virt boundary (${mapping})`, () => {
       const r = new Rig({ mode: "strict", sgl: "byte", mapping, ctrl: { mdts: 0 } });
       const io = r.host.limits;
@@ -171,7 +171,7 @@ describe("admin queue limits (nvme_set_ctrl_limits(ctrl, &lim, true))", () => {
       expect(admin.virtBoundaryMask).toBe(PAGE - 1);
       expect(admin.maxSegmentSize).toBe(0xffffffff);
       expect(admin.dmaAlignment).toBe(3);
-      r.checkNoLeaks();
+      expect(r.checkNoLeaks()).toEqual([]);
     });
   }
 });
@@ -216,13 +216,13 @@ describe("queue pairs (nvme_alloc_queue, nvme_create_io_queues)", () => {
     const back = r.bvecs(r.scattered(3, 19).map((p) => [p, PAGE] as const));
     expect(r.io("read", 0, back)).toBe(OK);
     expect(Buffer.compare(r.gather(back), data)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });
 
-describe("old driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, sgt.nents))", () => {
+describe("scatterlist driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, sgt.nents))", () => {
   it("sends 4 x 16 KiB scattered chunks merged by a strict IOMMU as one inline SGL Data Block", () => {
-    const r = new Rig({ mode: "strict", mapping: "old", sgl: "byte" });
+    const r = new Rig({ mode: "strict", mapping: "scatterlist", sgl: "byte" });
     const parts: [number, number][] = [];
     for (let i = 0; i < 4; i++) {
       parts.push([r.contiguous(2), 16 * KiB]);
@@ -233,9 +233,9 @@ describe("old driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, 
     r.scatter(bv, data);
     const req = r.request(REQ_OP.WRITE, bv);
     expect(req.nrPhysSegments).toBe(4); // 16 KiB average: below the 32 KiB threshold
-    const ctx = r.host.mapContext;
+    const ctx = r.mapContext();
     const iod = r.iod();
-    expect(nvmeMapDataOld(ctx, iod, req)).toBe(OK);
+    expect(nvmeMapDataScatterlist(ctx, iod, req)).toBe(OK);
     expect(iod.sgt?.nents).toBe(1);
     expect(iod.cmd[SQE.FLAGS]).not.toBe(0);
     expect(Math.floor((iod.cmd[SQE.SGL_TYPE] as number) / 16)).toBe(NVME_SGL_TYPE.DATA);
@@ -246,12 +246,12 @@ describe("old driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, 
     const view = r.deviceView(iod.cmd, req.dataLen);
     expect(view.status).toBe(0);
     expect(Buffer.compare(view.bytes, data)).toBe(0);
-    nvmeUnmapDataOld(ctx, iod, req);
-    r.checkNoLeaks();
+    nvmeUnmapDataScatterlist(ctx, iod, req);
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("keeps PRPs for the same chunks without an IOMMU (four entries, 16 KiB average)", () => {
-    const r = new Rig({ mode: "none", mapping: "old", sgl: "byte" });
+    const r = new Rig({ mode: "none", mapping: "scatterlist", sgl: "byte" });
     const parts: [number, number][] = [];
     for (let i = 0; i < 4; i++) {
       parts.push([r.contiguous(2), 16 * KiB]);
@@ -259,12 +259,12 @@ describe("old driver: SGL choice by mapped entries (nvme_pci_use_sgls(dev, req, 
     }
     const bv = r.bvecs(parts);
     const req = r.request(REQ_OP.WRITE, bv);
-    const ctx = r.host.mapContext;
+    const ctx = r.mapContext();
     const iod = r.iod();
-    expect(nvmeMapDataOld(ctx, iod, req)).toBe(OK);
+    expect(nvmeMapDataScatterlist(ctx, iod, req)).toBe(OK);
     expect(iod.sgt?.nents).toBe(4);
     expect(iod.cmd[SQE.FLAGS]).toBe(0);
-    nvmeUnmapDataOld(ctx, iod, req);
-    r.checkNoLeaks();
+    nvmeUnmapDataScatterlist(ctx, iod, req);
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });

@@ -21,14 +21,14 @@ import { describe, expect, it } from "vitest";
 import {
   NvmeController,
   NvmeHost,
+  NvmeIod,
   USE_SGL,
   nvmeMapData,
   nvmePciUseSgls,
   nvmeUnmapData,
   type SglSupport,
 } from "../src/index.ts";
-import { NvmeIod } from "../src/iod.ts";
-import { limits, pattern } from "./helpers.ts";
+import { limits, mapContextOf, pattern } from "../src/testing/index.ts";
 
 const PAGE = 4096;
 const GiB = 1024 ** 3;
@@ -56,7 +56,7 @@ class KernelRig {
     });
     iommuSetupDmaOps(this.dev);
     this.ctrl = new NvmeController({ dev: this.dev, clock: this.clock, sgl: o.sgl ?? "byte" });
-    this.host = new NvmeHost({ dev: this.dev, ctrl: this.ctrl });
+    this.host = new NvmeHost({ dev: this.dev, bar: this.ctrl });
     this.host.enable();
   }
 
@@ -156,8 +156,8 @@ describe('gate "bio-gap-tracking" (host limits and the SGL choice)', () => {
       const r = new KernelRig(kernel, { sgl: "byte" });
       const bv = [bvecFromPhys(r.page(0), 0x200, PAGE), bvecFromPhys(r.page(1), PAGE, PAGE)];
       const req = blkRqFromBios(limits(), [bioFromBvecs(REQ_OP.WRITE, 0, bv)]);
-      expect(nvmePciUseSgls(r.host.mapContext, req, 1)).toBe(want);
-      expect(nvmePciUseSgls(r.host.mapContext, req, 0)).toBe(USE_SGL.UNSUPPORTED);
+      expect(nvmePciUseSgls(mapContextOf(r.host), req, 1)).toBe(want);
+      expect(nvmePciUseSgls(mapContextOf(r.host), req, 0)).toBe(USE_SGL.UNSUPPORTED);
       r.checkClean();
     }
   });
@@ -187,14 +187,14 @@ describe('gate "dma-map-phys" (the single-segment path)', () => {
       ]);
       const iod = new NvmeIod(1, 0);
       iod.resetForSubmit();
-      expect(nvmeMapData(r.host.mapContext, iod, req)).toBe(BLK_STS.OK);
+      expect(nvmeMapData(mapContextOf(r.host), iod, req)).toBe(BLK_STS.OK);
       const before = r.debug.reports.length;
       r.debug.checkLeaks(r.dev);
       const leak = r.debug.reports.slice(before).filter((x) => x.addr === iod.dmaVec.addr);
       expect(leak.length).toBe(1);
       expect(leak[0]?.message).toContain(`[mapped as ${type}]`);
       r.debug.reports.length = before;
-      nvmeUnmapData(r.host.mapContext, iod, req);
+      nvmeUnmapData(mapContextOf(r.host), iod, req);
       expect(r.debug.errors).toEqual([]);
       r.checkClean();
     });

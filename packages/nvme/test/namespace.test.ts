@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { NvmeNamespace } from "../src/index.ts";
-import { pattern } from "./helpers.ts";
+import { pattern } from "../src/testing/index.ts";
 
 /** Bytes per chunk and chunks per slab, as the namespace stores them. */
 const CHUNK = 4096;

@@ -1,7 +1,7 @@
 /** What the device-side walk tests share: a machine, descriptor writers and the walk's ranges. */
 import { DeviceDma } from "@dmasim/dma-core";
 import { DmaRanges, type SglSupport, setSglDesc } from "../src/index.ts";
-import { Rig } from "./helpers.ts";
+import { Rig } from "../src/testing/index.ts";
 
 /**
  * A rig with dma-debug off (these tests make the device touch memory no driver mapped, on

@@ -1,9 +1,10 @@
 /**
- * The device-side walk (`walkPrp` / `walkSgl`) and the controller's checks around it: one test
+ * The device-side walk (`nvmeMapPrp` / `nvmeMapSgl`) and the controller's checks around it: one test
  * per status code (02h, 04h, 0Dh, 0Eh, 0Fh, 11h, 13h, 1Eh), built by writing bad descriptors into
  * simulated memory, walked directly through a `DeviceDma` or submitted as raw commands. DNR is
  * set as QEMU sets it: on every descriptor-format error, never on a Data Transfer Error.
  */
+import { setU64 } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
 import {
   NVME_CMD,
@@ -13,11 +14,10 @@ import {
   SQE,
   type SglCaps,
   setSglDesc,
-  setU64,
-  walkPrp,
-  walkSgl,
+  nvmeMapPrp,
+  nvmeMapSgl,
 } from "../src/index.ts";
-import { FOUR_GIB, Rig, rawRw } from "./helpers.ts";
+import { FOUR_GIB, Rig, rawRw } from "../src/testing/index.ts";
 import { ranges, sgl1, walkMachine as machine, writeSgl } from "./walker-helpers.ts";
 
 const PAGE = 4096;
@@ -41,45 +41,45 @@ describe("walker: PRP", () => {
     writeEntries(r, list1, [...entries, l2 as number]);
     writeEntries(r, l2 as number, data.slice(503, 508));
     const len = 508 * PAGE;
-    expect(walkPrp(dma, data[0] as number, list1, len, PAGE, out)).toBe(0);
+    expect(nvmeMapPrp(dma, data[0] as number, list1, len, PAGE, out)).toBe(0);
     expect(ranges(out).map(([a]) => a)).toEqual(data.slice(0, 508));
     expect(out.descriptorReads).toBe(2);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("takes the last slot of a full page as data when the rest fits in one page", () => {
     const { r, dma, out } = machine();
     const [l1, ...data] = r.highPages(514);
     writeEntries(r, l1 as number, data.slice(1, 513));
-    expect(walkPrp(dma, data[0] as number, l1 as number, 513 * PAGE, PAGE, out)).toBe(0);
+    expect(nvmeMapPrp(dma, data[0] as number, l1 as number, 513 * PAGE, PAGE, out)).toBe(0);
     expect(out.count).toBe(513);
     expect(out.addr[512]).toBe(data[512]);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("ignores PRP2 when PRP1's page holds the whole transfer", () => {
     const { r, dma, out } = machine();
-    expect(walkPrp(dma, FOUR_GIB + 0x100, 0xdead_beef, 0xf00, PAGE, out)).toBe(0);
+    expect(nvmeMapPrp(dma, FOUR_GIB + 0x100, 0xdead_beef, 0xf00, PAGE, out)).toBe(0);
     expect(ranges(out)).toEqual([[FOUR_GIB + 0x100, 0xf00]]);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 13h with DNR for PRP2 used as data with an offset", () => {
     const { r, dma, out } = machine();
-    expect(walkPrp(dma, FOUR_GIB, FOUR_GIB + 0x2008, 2 * PAGE, PAGE, out)).toBe(
+    expect(nvmeMapPrp(dma, FOUR_GIB, FOUR_GIB + 0x2008, 2 * PAGE, PAGE, out)).toBe(
       NVME_SC.PRP_INVALID_OFFSET + DNR,
     );
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 13h with DNR for a list entry with a non-zero offset", () => {
     const { r, dma, out } = machine();
     const [l, a, b, c] = r.highPages(4) as [number, number, number, number];
     writeEntries(r, l, [b, c + 4]);
-    expect(walkPrp(dma, a, l, 3 * PAGE, PAGE, out)).toBe(NVME_SC.PRP_INVALID_OFFSET + DNR);
+    expect(nvmeMapPrp(dma, a, l, 3 * PAGE, PAGE, out)).toBe(NVME_SC.PRP_INVALID_OFFSET + DNR);
     writeEntries(r, l, [b, c]);
-    expect(walkPrp(dma, a, l, 3 * PAGE, PAGE, out)).toBe(0);
-    r.checkNoLeaks();
+    expect(nvmeMapPrp(dma, a, l, 3 * PAGE, PAGE, out)).toBe(0);
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 13h with DNR for a chain pointer with a non-zero offset", () => {
@@ -87,28 +87,28 @@ describe("walker: PRP", () => {
     const [l1, l2, ...data] = r.highPages(516);
     const e = data.slice(1, 512);
     writeEntries(r, l1 as number, [...e, (l2 as number) + 8]);
-    expect(walkPrp(dma, data[0] as number, l1 as number, 514 * PAGE, PAGE, out)).toBe(
+    expect(nvmeMapPrp(dma, data[0] as number, l1 as number, 514 * PAGE, PAGE, out)).toBe(
       NVME_SC.PRP_INVALID_OFFSET + DNR,
     );
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 04h without DNR when the list pointer reaches an unmapped IOVA", () => {
     const { r, dma, out } = machine("strict");
     const before = r.domain?.counters.c.faults ?? 0;
     // IOVAs near the top of the 32-bit space were never handed out.
-    expect(walkPrp(dma, 0x1000_0000, 0x1010_0000, 3 * PAGE, PAGE, out)).toBe(
+    expect(nvmeMapPrp(dma, 0x1000_0000, 0x1010_0000, 3 * PAGE, PAGE, out)).toBe(
       NVME_SC.DATA_XFER_ERROR,
     );
     expect(r.domain?.counters.c.faults).toBeGreaterThan(before);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 04h without DNR when the list pointer reaches a hole in the address map", () => {
     const { r, dma, out } = machine();
-    expect(walkPrp(dma, FOUR_GIB, 2 ** 46, 3 * PAGE, PAGE, out)).toBe(NVME_SC.DATA_XFER_ERROR);
+    expect(nvmeMapPrp(dma, FOUR_GIB, 2 ** 46, 3 * PAGE, PAGE, out)).toBe(NVME_SC.DATA_XFER_ERROR);
     expect(dma.counters.c.busErrors).toBe(1);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });
 
@@ -125,12 +125,12 @@ describe("walker: SGL", () => {
       [b + 0x10, 0, T.DATA],
       [c, 0x200, T.DATA],
     ]);
-    expect(walkSgl(dma, sgl1(s0, 48, T.SEGMENT), 0, 0x800, BYTE, false, out)).toBe(0);
+    expect(nvmeMapSgl(dma, sgl1(s0, 48, T.SEGMENT), 0, 0x800, BYTE, false, out)).toBe(0);
     expect(ranges(out)).toEqual([
       [a, 0x600],
       [c, 0x200],
     ]);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 0Dh with DNR for a segment descriptor of length 0, 8, or at an unaligned address", () => {
@@ -142,12 +142,12 @@ describe("walker: SGL", () => {
       [s, 8],
       [s + 4, 16],
     ] as const) {
-      expect(walkSgl(dma, sgl1(addr, len, T.LAST_SEGMENT), 0, 0x200, BYTE, false, out)).toBe(
+      expect(nvmeMapSgl(dma, sgl1(addr, len, T.LAST_SEGMENT), 0, 0x200, BYTE, false, out)).toBe(
         NVME_SC.SGL_INVALID_LAST + DNR,
       );
     }
-    expect(walkSgl(dma, sgl1(s, 16, T.LAST_SEGMENT), 0, 0x200, BYTE, false, out)).toBe(0);
-    r.checkNoLeaks();
+    expect(nvmeMapSgl(dma, sgl1(s, 16, T.LAST_SEGMENT), 0, 0x200, BYTE, false, out)).toBe(0);
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 0Dh with DNR when the last segment ends in a segment descriptor", () => {
@@ -158,10 +158,10 @@ describe("walker: SGL", () => {
       [s1, 16, T.SEGMENT],
     ]);
     writeSgl(r, s1, [[a + 0x200, 0x200, T.DATA]]);
-    expect(walkSgl(dma, sgl1(s0, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(s0, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, false, out)).toBe(
       NVME_SC.SGL_INVALID_LAST + DNR,
     );
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 0Eh with DNR for a segment descriptor in a middle slot", () => {
@@ -171,10 +171,10 @@ describe("walker: SGL", () => {
       [s1, 16, T.LAST_SEGMENT],
       [a, 0x200, T.DATA],
     ]);
-    expect(walkSgl(dma, sgl1(s0, 32, T.SEGMENT), 0, 0x200, BYTE, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(s0, 32, T.SEGMENT), 0, 0x200, BYTE, false, out)).toBe(
       NVME_SC.SGL_INVALID_COUNT + DNR,
     );
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 0Fh with DNR when the Data Blocks are 4 bytes short of the transfer", () => {
@@ -184,13 +184,13 @@ describe("walker: SGL", () => {
       [a, 0x200, T.DATA],
       [b, 0x1fc, T.DATA],
     ]);
-    expect(walkSgl(dma, sgl1(s, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(s, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, false, out)).toBe(
       NVME_SC.SGL_INVALID_DATA + DNR,
     );
-    expect(walkSgl(dma, sgl1(a, 0x3fc, T.DATA), 0, 0x400, BYTE, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(a, 0x3fc, T.DATA), 0, 0x400, BYTE, false, out)).toBe(
       NVME_SC.SGL_INVALID_DATA + DNR,
     );
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 0Fh with DNR for extra descriptors after the transfer unless oversize is allowed", () => {
@@ -201,13 +201,13 @@ describe("walker: SGL", () => {
       [b, 0x200, T.DATA],
     ]);
     const cmd = sgl1(s, 32, T.LAST_SEGMENT);
-    expect(walkSgl(dma, cmd, 0, 0x400, BYTE, false, out)).toBe(NVME_SC.SGL_INVALID_DATA + DNR);
-    expect(walkSgl(dma, cmd, 0, 0x400, { ...BYTE, oversize: true }, false, out)).toBe(0);
+    expect(nvmeMapSgl(dma, cmd, 0, 0x400, BYTE, false, out)).toBe(NVME_SC.SGL_INVALID_DATA + DNR);
+    expect(nvmeMapSgl(dma, cmd, 0, 0x400, { ...BYTE, oversize: true }, false, out)).toBe(0);
     expect(ranges(out)).toEqual([[a, 0x400]]);
     // A single over-long descriptor is accepted and truncated (QEMU).
-    expect(walkSgl(dma, sgl1(a, 0x800, T.DATA), 0, 0x400, BYTE, false, out)).toBe(0);
+    expect(nvmeMapSgl(dma, sgl1(a, 0x800, T.DATA), 0, 0x400, BYTE, false, out)).toBe(0);
     expect(ranges(out)).toEqual([[a, 0x400]]);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 11h with DNR for a reserved type and for unsupported Keyed or Bit Bucket types", () => {
@@ -218,11 +218,11 @@ describe("walker: SGL", () => {
         [a, 0x200, T.DATA],
         [a + 0x200, 0x200, t],
       ]);
-      expect(walkSgl(dma, sgl1(s, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, true, out)).toBe(
+      expect(nvmeMapSgl(dma, sgl1(s, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, true, out)).toBe(
         NVME_SC.SGL_INVALID_TYPE + DNR,
       );
     }
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("discards Bit Bucket bytes on reads when the controller supports them", () => {
@@ -234,31 +234,31 @@ describe("walker: SGL", () => {
       [a + 0x400, 0x200, T.DATA],
     ]);
     const caps = { ...BYTE, bitBucket: true };
-    expect(walkSgl(dma, sgl1(s, 48, T.LAST_SEGMENT), 0, 0x600, caps, true, out)).toBe(0);
+    expect(nvmeMapSgl(dma, sgl1(s, 48, T.LAST_SEGMENT), 0, 0x600, caps, true, out)).toBe(0);
     expect(out.bitBucket).toBe(0x200);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 1Eh with DNR on a dword-only controller for a length or address not a multiple of 4", () => {
     const { r, dma, out } = machine();
     const [a] = r.highPages(1) as [number];
     const dword: SglCaps = { ...BYTE, support: "dword" };
-    expect(walkSgl(dma, sgl1(a + 2, 0x200, T.DATA), 0, 0x200, dword, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(a + 2, 0x200, T.DATA), 0, 0x200, dword, false, out)).toBe(
       NVME_SC.SGL_INVALID_GRANULARITY + DNR,
     );
-    expect(walkSgl(dma, sgl1(a, 0x202, T.DATA), 0, 0x200, dword, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(a, 0x202, T.DATA), 0, 0x200, dword, false, out)).toBe(
       NVME_SC.SGL_INVALID_GRANULARITY + DNR,
     );
-    expect(walkSgl(dma, sgl1(a + 2, 0x200, T.DATA), 0, 0x200, BYTE, false, out)).toBe(0);
-    r.checkNoLeaks();
+    expect(nvmeMapSgl(dma, sgl1(a + 2, 0x200, T.DATA), 0, 0x200, BYTE, false, out)).toBe(0);
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 04h without DNR when a segment cannot be read", () => {
     const { r, dma, out } = machine();
-    expect(walkSgl(dma, sgl1(2 ** 46, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, false, out)).toBe(
+    expect(nvmeMapSgl(dma, sgl1(2 ** 46, 32, T.LAST_SEGMENT), 0, 0x400, BYTE, false, out)).toBe(
       NVME_SC.DATA_XFER_ERROR,
     );
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });
 
@@ -287,7 +287,7 @@ describe("walker: through the controller", () => {
     setU64(ok, SQE.PRP1, a);
     setU64(ok, SQE.PRP2, b);
     expect(r.rawCommand(ok)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 04h without DNR when data DMA faults in the IOMMU, and recovers", () => {
@@ -300,7 +300,7 @@ describe("walker: through the controller", () => {
     expect(r.ctrl.fatal).toBe(false);
     const [p] = r.scattered(1, 3) as [number];
     expect(r.io("write", 0, r.bvecs([[p, 4096]]))).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 1Eh with DNR from a dword-only controller for a byte-granular Data Block", () => {
@@ -312,7 +312,7 @@ describe("walker: through the controller", () => {
     expect(r.rawCommand(cmd)).toBe(NVME_SC.SGL_INVALID_GRANULARITY + DNR);
     setSglDesc(cmd, SQE.SGL_ADDR, a + 4, 0x200, T.DATA);
     expect(r.rawCommand(cmd)).toBe(0);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 
   it("returns 02h with DNR for SGLs on a controller without SGL support, and for PSDT 11b", () => {
@@ -325,6 +325,6 @@ describe("walker: through the controller", () => {
     cmd[SQE.FLAGS] = 0xc0;
     // QEMU `nvme_read`: a mapping failure (PSDT 11b included) carries DNR.
     expect(r.rawCommand(cmd)).toBe(NVME_SC.INVALID_FIELD + DNR);
-    r.checkNoLeaks();
+    expect(r.checkNoLeaks()).toEqual([]);
   });
 });

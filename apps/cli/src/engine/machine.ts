@@ -253,8 +253,8 @@ function bringUp(job: Job, options: MachineOptions): Machine {
     });
     const host = new NvmeHost({
       dev,
-      ctrl,
-      mapping: job.host.mapping === "scatterlist" ? "old" : "new",
+      bar: ctrl,
+      mapping: job.host.mapping === "scatterlist" ? "scatterlist" : "two-step",
       sglThreshold: job.host.sglThresholdKiB * 1024,
       ioQueues: queues,
       queueDepth: job.controller.queueDepth,

@@ -255,7 +255,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       u.dev.cpu = cpu.id;
       if (cpu.segIos.length > 0) cpu.segIos.length = 0;
       doneNow = cpu.segIos;
-      u.host.poll(qid);
+      u.host.pollCq(qid);
       doneNow = null;
       if (polled) m.engine.polls++;
       else m.engine.irqs++;
@@ -277,7 +277,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
         const b = cpu.backlog[0] as { req: Request; io: InFlight; unit: number };
         const u = m.units[b.unit] as (typeof m.units)[number];
         u.dev.cpu = cpu.id;
-        const st = u.host.submit(b.req, b.io.done, cpu.submitOpts);
+        const st = u.host.queueRq(b.req, b.io.done, cpu.submitOpts);
         if (st === BLK_STS.RESOURCE) break;
         cpu.backlog.shift();
         if (st !== BLK_STS.OK) b.io.done(st);
@@ -354,7 +354,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       const req = blkRqFromBios(lim, [piece]);
       if (job.host.mapping === "scatterlist" && req.nrPhysSegments > 1)
         m.engine.sgEntries += req.nrPhysSegments;
-      const st = u.host.submit(req, io.done, cpu.submitOpts);
+      const st = u.host.queueRq(req, io.done, cpu.submitOpts);
       if (st === BLK_STS.RESOURCE) cpu.backlog.push({ req, io, unit });
       else if (st !== BLK_STS.OK) io.done(st);
       else addCommit(cpu, unit);
@@ -372,7 +372,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       for (const k of cpu.commits) {
         const unit = Math.floor(k / 256);
         devMark = p.device();
-        (m.units[unit] as (typeof m.units)[number]).host.commit(k - unit * 256);
+        (m.units[unit] as (typeof m.units)[number]).host.commitRqs(k - unit * 256);
       }
       // The doorbell writes are the CPU's too (they cost what the table says, and hold nothing).
       cpu.cursor += price();

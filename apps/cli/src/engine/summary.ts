@@ -116,7 +116,7 @@ export function summarise(x: Measured): RunResult {
   const iotlb = m.iotlb?.counters.c;
   const delta = (k: string) => (endCounters[k] ?? 0) - (startCounters[k] ?? 0);
   const hostMem =
-    (m.host.mapping === "new" ? 190 : 184) +
+    (m.host.mapping === "two-step" ? 190 : 184) +
     (counted > 0
       ? (delta("nvmehost.smallDescriptors") * 256 +
           delta("nvmehost.largeDescriptors") * 4096 +

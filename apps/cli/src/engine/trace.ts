@@ -18,10 +18,24 @@ import {
   fastMod,
   hex,
   bioSegments,
+  getU32,
+  getU64,
 } from "@dmasim/bvec";
 import { DeviceDma, dmaUseIova } from "@dmasim/dma-core";
 import { DMA_ACCESS, translate } from "@dmasim/iommu";
-import { DmaRanges, SQE, getU32, getU64, walkPrp, walkSgl } from "@dmasim/nvme";
+import {
+  CQE_SIZE,
+  DmaRanges,
+  type NvmeFaultPlan,
+  SQE,
+  SQE_SIZE,
+  cqeCid,
+  cqePhase,
+  cqeStatus,
+  nvmeMapPrp,
+  nvmeMapSgl,
+  nvmeStatusName,
+} from "@dmasim/nvme";
 import { JobError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { sizeOf } from "./job.ts";
@@ -53,6 +67,12 @@ export interface TraceOptions {
    * records DMA addresses it would otherwise not.
    */
   readonly debug?: boolean;
+  /**
+   * Fault injection on the controller for the traced I/O (`NvmeController.setFaults`), e.g.
+   * `{ corruptDescriptor: { nth: 1 } }` or `{ failDmaRead: { nth: 1 } }`: a way to see a failed
+   * command and the reason the controller records for it. Default: none.
+   */
+  readonly faults?: NvmeFaultPlan;
 }
 
 function hexdump(bytes: Uint8Array, base: number, width = 16): string[] {
@@ -95,6 +115,7 @@ function ramText(m: Machine): string {
 export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const debug = o.debug ?? false;
   const m = buildMachine(job, { debug });
+  if (o.faults !== undefined) m.ctrl.setFaults(o.faults);
   const ps = m.memory.pageSize;
   const steps: TraceStep[] = [];
   steps.push({
@@ -216,7 +237,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const before = snapshotCounters(m, sources);
   let status: BlkStatus = BLK_STS.OK;
   let done = false;
-  const st = m.host.submit(
+  const st = m.host.queueRq(
     req,
     (s) => {
       status = s;
@@ -294,8 +315,8 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   });
   // 3. The command as it sits in the submission queue.
   const slot = (q.sqTail + q.depth - 1) % q.depth;
-  const sqeAddr = q.sq.cpuAddr + slot * 64;
-  const sqe = m.memory.readBytes(sqeAddr, 64);
+  const sqeAddr = q.sq.cpuAddr + slot * SQE_SIZE;
+  const sqe = m.memory.readBytes(sqeAddr, SQE_SIZE);
   const dptr = sgl
     ? `SGL1 ${Math.floor((cmd[SQE.SGL_TYPE] as number) / 16) === 0 ? "Data Block" : "Last Segment"} addr ${hex(getU64(cmd, SQE.SGL_ADDR))} len ${hex(getU32(cmd, SQE.SGL_LEN))}`
     : `PRP1 ${hex(getU64(cmd, SQE.PRP1))} PRP2 ${hex(getU64(cmd, SQE.PRP2))}`;
@@ -330,7 +351,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const ranges = new DmaRanges();
   const dma = new DeviceDma(m.dev);
   const wst = sgl
-    ? walkSgl(
+    ? nvmeMapSgl(
         dma,
         cmd,
         SQE.SGL_ADDR,
@@ -343,7 +364,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
         !write,
         ranges,
       )
-    : walkPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), total, 4096, ranges);
+    : nvmeMapPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), total, 4096, ranges);
   const walkLines = [
     `  walk status ${hex(wst)}; descriptor reads ${ranges.descriptorReads} (${ranges.descriptorBytes} bytes)`,
   ];
@@ -363,18 +384,29 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   }
   steps.push({ step: "controller walk", lines: walkLines, data: walkData });
   // 6. Doorbell, device work, completion.
-  m.host.commit(1);
-  const cqAddr = q.cq.cpuAddr + q.cqHead * 16;
-  const cqe = m.memory.readBytes(cqAddr, 16);
+  m.host.commitRqs(1);
+  const cqAddr = q.cq.cpuAddr + q.cqHead * CQE_SIZE;
+  const cqe = m.memory.readBytes(cqAddr, CQE_SIZE);
   const beforeTeardown = snapshotCounters(m, sources);
-  m.host.poll(1);
+  m.host.pollCq(1);
+  const nvmeStatus = cqeStatus(cqe);
+  // A failed command: the check that failed, as the controller logged it (QEMU's trace event).
+  const failure = nvmeStatus === 0 ? undefined : m.ctrl.commandError(1, cqeCid(cqe));
   steps.push({
     step: "completion",
     lines: [
-      `  CQE at ${hex(cqAddr)}: status ${hex(Math.floor((cqe[14] as number) / 2) + (cqe[15] as number) * 128)} phase ${(cqe[14] as number) % 2}; block status ${done ? status : "pending"}`,
+      `  CQE at ${hex(cqAddr)}: status ${hex(nvmeStatus)} phase ${cqePhase(cqe)}; block status ${done ? status : "pending"}`,
+      ...(nvmeStatus === 0
+        ? []
+        : [`  failed: ${nvmeStatusName(nvmeStatus)}; reason ${failure?.reason ?? "not recorded"}`]),
       ...hexdump(cqe, cqAddr),
     ],
-    data: { addr: cqAddr, bytes: Array.from(cqe), blockStatus: status },
+    data: {
+      addr: cqAddr,
+      bytes: Array.from(cqe),
+      blockStatus: status,
+      ...(nvmeStatus === 0 ? {} : { reason: failure?.reason ?? null }),
+    },
   });
   // 7. Teardown.
   const afterTeardown = snapshotCounters(m, sources);

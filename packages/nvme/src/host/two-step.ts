@@ -1,38 +1,36 @@
 /**
- * The new nvme-pci data path (Linux 6.17+, drivers/nvme/host/pci.c): `nvme_map_data` with the
- * block layer's request mapper, PRP lists and SGL segments built straight from the DMA
+ * The two-step nvme-pci data path (Linux 6.17+, drivers/nvme/host/pci.c): `nvme_map_data` with
+ * the block layer's request mapper (`blk_rq_dma_map_iter_start` / `_next`, which use the
+ * two-step IOVA API when they can), PRP lists and SGL segments built straight from the DMA
  * iterator, per-segment records kept only when they are needed, and `nvme_unmap_data`.
  */
 import {
   BLK_STS,
   type BioVec,
   type BlkStatus,
-  type PhysMemory,
   type Request,
   and53,
   blkRqPayloadBytes,
   bvecPhys,
   fastMod,
+  getU32,
+  getU64,
   kernelHas,
   mpBvecIterBvec,
   reqPhysGapMask,
+  setU64,
 } from "@dmasim/bvec";
 import {
   type BlkDmaIter,
   DMA_ATTR,
   type DmaDirection,
-  DmaError,
-  type DmaPool,
   type DmaPoolBlock,
   type DmaVec,
-  type Device,
   P2P_MAP,
   blkRqDmaMapIterNext,
   blkRqDmaMapIterStart,
   blkRqDmaUnmap,
   dmaIovaSize,
-  dmaMapPage,
-  dmaMapPhys,
   dmaNeedUnmap,
   dmaUnmapPage,
   dmaUnmapPhys,
@@ -40,42 +38,35 @@ import {
   dmaUseIova,
   rqDmaDir,
 } from "@dmasim/dma-core";
+import { SQE } from "../spec/commands.ts";
 import {
   NVME_CMD_SGL_METABUF,
+  NVME_SGL_DESC_SIZE,
+  NVME_SGL_TYPE,
+  setSglDesc,
+  sglDescType,
+} from "../spec/sgl.ts";
+import {
+  allocDescriptor,
+  blockView,
+  descriptorPool,
+  descriptorView,
+  nvmeFreeDescriptors,
+} from "./descriptors.ts";
+import { IOD, type NvmeIod, iodHas } from "./iod.ts";
+import {
   NVME_CTRL_PAGE_SIZE,
   NVME_MAX_NR_DESCRIPTORS,
-  NVME_SGL_TYPE,
+  NVME_PRP_ENTRIES_PER_PAGE,
+  NVME_PRP_ENTRY_SIZE,
   NVME_SMALL_POOL_SIZE,
-} from "./constants.ts";
-import { IOD, type Mempool, type NvmeIod, iodHas } from "./iod.ts";
-import { SQE, getU32, getU64, setSglDesc, setU64 } from "./sqe.ts";
+} from "./limits.ts";
+import { type MapContext, mapSingleSegment } from "./map.ts";
 
 /** Linux `enum nvme_use_sgl`. */
 export const USE_SGL = { UNSUPPORTED: 0, SUPPORTED: 1, FORCED: 2 } as const;
 /** An SGL decision. */
 export type UseSgl = (typeof USE_SGL)[keyof typeof USE_SGL];
-
-/** What the mapping code needs from the host. */
-export interface MapContext {
-  readonly dev: Device;
-  readonly mem: PhysMemory;
-  readonly small: DmaPool;
-  readonly large: DmaPool;
-  readonly vecPool: Mempool<DmaVec[]>;
-  /** SGLs supported by the controller (SGLS bits 1:0 non-zero). */
-  readonly sglSupported: boolean;
-  /** Linux `sgl_threshold` (0 disables threshold-based SGLs). */
-  readonly sglThreshold: number;
-  /** Scratch iterator (mapping is synchronous). */
-  readonly iter: BlkDmaIter;
-}
-
-/** The bytes of a descriptor block, as a view of simulated memory. */
-export function blockView(mem: PhysMemory, blk: DmaPoolBlock, size: number): Uint8Array {
-  const ps = mem.pageSize;
-  const off = fastMod(blk.cpuAddr, ps);
-  return mem.pageBytes((blk.cpuAddr - off) / ps).subarray(off, off + size);
-}
 
 /**
  * Linux `nvme_pci_use_sgls`. From 6.19 (gate "bio-gap-tracking": SGL-capable I/O queues have
@@ -93,19 +84,6 @@ export function nvmePciUseSgls(ctx: MapContext, req: Request, qid: number): UseS
     return USE_SGL.SUPPORTED;
   }
   return USE_SGL.UNSUPPORTED;
-}
-
-function dmaPoolFor(ctx: MapContext, iod: NvmeIod): DmaPool {
-  return iodHas(iod.flags, IOD.SMALL_DESCRIPTOR) ? ctx.small : ctx.large;
-}
-
-function allocDescriptor(pool: DmaPool): DmaPoolBlock | null {
-  try {
-    return pool.alloc();
-  } catch (e) {
-    if (e instanceof DmaError) return null;
-    throw e;
-  }
 }
 
 /**
@@ -128,7 +106,7 @@ function mapAttrs(iod: NvmeIod): number {
   return iodHas(iod.flags, IOD.DATA_MMIO) ? DMA_ATTR.MMIO : 0;
 }
 
-/** The segment `setupDataSimple` looks at (mapping is synchronous: one scratch bvec serves). */
+/** The segment `nvmePciSetupDataSimple` looks at (mapping is synchronous: one scratch bvec serves). */
 const simpleBv: BioVec = { page: 0, offset: 0, len: 0, pageSize: 4096 };
 
 /**
@@ -136,7 +114,12 @@ const simpleBv: BioVec = { page: 0, offset: 0, len: 0, pageSize: 4096 };
  * two controller pages and SGLs are not forced, else one SGL Data Block. Returns AGAIN to fall
  * back to the iterator (P2P memory, or no SGL support for a range PRP1+PRP2 cannot describe).
  */
-function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: UseSgl): BlkStatus {
+function nvmePciSetupDataSimple(
+  ctx: MapContext,
+  iod: NvmeIod,
+  req: Request,
+  useSgl: UseSgl,
+): BlkStatus {
   const bio = req.bio;
   if (bio === null) return BLK_STS.IOERR;
   const bv = mpBvecIterBvec(bio.bvecs, bio.iter, simpleBv);
@@ -156,59 +139,12 @@ function setupDataSimple(ctx: MapContext, iod: NvmeIod, req: Request, useSgl: Us
 }
 
 /**
- * Which DMA API maps and unmaps a single segment: "phys" (`dma_map_phys`, nvme-pci from 6.18,
- * "nvme-pci: migrate to dma_map_phys instead of map_page") or "page" (`dma_map_bvec`, i.e.
- * `dma_map_page_attrs`, and `dma_unmap_page`: 6.17, and the old scatterlist driver).
- */
-export type SingleSegmentApi = "phys" | "page";
-
-/**
- * The one mapping of a single-segment request (the simple paths of both driver generations:
- * `dma_map_phys` or `dma_map_bvec`, as `api` says): maps the bvec, records it in the inline
- * pair, and describes it with PRP1/PRP2 or, when `sgl`, one SGL Data Block.
- */
-export function mapSingleSegment(
-  ctx: MapContext,
-  iod: NvmeIod,
-  req: Request,
-  bv: BioVec,
-  sgl: boolean,
-  api: SingleSegmentApi,
-): BlkStatus {
-  let addr: number;
-  try {
-    addr =
-      api === "phys"
-        ? dmaMapPhys(ctx.dev, bvecPhys(bv), bv.len, rqDmaDir(req), 0)
-        : dmaMapPage(ctx.dev, bv.page, bv.offset, bv.len, rqDmaDir(req), 0);
-  } catch (e) {
-    if (e instanceof DmaError) return BLK_STS.RESOURCE;
-    throw e;
-  }
-  iod.dmaVec.addr = addr;
-  iod.dmaVec.len = bv.len;
-  iod.nrDmaVecs = 1;
-  iod.totalLen = bv.len;
-  iod.flags += IOD.SINGLE_SEGMENT;
-  const cmd = iod.cmd;
-  if (sgl) {
-    cmd[SQE.FLAGS] = NVME_CMD_SGL_METABUF;
-    setSglDesc(cmd, SQE.SGL_ADDR, addr, bv.len, NVME_SGL_TYPE.DATA);
-    iod.useSgl = true;
-    return BLK_STS.OK;
-  }
-  const first = NVME_CTRL_PAGE_SIZE - fastMod(bv.offset, NVME_CTRL_PAGE_SIZE);
-  setU64(cmd, SQE.PRP1, addr);
-  setU64(cmd, SQE.PRP2, bv.len > first ? addr + first : 0);
-  return BLK_STS.OK;
-}
-
-/**
  * Linux `nvme_pci_prp_save_mapping`: records a mapped segment for unmap when unmapping is
  * needed and the IOVA path was not used. The first record lives inline in the iod; the array
- * of records comes from the mempool only when a second segment arrives (R5).
+ * of records comes from the mempool only when a second segment arrives
+ * (docs/review-points.md#inline-pair-in-iod).
  */
-function prpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolean {
+function nvmePciPrpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolean {
   if (dmaUseIova(iod.dmaState) || !dmaNeedUnmap(ctx.dev) || iodHas(iod.flags, IOD.DATA_P2P))
     return true;
   if (iod.nrDmaVecs === 0) {
@@ -242,17 +178,22 @@ function prpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolea
 }
 
 /** Linux `nvme_unmap_iter`: undoes the segment the iterator mapped last (it was not recorded). */
-function unmapIter(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIter): void {
+function nvmeUnmapIter(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIter): void {
   if (!blkRqDmaUnmap(req, ctx.dev, iod.dmaState, dmaIovaSize(iod.dmaState), iter.p2p)) {
     unmapSegment(ctx, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
   }
 }
 
 /** Linux `nvme_pci_prp_iter_next`. */
-function prpIterNext(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIter): boolean {
+function nvmePciPrpIterNext(
+  ctx: MapContext,
+  req: Request,
+  iod: NvmeIod,
+  iter: BlkDmaIter,
+): boolean {
   if (iter.len > 0) return true;
   if (!blkRqDmaMapIterNext(req, ctx.dev, iod.dmaState, iter)) return false;
-  if (!prpSaveMapping(ctx, iod, iter)) {
+  if (!nvmePciPrpSaveMapping(ctx, iod, iter)) {
     unmapSegment(ctx, iter.addr, iter.len, rqDmaDir(req), mapAttrs(iod));
     return false;
   }
@@ -265,11 +206,16 @@ function prpIterNext(ctx: MapContext, req: Request, iod: NvmeIod, iter: BlkDmaIt
  * through slot 511 up to 5 pages. A segment that does not end on a 4 KiB boundary mid-request
  * is malformed (IOERR).
  */
-function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaIter): BlkStatus {
+function nvmePciSetupDataPrp(
+  ctx: MapContext,
+  iod: NvmeIod,
+  req: Request,
+  iter: BlkDmaIter,
+): BlkStatus {
   let length = blkRqPayloadBytes(req);
   const cmd = iod.cmd;
-  if (!prpSaveMapping(ctx, iod, iter)) {
-    unmapIter(ctx, req, iod, iter);
+  if (!nvmePciPrpSaveMapping(ctx, iod, iter)) {
+    nvmeUnmapIter(ctx, req, iod, iter);
     return iter.status;
   }
   const prp1 = iter.addr;
@@ -282,7 +228,7 @@ function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
   iter.len -= chunk;
   length -= chunk;
   build: if (length > 0) {
-    if (!prpIterNext(ctx, req, iod, iter)) {
+    if (!nvmePciPrpIterNext(ctx, req, iod, iter)) {
       if (iter.status === BLK_STS.OK) malformed = true;
       else status = iter.status;
       break build;
@@ -292,23 +238,19 @@ function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
       iod.totalLen += length;
       break build;
     }
-    if (Math.ceil(length / NVME_CTRL_PAGE_SIZE) <= NVME_SMALL_POOL_SIZE / 8)
+    if (Math.ceil(length / NVME_CTRL_PAGE_SIZE) <= NVME_SMALL_POOL_SIZE / NVME_PRP_ENTRY_SIZE)
       iod.flags += IOD.SMALL_DESCRIPTOR;
-    const blk = allocDescriptor(dmaPoolFor(ctx, iod));
+    const blk = allocDescriptor(descriptorPool(ctx, iod));
     if (blk === null) {
       status = BLK_STS.RESOURCE;
       break build;
     }
     prp2 = blk.dmaAddr;
     iod.descriptors[iod.nrDescriptors++] = blk;
-    let list = blockView(
-      ctx.mem,
-      blk,
-      iodHas(iod.flags, IOD.SMALL_DESCRIPTOR) ? NVME_SMALL_POOL_SIZE : NVME_CTRL_PAGE_SIZE,
-    );
+    let list = descriptorView(ctx, iod, blk);
     let i = 0;
     for (;;) {
-      if (i === NVME_CTRL_PAGE_SIZE / 8) {
+      if (i === NVME_PRP_ENTRIES_PER_PAGE) {
         if (iod.nrDescriptors >= NVME_MAX_NR_DESCRIPTORS) {
           malformed = true;
           break;
@@ -319,14 +261,15 @@ function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
           break;
         }
         iod.descriptors[iod.nrDescriptors++] = next;
-        const nl = blockView(ctx.mem, next, NVME_CTRL_PAGE_SIZE);
+        const nl = blockView(ctx.mem, next, NVME_CTRL_PAGE_SIZE); // chained pages are large
         // Move the last entry to the new page and put the link in its place.
-        nl.set(list.subarray((i - 1) * 8, i * 8), 0);
-        setU64(list, (i - 1) * 8, next.dmaAddr);
+        const last = (i - 1) * NVME_PRP_ENTRY_SIZE;
+        nl.set(list.subarray(last, last + NVME_PRP_ENTRY_SIZE), 0);
+        setU64(list, last, next.dmaAddr);
         list = nl;
         i = 1;
       }
-      setU64(list, i * 8, iter.addr);
+      setU64(list, i * NVME_PRP_ENTRY_SIZE, iter.addr);
       i++;
       chunk = Math.min(length, NVME_CTRL_PAGE_SIZE);
       if (iter.len < chunk) {
@@ -338,7 +281,7 @@ function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
       iter.len -= chunk;
       length -= chunk;
       if (length === 0) break;
-      if (!prpIterNext(ctx, req, iod, iter)) {
+      if (!nvmePciPrpIterNext(ctx, req, iod, iter)) {
         if (iter.status === BLK_STS.OK) malformed = true;
         else status = iter.status;
         break;
@@ -364,7 +307,12 @@ function setupDataPrp(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
  * segment; otherwise a Last Segment descriptor pointing at up to 256 Data Blocks in a small
  * (<= 16) or large descriptor block.
  */
-function setupDataSgl(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaIter): BlkStatus {
+function nvmePciSetupDataSgl(
+  ctx: MapContext,
+  iod: NvmeIod,
+  req: Request,
+  iter: BlkDmaIter,
+): BlkStatus {
   const cmd = iod.cmd;
   cmd[SQE.FLAGS] = NVME_CMD_SGL_METABUF;
   if (req.nrPhysSegments === 1 || dmaUseIova(iod.dmaState)) {
@@ -373,19 +321,15 @@ function setupDataSgl(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
     return BLK_STS.OK;
   }
   const entries = req.nrPhysSegments;
-  if (entries <= NVME_SMALL_POOL_SIZE / 16) iod.flags += IOD.SMALL_DESCRIPTOR;
-  const blk = allocDescriptor(dmaPoolFor(ctx, iod));
+  if (entries <= NVME_SMALL_POOL_SIZE / NVME_SGL_DESC_SIZE) iod.flags += IOD.SMALL_DESCRIPTOR;
+  const blk = allocDescriptor(descriptorPool(ctx, iod));
   if (blk === null) {
     if (iodHas(iod.flags, IOD.SMALL_DESCRIPTOR)) iod.flags -= IOD.SMALL_DESCRIPTOR;
-    unmapIter(ctx, req, iod, iter);
+    nvmeUnmapIter(ctx, req, iod, iter);
     return BLK_STS.RESOURCE;
   }
   iod.descriptors[iod.nrDescriptors++] = blk;
-  const list = blockView(
-    ctx.mem,
-    blk,
-    iodHas(iod.flags, IOD.SMALL_DESCRIPTOR) ? NVME_SMALL_POOL_SIZE : NVME_CTRL_PAGE_SIZE,
-  );
+  const list = descriptorView(ctx, iod, blk);
   let mapped = 0;
   let status: BlkStatus = BLK_STS.OK;
   do {
@@ -393,14 +337,20 @@ function setupDataSgl(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
       status = BLK_STS.IOERR;
       break;
     }
-    setSglDesc(list, mapped * 16, iter.addr, iter.len, NVME_SGL_TYPE.DATA);
+    setSglDesc(list, mapped * NVME_SGL_DESC_SIZE, iter.addr, iter.len, NVME_SGL_TYPE.DATA);
     mapped++;
     iod.totalLen += iter.len;
   } while (blkRqDmaMapIterNext(req, ctx.dev, iod.dmaState, iter));
-  setSglDesc(cmd, SQE.SGL_ADDR, blk.dmaAddr, mapped * 16, NVME_SGL_TYPE.LAST_SEGMENT);
+  setSglDesc(
+    cmd,
+    SQE.SGL_ADDR,
+    blk.dmaAddr,
+    mapped * NVME_SGL_DESC_SIZE,
+    NVME_SGL_TYPE.LAST_SEGMENT,
+  );
   if (status === BLK_STS.OK && iter.status !== BLK_STS.OK) status = iter.status;
   if (status !== BLK_STS.OK) {
-    if (status === BLK_STS.IOERR) unmapIter(ctx, req, iod, iter);
+    if (status === BLK_STS.IOERR) nvmeUnmapIter(ctx, req, iod, iter);
     nvmeUnmapData(ctx, iod, req, true);
     return status;
   }
@@ -408,13 +358,15 @@ function setupDataSgl(ctx: MapContext, iod: NvmeIod, req: Request, iter: BlkDmaI
 }
 
 /**
- * Linux `nvme_map_data`: the decision tree of reference §1.5. Returns a block status; on any
- * failure nothing stays mapped or allocated.
+ * Linux `nvme_map_data`: a single segment goes to `nvme_pci_setup_data_simple` (which may hand
+ * it back); otherwise the iterator starts (two-step IOVA or per segment), and
+ * `nvme_pci_use_sgls` with the average segment size picks SGL or PRP. Returns a block status;
+ * on any failure nothing stays mapped or allocated.
  */
 export function nvmeMapData(ctx: MapContext, iod: NvmeIod, req: Request): BlkStatus {
   const useSgl = nvmePciUseSgls(ctx, req, iod.qid);
   if (req.nrPhysSegments === 1) {
-    const st = setupDataSimple(ctx, iod, req, useSgl);
+    const st = nvmePciSetupDataSimple(ctx, iod, req, useSgl);
     if (st !== BLK_STS.AGAIN) return st;
   }
   const iter = ctx.iter;
@@ -428,33 +380,9 @@ export function nvmeMapData(ctx: MapContext, iod: NvmeIod, req: Request): BlkSta
     useSgl === USE_SGL.FORCED ||
     (useSgl === USE_SGL.SUPPORTED && ctx.sglThreshold !== 0 && avg >= ctx.sglThreshold)
   ) {
-    return setupDataSgl(ctx, iod, req, iter);
+    return nvmePciSetupDataSgl(ctx, iod, req, iter);
   }
-  return setupDataPrp(ctx, iod, req, iter);
-}
-
-/** The DMA address of the first descriptor, from the command (Linux `nvme_pci_first_desc_dma_addr`). */
-function firstDescDmaAddr(cmd: Uint8Array): number {
-  return cmd[SQE.FLAGS] === 0 ? getU64(cmd, SQE.PRP2) : getU64(cmd, SQE.SGL_ADDR);
-}
-
-/** Linux `nvme_free_descriptors`: one block, or a chain of large pages followed through slot 511. */
-function freeDescriptors(ctx: MapContext, iod: NvmeIod): void {
-  let dma = firstDescDmaAddr(iod.cmd);
-  if (iod.nrDescriptors === 1) {
-    const blk = iod.descriptors[0] as DmaPoolBlock;
-    dmaPoolFor(ctx, iod).freeBlock(blk.cpuAddr, dma);
-  } else {
-    for (let i = 0; i < iod.nrDescriptors; i++) {
-      const blk = iod.descriptors[i] as DmaPoolBlock;
-      const view = blockView(ctx.mem, blk, NVME_CTRL_PAGE_SIZE);
-      const next = i + 1 < iod.nrDescriptors ? getU64(view, (NVME_CTRL_PAGE_SIZE / 8 - 1) * 8) : 0;
-      ctx.large.freeBlock(blk.cpuAddr, dma);
-      dma = next;
-    }
-  }
-  iod.nrDescriptors = 0;
-  for (let i = 0; i < NVME_MAX_NR_DESCRIPTORS; i++) iod.descriptors[i] = undefined;
+  return nvmePciSetupDataPrp(ctx, iod, req, iter);
 }
 
 const scratchVecs: DmaVec[] = [];
@@ -462,7 +390,8 @@ const scratchVecs: DmaVec[] = [];
 const inlineVec: DmaVec[] = [{ addr: 0, len: 0 }];
 
 /**
- * Linux `nvme_unmap_data`: one path for every mapping kind (R6): a single segment, an IOVA
+ * Linux `nvme_unmap_data`: one path for every mapping kind (docs/review-points.md#one-unmap):
+ * a single segment, an IOVA
  * range (destroyed through `blkRqDmaUnmap`), the SGL descriptors themselves as records, or the
  * recorded PRP segments; then the descriptor blocks. `failed` marks a teardown after a failed
  * build, where the IOVA range is destroyed whole.
@@ -479,16 +408,15 @@ export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, faile
     const cmd = iod.cmd;
     if (cmd[SQE.FLAGS] !== 0) {
       // SGL: the descriptors are the records.
-      if (Math.floor((cmd[SQE.SGL_TYPE] as number) / 16) === NVME_SGL_TYPE.DATA) {
+      if (sglDescType(cmd, SQE.SGL_ADDR) === NVME_SGL_TYPE.DATA) {
         unmapSegment(ctx, getU64(cmd, SQE.SGL_ADDR), getU32(cmd, SQE.SGL_LEN), dir, attrs);
       } else {
-        const blk = iod.descriptors[0] as DmaPoolBlock;
-        const n = getU32(cmd, SQE.SGL_LEN) / 16;
-        const list = blockView(ctx.mem, blk, n * 16);
+        const list = descriptorView(ctx, iod, iod.descriptors[0] as DmaPoolBlock);
+        const n = getU32(cmd, SQE.SGL_LEN) / NVME_SGL_DESC_SIZE;
         for (let i = 0; i < n; i++) {
           const v = scratchVecs[i] ?? (scratchVecs[i] = { addr: 0, len: 0 });
-          v.addr = getU64(list, i * 16);
-          v.len = getU32(list, i * 16 + 8);
+          v.addr = getU64(list, i * NVME_SGL_DESC_SIZE);
+          v.len = getU32(list, i * NVME_SGL_DESC_SIZE + 8);
         }
         dmaUnmapRange(ctx.dev, iod.dmaState, scratchVecs, n, iod.totalLen, dir, attrs);
       }
@@ -510,5 +438,5 @@ export function nvmeUnmapData(ctx: MapContext, iod: NvmeIod, req: Request, faile
     iod.dmaVecs = null;
   }
   iod.nrDmaVecs = 0;
-  if (iod.nrDescriptors > 0) freeDescriptors(ctx, iod);
+  if (iod.nrDescriptors > 0) nvmeFreeDescriptors(ctx, iod);
 }

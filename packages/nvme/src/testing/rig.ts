@@ -1,7 +1,9 @@
 /**
- * Shared test rig: a simulated machine (memory, optional IOMMU, dma-debug), a controller and an
- * enabled host, plus helpers to build requests from page layouts, to read what the device sees
- * through a command's PRPs or SGL, to submit raw commands, and to check that nothing leaked.
+ * The test machine of @dmasim/nvme ("@dmasim/nvme/testing"): a simulated machine (memory,
+ * optional IOMMU, dma-debug), a controller and an enabled host, plus helpers to build requests
+ * from page layouts, to read what the device sees through a command's PRPs or SGL, to submit
+ * raw commands, and to list what leaked. It does not depend on a test framework: checks return
+ * the problems they find, and the test asserts on them.
  */
 import {
   BLK_STS,
@@ -17,26 +19,39 @@ import {
   bioFromBvecs,
   blkRqFromBios,
   bvecFromPhys,
+  getU16,
   queueLimits,
 } from "@dmasim/bvec";
-import { Device, DeviceDma, DmaDebug, Swiotlb, iommuSetupDmaOps } from "@dmasim/dma-core";
-import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
-import { expect } from "vitest";
 import {
-  DmaRanges,
-  NVME_REG,
-  NvmeController,
-  type NvmeControllerOptions,
-  NvmeHost,
-  type NvmeHostOptions,
-  NvmeIod,
+  Device,
+  DeviceDma,
+  DmaDebug,
+  Swiotlb,
+  blkDmaIter,
+  iommuSetupDmaOps,
+} from "@dmasim/dma-core";
+import { IOMMU_DOMAIN, IommuDomain } from "@dmasim/iommu";
+import { NvmeController } from "../ctrl/ctrl.ts";
+import type { NvmeControllerOptions } from "../ctrl/state.ts";
+import { DmaRanges, nvmeMapPrp, nvmeMapSgl } from "../ctrl/walker.ts";
+import { NvmeError } from "../errors.ts";
+import { NvmeIod } from "../host/iod.ts";
+import { NVME_CTRL_PAGE_SIZE } from "../host/limits.ts";
+import { type MappingStyle, NvmeHost, type NvmeHostOptions } from "../host/pci.ts";
+import type { ScatterlistMapContext } from "../host/scatterlist.ts";
+import {
+  CQE_SIZE,
+  NVME_PSDT,
   SQE,
-  type SglSupport,
-  getU16,
-  getU64,
-  walkPrp,
-  walkSgl,
-} from "../src/index.ts";
+  SQE_SIZE,
+  cqeCid,
+  cqePhase,
+  cqeStatus,
+  getAddr64,
+  sqePsdt,
+} from "../spec/commands.ts";
+import { type SglSupport, sglsSupported } from "../spec/identify.ts";
+import { sqTailDoorbell } from "../spec/registers.ts";
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
@@ -45,9 +60,12 @@ export const FOUR_GIB = 4 * GiB;
 
 export type IommuMode = "none" | "passthrough" | "strict" | "lazy";
 
+/** Clock time that drains every timer of the machine (the flush queue's included): 2 s. */
+const DRAIN_NS = 2_000_000_000;
+
 export interface RigOptions {
   readonly mode?: IommuMode;
-  readonly mapping?: "new" | "old";
+  readonly mapping?: MappingStyle;
   readonly sgl?: SglSupport;
   readonly pageSize?: PageSize;
   /** IOMMU translation granule (default 4 KiB). */
@@ -59,7 +77,7 @@ export interface RigOptions {
   /** The device's `iovaApi` what-if (default true; false maps every segment on its own). */
   readonly iovaApi?: boolean;
   readonly ctrl?: Partial<Omit<NvmeControllerOptions, "dev" | "clock">>;
-  readonly host?: Partial<Omit<NvmeHostOptions, "dev" | "ctrl">>;
+  readonly host?: Partial<Omit<NvmeHostOptions, "dev" | "bar">>;
   /** Do not call host.enable(). */
   readonly noEnable?: boolean;
 }
@@ -130,8 +148,8 @@ export class Rig {
     });
     this.host = new NvmeHost({
       dev: this.dev,
-      ctrl: this.ctrl,
-      mapping: o.mapping ?? "new",
+      bar: this.ctrl,
+      mapping: o.mapping ?? "two-step",
       ...o.host,
     });
     if (!(o.noEnable ?? false)) this.host.enable();
@@ -218,20 +236,30 @@ export class Rig {
   }
 
   /**
+   * A mapping context over the enabled host's pools and Identify data, as the host builds its
+   * own: for calling `nvmeMapData` / `nvmeMapDataScatterlist` and their unmaps directly.
+   */
+  mapContext(): ScatterlistMapContext {
+    return mapContextOf(this.host);
+  }
+
+  /**
    * What the device sees through `cmd`'s data pointer for `len` bytes: the walk status, its
-   * ranges, and the bytes read from those ranges (through the IOMMU).
+   * ranges, and the bytes read from those ranges (through the IOMMU; `readOk` is false when a
+   * range could not be read).
    */
   deviceView(
     cmd: Uint8Array,
     len: number,
-  ): { status: number; ranges: DmaRanges; bytes: Uint8Array } {
+  ): { status: number; ranges: DmaRanges; bytes: Uint8Array; readOk: boolean } {
     const dma = new DeviceDma(this.dev);
     const ranges = new DmaRanges();
-    const psdt = Math.floor((cmd[SQE.FLAGS] as number) / 64);
+    const prp1 = getAddr64(cmd, SQE.PRP1);
+    const prp2 = getAddr64(cmd, SQE.PRP2);
     const status =
-      psdt === 0
-        ? walkPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), len, 4096, ranges)
-        : walkSgl(
+      sqePsdt(cmd) === NVME_PSDT.PRP
+        ? nvmeMapPrp(dma, prp1, prp2, len, NVME_CTRL_PAGE_SIZE, ranges)
+        : nvmeMapSgl(
             dma,
             cmd,
             SQE.SGL_ADDR,
@@ -241,106 +269,145 @@ export class Rig {
             ranges,
           );
     const bytes = new Uint8Array(len);
+    let readOk = true;
     if (status === 0) {
       let at = 0;
       for (let i = 0; i < ranges.count; i++) {
         const n = ranges.len[i] as number;
-        const r = dma.read(ranges.addr[i] as number, bytes, at, n);
-        expect(r.ok).toBe(true);
+        if (!dma.read(ranges.addr[i] as number, bytes, at, n).ok) readOk = false;
         at += n;
       }
     }
-    return { status, ranges, bytes };
+    return { status, ranges, bytes, readOk };
   }
 
   // ---------------------------------------------------------------------------------------
   // I/O
 
-  /** Submits one bio and drains; returns the bio status. */
+  /** Submits one bio and drains; returns the bio status (throws if the bio never ended). */
   io(op: "read" | "write", sector: number, bvecs: readonly BioVec[]): BlkStatus {
     let status: BlkStatus | -1 = -1;
     const bio = bioFromBvecs(op, sector, bvecs);
     bio.endIo = (b) => (status = b.status);
     this.host.submitBio(bio);
     this.host.drain();
-    expect(status).not.toBe(-1);
-    return status as BlkStatus;
+    if (status === -1) throw new NvmeError("ETIMEDOUT", "the bio did not complete");
+    return status;
   }
 
   /**
    * Submits a raw 64-byte command on I/O queue `qid` (bypassing the driver: the CID must name
    * an idle tag so the host ignores the completion), rings the doorbell, and returns the
-   * completion's status field (shifted form, DNR = 0x4000). The host's ring state is kept
-   * consistent so that normal I/O can continue afterwards.
+   * completion's status (shifted form, DNR = 0x4000). The host's ring state is kept
+   * consistent so that normal I/O can continue afterwards. Throws when no completion for the
+   * command arrives.
    */
   rawCommand(cmd: Uint8Array, qid = 1): number {
     const q = this.host.queues[qid];
-    if (q === undefined) throw new Error(`no queue ${qid}`);
-    this.memory.write(q.sq.cpuAddr + q.sqTail * 64, cmd, 0, 64);
+    if (q === undefined) throw new NvmeError("EINVAL", `no queue ${qid}`);
+    this.memory.write(q.sq.cpuAddr + q.sqTail * SQE_SIZE, cmd, 0, SQE_SIZE);
     q.sqTail = (q.sqTail + 1) % q.depth;
     q.lastSqTailDb = q.sqTail;
-    this.ctrl.writeReg32(NVME_REG.DBS + 2 * qid * 4, q.sqTail);
+    this.ctrl.writeReg32(sqTailDoorbell(qid), q.sqTail);
     while (this.ctrl.pending > 0) this.clock.runNext();
-    const e = this.memory.readBytes(q.cq.cpuAddr + q.cqHead * 16, 16);
-    const sf = getU16(e, 14);
-    expect(sf % 2).toBe(q.cqPhase);
-    expect(getU16(e, 12)).toBe(getU16(cmd, SQE.CID));
-    expect(this.host.poll(qid)).toBe(1);
-    return Math.floor(sf / 2);
+    const e = this.memory.readBytes(q.cq.cpuAddr + q.cqHead * CQE_SIZE, CQE_SIZE);
+    if (cqePhase(e) !== q.cqPhase) throw new NvmeError("EIO", "no completion was posted");
+    if (cqeCid(e) !== getU16(cmd, SQE.CID))
+      throw new NvmeError("EIO", `the completion is for CID ${cqeCid(e)}`);
+    const consumed = this.host.pollCq(qid);
+    if (consumed !== 1) throw new NvmeError("EIO", `the host consumed ${consumed} entries`);
+    return cqeStatus(e);
   }
 
   // ---------------------------------------------------------------------------------------
   // Leak checks
 
   /**
-   * Checks that nothing the data path allocates stays allocated: descriptor blocks, vec arrays
-   * and scatterlists before shutdown; then (after the clock drains the flush queue and the host
-   * shuts down) no IOVA beyond the reserved and rcache-cached ranges, no page-table leaf or
-   * pending table page, no bounce slot, no physical page beyond the baseline (so no coherent
-   * allocation, descriptor pool page or table page), and a silent dma-debug.
+   * Lists what the data path left allocated (empty when nothing leaked): descriptor blocks, vec
+   * arrays and scatterlists before shutdown; then (after the clock drains the flush queue and
+   * the host shuts down) IOVAs beyond the reserved and rcache-cached ranges, page-table leaves
+   * or pending table pages, bounce slots, physical pages beyond the baseline (a coherent
+   * allocation, descriptor pool page or table page), dma-debug reports, and a fatal controller.
+   * Tests end with `expect(r.checkNoLeaks()).toEqual([])`.
    */
-  checkNoLeaks(): void {
+  checkNoLeaks(): string[] {
+    const problems: string[] = [];
+    const want = (what: string, got: unknown, expected: unknown): void => {
+      if (JSON.stringify(got) !== JSON.stringify(expected))
+        problems.push(`${what}: ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
+    };
     const host = this.host;
-    for (const q of host.queues.slice(1)) expect(q.inflight).toBe(0);
-    expect(host.small.inUse).toBe(0);
-    expect(host.large.inUse).toBe(0);
-    expect(host.vecPool.counters.c.inUse).toBe(0);
-    expect(host.sgPool.counters.c.inUse).toBe(0);
-    expect(host.counters.c.inflightBytes).toBe(0);
-    expect(this.ctrl.pending).toBe(0);
-    this.clock.advance(2_000_000_000);
+    for (const q of host.queues.slice(1)) want(`queue ${q.qid} in flight`, q.inflight, 0);
+    want("small descriptor blocks in use", host.small.inUse, 0);
+    want("large descriptor blocks in use", host.large.inUse, 0);
+    want("dma_vec arrays in use", host.vecPool.counters.c.inUse, 0);
+    want("scatterlist tables in use", host.sgPool.counters.c.inUse, 0);
+    want("host in-flight bytes", host.counters.c.inflightBytes, 0);
+    want("completions pending on the clock", this.ctrl.pending, 0);
+    this.clock.advance(DRAIN_NS);
     host.shutdown();
     // Coherent frees at shutdown go through the flush queue too (lazy mode).
-    this.clock.advance(2_000_000_000);
+    this.clock.advance(DRAIN_NS);
     for (const o of this.owned) this.memory.freePages(o.pfn, o.order);
     this.owned.length = 0;
     const cookie = this.dev.cookie;
     if (cookie !== null) {
-      expect(cookie.fq?.pending ?? 0).toBe(0);
+      want("flush queue entries pending", cookie.fq?.pending ?? 0, 0);
       const iovad = cookie.iovad;
       // Every range in the tree is reserved (the baseline) or parked in an rcache.
-      expect(iovad.liveRanges - iovad.counters.c.cachedRanges).toBe(this.baseline.iovaRanges);
+      want(
+        "IOVA ranges neither reserved nor cached",
+        iovad.liveRanges - iovad.counters.c.cachedRanges,
+        this.baseline.iovaRanges,
+      );
       iovad.freeGlobalCachedIovas();
       for (let cpu = 0; cpu < iovad.numCpus; cpu++) iovad.freeCpuCachedIovas(cpu);
-      expect(iovad.liveRanges).toBe(this.baseline.iovaRanges);
+      want("IOVA ranges after the rcaches are freed", iovad.liveRanges, this.baseline.iovaRanges);
     }
     const pt = this.domain?.pgtable;
     if (pt !== undefined) {
-      expect(pt.leafCounts().reduce((n, l) => n + l.count, 0)).toBe(0);
-      expect(pt.pendingFreeTablePages).toBe(0);
+      want(
+        "page-table leaves",
+        pt.leafCounts().reduce((n, l) => n + l.count, 0),
+        0,
+      );
+      want("table pages pending free", pt.pendingFreeTablePages, 0);
     }
-    if (this.swiotlb !== null) expect(this.swiotlb.counters.c.slotsInUse).toBe(0);
+    if (this.swiotlb !== null) want("bounce slots in use", this.swiotlb.counters.c.slotsInUse, 0);
     // Tables that emptied stay linked, as in Linux (the domain owns them): every other page is
     // back to the baseline.
     const tables = pt?.tableMemoryPages ?? 0;
-    expect(this.memory.pagesInUse - tables).toBe(this.baseline.pages - this.baseline.tablePages);
+    want(
+      "pages in use (without page tables)",
+      this.memory.pagesInUse - tables,
+      this.baseline.pages - this.baseline.tablePages,
+    );
     if (this.debug !== null) {
-      expect(this.debug.errors).toEqual([]);
-      expect(this.debug.outstanding()).toBe(0);
-      expect(this.debug.checkLeaks(this.dev)).toBe(0);
+      want("dma-debug errors", this.debug.errors, []);
+      want("dma-debug outstanding mappings", this.debug.outstanding(), 0);
+      want("dma-debug leaks", this.debug.checkLeaks(this.dev), 0);
     }
-    expect(this.ctrl.fatal).toBe(false);
+    want("controller fatal status", this.ctrl.fatal, false);
+    return problems;
   }
+}
+
+/**
+ * A mapping context over an enabled host's pools and Identify data, as the host builds its
+ * own (probe.ts): for calling the mapping functions of either style directly.
+ */
+export function mapContextOf(h: NvmeHost): ScatterlistMapContext {
+  return {
+    dev: h.dev,
+    mem: h.dev.memory,
+    small: h.small,
+    large: h.large,
+    vecPool: h.vecPool,
+    sgPool: h.sgPool,
+    sglSupported: sglsSupported(h.info.sgls),
+    sglThreshold: h.sglThreshold,
+    iter: blkDmaIter(),
+  };
 }
 
 /** Seeded bytes. */
@@ -371,7 +438,7 @@ export const WRITE = REQ_OP.WRITE;
 
 /** A read/write command with a CID naming tag `tag` (generation 0). */
 export function rawRw(op: number, slba: number, nlb: number, tag: number): Uint8Array {
-  const cmd = new Uint8Array(64);
+  const cmd = new Uint8Array(SQE_SIZE);
   cmd[SQE.OPCODE] = op;
   cmd[SQE.CID] = tag % 256;
   cmd[SQE.CID + 1] = Math.floor(tag / 256);

@@ -4,7 +4,7 @@
  * is written.
  */
 import { checkInt, fastMod, hex, isPow2 } from "@dmasim/bvec";
-import { NvmeError } from "./errors.ts";
+import { NvmeError } from "../errors.ts";
 
 /**
  * Bytes per stored chunk: one page, so that scattered small writes each zero (and make the host

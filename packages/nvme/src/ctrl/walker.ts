@@ -9,11 +9,29 @@
  * descriptor that cannot be read is 04h without DNR here; the controller's read/write path adds
  * DNR to every mapping failure (QEMU `nvme_read` / `nvme_do_write`: `invalid: return status |
  * NVME_DNR`).
+ *
+ * Every failure also names the check that failed in `DmaRanges.reason` (QEMU's trace event
+ * where it has one; see error-log.ts), which the controller keeps in its error log.
  */
+import { InternalError, fastMod, getU32, getU64Hi } from "@dmasim/bvec";
 import type { DeviceDma } from "@dmasim/dma-core";
-import { NVME_SC, NVME_SGL_SUBTYPE, NVME_SGL_TYPE, NVME_STATUS_DNR } from "./constants.ts";
-import { getU32, getU64Hi } from "./sqe.ts";
-import { InternalError, TWO_POW_32, fastMod } from "@dmasim/bvec";
+import { NVME_SC, NVME_STATUS_DNR, getAddr64 } from "../spec/commands.ts";
+import {
+  NVME_SGL_DESC_SIZE,
+  NVME_SGL_SUBTYPE,
+  NVME_SGL_TYPE,
+  sglDescLen,
+  sglDescSubtype,
+  sglDescType,
+} from "../spec/sgl.ts";
+import { NVME_ERR, type NvmeErrReason } from "./error-log.ts";
+
+/** PRP entries are 8 bytes. */
+const PRP_ENTRY_SIZE = 8;
+/** QEMU `nvme_map_sgl`'s `SEG_CHUNK_SIZE`: a segment is read 256 descriptors (4 KiB) at a time. */
+const SEG_CHUNK_SIZE = 256;
+/** An SGL segment's address must be qword aligned. */
+const SGL_SEGMENT_ALIGN = 8;
 
 /** A reusable list of DMA ranges produced by a walk. */
 export class DmaRanges {
@@ -26,9 +44,12 @@ export class DmaRanges {
   descriptorBytes = 0;
   /** Descriptor reads (PRP list pages / SGL segments). */
   descriptorReads = 0;
+  /** Why the walk failed (see `NVME_ERR`), when it returned a status. */
+  reason: NvmeErrReason | "" = "";
 
   reset(): void {
     this.count = 0;
+    this.reason = "";
     this.bitBucket = 0;
     this.descriptorBytes = 0;
     this.descriptorReads = 0;
@@ -59,13 +80,13 @@ export type DescriptorHook = (
 ) => void;
 
 const dnr = (sc: number) => sc + NVME_STATUS_DNR;
-const buf = new Uint8Array(4096);
+/** The walk's descriptor buffer (one 4 KiB page; walks are synchronous, so one serves all). */
+const buf = new Uint8Array(SEG_CHUNK_SIZE * NVME_SGL_DESC_SIZE);
 
-/** Reads a 64-bit entry, or -1 when it does not fit below 2^53 (the model's address width). */
-function entry(b: Uint8Array, off: number): number {
-  const hi = getU64Hi(b, off);
-  if (hi >= 0x200000) return -1;
-  return hi * TWO_POW_32 + getU32(b, off);
+/** Records why the walk fails and returns `status`. */
+function fail(out: DmaRanges, reason: NvmeErrReason, status: number): number {
+  out.reason = reason;
+  return status;
 }
 
 /**
@@ -75,16 +96,6 @@ function entry(b: Uint8Array, off: number): number {
  */
 function wraps64(b: Uint8Array, off: number, len: number): boolean {
   return getU64Hi(b, off) === 0xffffffff && getU32(b, off) + len > 0xffffffff;
-}
-
-/** The descriptor type (upper nibble of byte 15). */
-function sglType(b: Uint8Array, off: number): number {
-  return Math.floor((b[off + 15] as number) / 16);
-}
-
-/** The descriptor sub type (lower nibble of byte 15; NVMe Base 2.2 §4.3.2, Fig. "SGL Identifier"). */
-function sglSubtype(b: Uint8Array, off: number): number {
-  return (b[off + 15] as number) % 16;
 }
 
 function readDescriptors(
@@ -113,7 +124,7 @@ function readDescriptors(
  * not check them (it keeps them in the offset, which the specification does not allow), so the
  * model takes the specification's second choice.
  */
-export function walkPrp(
+export function nvmeMapPrp(
   dma: DeviceDma,
   prp1: number,
   prp2: number,
@@ -123,37 +134,40 @@ export function walkPrp(
   hook?: DescriptorHook,
 ): number {
   out.reset();
-  if (prp1 < 0) return NVME_SC.DATA_XFER_ERROR;
+  if (prp1 < 0) return fail(out, NVME_ERR.ADDR_OUT_OF_RANGE, NVME_SC.DATA_XFER_ERROR);
   prp1 -= fastMod(prp1, 4); // bits 1:0 are reserved: operate as if cleared
   const first = Math.min(len, pageSize - fastMod(prp1, pageSize));
   out.push(prp1, first);
   let rem = len - first;
   if (rem === 0) return 0;
   if (rem <= pageSize) {
-    if (prp2 < 0) return NVME_SC.DATA_XFER_ERROR;
-    if (fastMod(prp2, pageSize) !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
+    if (prp2 < 0) return fail(out, NVME_ERR.ADDR_OUT_OF_RANGE, NVME_SC.DATA_XFER_ERROR);
+    if (fastMod(prp2, pageSize) !== 0)
+      return fail(out, NVME_ERR.INVALID_PRP2_ALIGN, dnr(NVME_SC.PRP_INVALID_OFFSET));
     out.push(prp2, rem);
     return 0;
   }
   // PRP2 points at a list, possibly in the middle of a page.
-  if (prp2 < 0) return NVME_SC.DATA_XFER_ERROR;
+  if (prp2 < 0) return fail(out, NVME_ERR.ADDR_OUT_OF_RANGE, NVME_SC.DATA_XFER_ERROR);
   let cursor = prp2;
   for (;;) {
-    const slots = Math.floor((pageSize - fastMod(cursor, pageSize)) / 8);
+    const slots = Math.floor((pageSize - fastMod(cursor, pageSize)) / PRP_ENTRY_SIZE);
     const need = Math.min(slots, Math.ceil(rem / pageSize));
-    if (!readDescriptors(dma, cursor, need * 8, out, hook, "prp-list"))
-      return NVME_SC.DATA_XFER_ERROR;
+    if (!readDescriptors(dma, cursor, need * PRP_ENTRY_SIZE, out, hook, "prp-list"))
+      return fail(out, NVME_ERR.ADDR_READ, NVME_SC.DATA_XFER_ERROR);
     let linked = false;
     for (let i = 0; i < need; i++) {
-      const e = entry(buf, i * 8);
-      if (e < 0) return NVME_SC.DATA_XFER_ERROR;
+      const e = getAddr64(buf, i * PRP_ENTRY_SIZE);
+      if (e < 0) return fail(out, NVME_ERR.ADDR_OUT_OF_RANGE, NVME_SC.DATA_XFER_ERROR);
       if (i === slots - 1 && rem > pageSize) {
-        if (fastMod(e, pageSize) !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
+        if (fastMod(e, pageSize) !== 0)
+          return fail(out, NVME_ERR.INVALID_PRPLIST_ENT, dnr(NVME_SC.PRP_INVALID_OFFSET));
         cursor = e;
         linked = true;
         break;
       }
-      if (fastMod(e, pageSize) !== 0) return dnr(NVME_SC.PRP_INVALID_OFFSET);
+      if (fastMod(e, pageSize) !== 0)
+        return fail(out, NVME_ERR.INVALID_PRPLIST_ENT, dnr(NVME_SC.PRP_INVALID_OFFSET));
       const n = Math.min(rem, pageSize);
       out.push(e, n);
       rem -= n;
@@ -178,15 +192,17 @@ function dataDescriptor(
   state: { rem: number },
   out: DmaRanges,
 ): number {
-  const type = sglType(b, off);
+  const type = sglDescType(b, off);
   if (type === NVME_SGL_TYPE.SEGMENT || type === NVME_SGL_TYPE.LAST_SEGMENT)
-    return dnr(NVME_SC.SGL_INVALID_COUNT);
+    return fail(out, NVME_ERR.INVALID_NUM_SGLD, dnr(NVME_SC.SGL_INVALID_COUNT));
   const bucket = type === NVME_SGL_TYPE.BIT_BUCKET && caps.bitBucket;
-  if (type !== NVME_SGL_TYPE.DATA && !bucket) return dnr(NVME_SC.SGL_INVALID_TYPE);
+  if (type !== NVME_SGL_TYPE.DATA && !bucket)
+    return fail(out, NVME_ERR.INVALID_SGLD, dnr(NVME_SC.SGL_INVALID_TYPE));
   // Over PCIe only the Address sub type is defined for these descriptors (NVMe Base 2.2 §4.3.2);
   // QEMU ignores the sub type nibble, the model reports it as the specification asks.
-  if (sglSubtype(b, off) !== NVME_SGL_SUBTYPE.ADDRESS) return dnr(NVME_SC.SGL_INVALID_TYPE);
-  const dlen = getU32(b, off + 8);
+  if (sglDescSubtype(b, off) !== NVME_SGL_SUBTYPE.ADDRESS)
+    return fail(out, NVME_ERR.INVALID_SGLD, dnr(NVME_SC.SGL_INVALID_TYPE));
+  const dlen = sglDescLen(b, off);
   if (dlen === 0) return 0;
   if (bucket) {
     if (!isRead) return 0;
@@ -196,14 +212,18 @@ function dataDescriptor(
     state.rem -= n;
     return 0;
   }
-  if (state.rem === 0) return caps.oversize ? -1 : dnr(NVME_SC.SGL_INVALID_DATA);
-  if (wraps64(b, off, dlen)) return dnr(NVME_SC.SGL_INVALID_DATA);
-  const addr = entry(b, off);
+  if (state.rem === 0)
+    return caps.oversize
+      ? -1
+      : fail(out, NVME_ERR.INVALID_SGL_EXCESS_LENGTH, dnr(NVME_SC.SGL_INVALID_DATA));
+  if (wraps64(b, off, dlen))
+    return fail(out, NVME_ERR.SGL_ADDR_WRAPS, dnr(NVME_SC.SGL_INVALID_DATA));
+  const addr = getAddr64(b, off);
   // An address the model cannot hold (at or above 2^53, without QEMU's 64-bit wrap) reaches no
   // memory: the DMA would fail, so it is a Data Transfer Error (QEMU: a failed transfer).
-  if (addr < 0) return NVME_SC.DATA_XFER_ERROR;
+  if (addr < 0) return fail(out, NVME_ERR.ADDR_OUT_OF_RANGE, NVME_SC.DATA_XFER_ERROR);
   if (caps.support === "dword" && (addr % 4 !== 0 || dlen % 4 !== 0))
-    return dnr(NVME_SC.SGL_INVALID_GRANULARITY);
+    return fail(out, NVME_ERR.SGL_GRANULARITY, dnr(NVME_SC.SGL_INVALID_GRANULARITY));
   const n = Math.min(state.rem, dlen);
   out.push(addr, n);
   state.rem -= n;
@@ -225,7 +245,7 @@ function dataDescriptor(
  * later pointer-only segment), the model stops at the first excess descriptor, which the
  * specification allows (the controller may ignore the rest of the SGL).
  */
-export function walkSgl(
+export function nvmeMapSgl(
   dma: DeviceDma,
   sgl1: Uint8Array,
   sgl1Off: number,
@@ -237,48 +257,53 @@ export function walkSgl(
 ): number {
   out.reset();
   const state = { rem: len };
-  const type = sglType(sgl1, sgl1Off);
+  const type = sglDescType(sgl1, sgl1Off);
   if (type === NVME_SGL_TYPE.DATA) {
     const s = dataDescriptor(sgl1, sgl1Off, caps, isRead, state, out);
     if (s > 0) return s;
-    return state.rem > 0 ? dnr(NVME_SC.SGL_INVALID_DATA) : 0;
+    return state.rem > 0 ? fail(out, NVME_ERR.INVALID_DMA, dnr(NVME_SC.SGL_INVALID_DATA)) : 0;
   }
   // QEMU reports any other type in SGL1 (a Bit Bucket too) as an invalid segment descriptor.
   if (type !== NVME_SGL_TYPE.SEGMENT && type !== NVME_SGL_TYPE.LAST_SEGMENT)
-    return dnr(NVME_SC.SGL_INVALID_LAST);
-  if (sglSubtype(sgl1, sgl1Off) !== NVME_SGL_SUBTYPE.ADDRESS) return dnr(NVME_SC.SGL_INVALID_TYPE);
-  let addr = entry(sgl1, sgl1Off);
-  let dlen = getU32(sgl1, sgl1Off + 8);
+    return fail(out, NVME_ERR.SGL_SEG_DESCR_TYPE, dnr(NVME_SC.SGL_INVALID_LAST));
+  if (sglDescSubtype(sgl1, sgl1Off) !== NVME_SGL_SUBTYPE.ADDRESS)
+    return fail(out, NVME_ERR.INVALID_SGLD, dnr(NVME_SC.SGL_INVALID_TYPE));
+  let addr = getAddr64(sgl1, sgl1Off);
+  let dlen = sglDescLen(sgl1, sgl1Off);
   let wrap = wraps64(sgl1, sgl1Off, dlen);
   let last = type === NVME_SGL_TYPE.LAST_SEGMENT;
   for (;;) {
     const prevRem = state.rem;
-    if (dlen === 0 || dlen % 16 !== 0) return dnr(NVME_SC.SGL_INVALID_LAST);
-    if (wrap) return dnr(NVME_SC.SGL_INVALID_DATA);
+    if (dlen === 0 || dlen % NVME_SGL_DESC_SIZE !== 0)
+      return fail(out, NVME_ERR.SGL_SEG_LEN, dnr(NVME_SC.SGL_INVALID_LAST));
+    if (wrap) return fail(out, NVME_ERR.SGL_ADDR_WRAPS, dnr(NVME_SC.SGL_INVALID_DATA));
     // A segment the model cannot address (at or above 2^53) cannot be read.
-    if (addr < 0) return NVME_SC.DATA_XFER_ERROR;
-    if (addr % 8 !== 0) return dnr(NVME_SC.SGL_INVALID_LAST);
-    const n = dlen / 16;
+    if (addr < 0) return fail(out, NVME_ERR.ADDR_OUT_OF_RANGE, NVME_SC.DATA_XFER_ERROR);
+    if (addr % SGL_SEGMENT_ALIGN !== 0)
+      return fail(out, NVME_ERR.SGL_SEG_ALIGN, dnr(NVME_SC.SGL_INVALID_LAST));
+    const n = dlen / NVME_SGL_DESC_SIZE;
     let nextType = -1;
     let nextAddr = 0;
     let nextLen = 0;
     let nextWrap = false;
-    // Read in chunks of 256 descriptors (one 4 KiB page), as QEMU does.
-    for (let i = 0; i < n; i += 256) {
-      const chunk = Math.min(256, n - i);
-      if (!readDescriptors(dma, addr + i * 16, chunk * 16, out, hook, "sgl-segment"))
-        return NVME_SC.DATA_XFER_ERROR;
+    // Read in chunks of SEG_CHUNK_SIZE descriptors (one 4 KiB page), as QEMU does.
+    for (let i = 0; i < n; i += SEG_CHUNK_SIZE) {
+      const chunk = Math.min(SEG_CHUNK_SIZE, n - i);
+      const at = addr + i * NVME_SGL_DESC_SIZE;
+      if (!readDescriptors(dma, at, chunk * NVME_SGL_DESC_SIZE, out, hook, "sgl-segment"))
+        return fail(out, NVME_ERR.ADDR_READ, NVME_SC.DATA_XFER_ERROR);
       for (let k = 0; k < chunk; k++) {
-        const off = k * 16;
-        const t = sglType(buf, off);
+        const off = k * NVME_SGL_DESC_SIZE;
+        const t = sglDescType(buf, off);
         if (i + k === n - 1 && (t === NVME_SGL_TYPE.SEGMENT || t === NVME_SGL_TYPE.LAST_SEGMENT)) {
           // A segment pointer is allowed only in the last slot, and never in the last segment.
-          if (last) return dnr(NVME_SC.SGL_INVALID_LAST);
-          if (sglSubtype(buf, off) !== NVME_SGL_SUBTYPE.ADDRESS)
-            return dnr(NVME_SC.SGL_INVALID_TYPE);
+          if (last)
+            return fail(out, NVME_ERR.SGL_SEG_IN_LAST_SEGMENT, dnr(NVME_SC.SGL_INVALID_LAST));
+          if (sglDescSubtype(buf, off) !== NVME_SGL_SUBTYPE.ADDRESS)
+            return fail(out, NVME_ERR.INVALID_SGLD, dnr(NVME_SC.SGL_INVALID_TYPE));
           nextType = t;
-          nextAddr = entry(buf, off);
-          nextLen = getU32(buf, off + 8);
+          nextAddr = getAddr64(buf, off);
+          nextLen = sglDescLen(buf, off);
           nextWrap = wraps64(buf, off, nextLen);
           break;
         }
@@ -287,10 +312,12 @@ export function walkSgl(
         if (st > 0) return st;
       }
     }
-    if (nextType < 0) return state.rem > 0 ? dnr(NVME_SC.SGL_INVALID_DATA) : 0;
+    if (nextType < 0)
+      return state.rem > 0 ? fail(out, NVME_ERR.INVALID_DMA, dnr(NVME_SC.SGL_INVALID_DATA)) : 0;
     // QEMU `nvme_map_sgl`: "Reject if this segment made no forward progress" (a self-linked
     // segment, a cycle, or a segment of nothing but a pointer would otherwise loop forever).
-    if (state.rem === prevRem) return dnr(NVME_SC.SGL_INVALID_LAST);
+    if (state.rem === prevRem)
+      return fail(out, NVME_ERR.SGL_SEG_NO_PROGRESS, dnr(NVME_SC.SGL_INVALID_LAST));
     addr = nextAddr;
     dlen = nextLen;
     wrap = nextWrap;
