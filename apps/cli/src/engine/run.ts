@@ -22,7 +22,7 @@ import {
   fastMod,
   type Request,
 } from "@dmasim/bvec";
-import { type CostTable, Pricer } from "./cost.ts";
+import { Pricer } from "./cost.ts";
 import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
 import { type Job, jobIos, rampOf } from "./job.ts";
@@ -39,7 +39,8 @@ import { profileCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
 import { type WindowEnd, summarise } from "./summary.ts";
-import { IntervalLog, type IntervalRow, Measurement } from "./measure.ts";
+import { IntervalLog, Measurement } from "./measure.ts";
+import type { RunOptions } from "./run-options.ts";
 import { REPORT_PERCENTILES } from "./stats.ts";
 import { type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
@@ -54,34 +55,7 @@ import {
 } from "./cpu-state.ts";
 
 export type { BoundBy, CpuReport, Percentiles, RunResult } from "./results.ts";
-
-/** Options of a run. */
-export interface RunOptions {
-  /** The whole cost table (default: the job's `machine.profile`). */
-  readonly costs?: CostTable;
-  /** Attach dma-debug and report its findings. */
-  readonly debug?: boolean;
-  /** Called now and then with progress (completed, total or -1 for time-bound runs). */
-  readonly onProgress?: (done: number, total: number) => void;
-  /** Host wall clock in ms, injected (defaults to performance.now). */
-  readonly now?: () => number;
-  /**
-   * Called once with the machine before the first I/O: to configure the controller's fault
-   * injection, attach instrumentation, or tamper with a device model to see what the report
-   * makes of it.
-   */
-  readonly setup?: (m: Machine) => void;
-  /**
-   * The percentiles the result's summaries carry besides fio's default list and the report
-   * prints (default 50, 90, 99, 99.9), as fio's `percentile_list`.
-   */
-  readonly percentiles?: readonly number[];
-  /**
-   * A per-interval log of the measured window: every `intervalNs` of simulated time, one row
-   * (IOPS, bandwidth, latency) to `emit`, as fio's `log_avg_msec` logs.
-   */
-  readonly log?: { readonly intervalNs: number; readonly emit: (row: IntervalRow) => void };
-}
+export type { RunOptions } from "./run-options.ts";
 
 /** Runs `job` and returns its results. */
 export function runJob(job: Job, options: RunOptions = {}): RunResult {
