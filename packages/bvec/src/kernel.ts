@@ -44,7 +44,7 @@ export const KERNEL_GATES = {
       'dma-mapping-6.18 ("dma-mapping: introduce new DMA attribute to indicate MMIO memory" series)',
     where:
       "dma-core mapping.ts dmaMapPhys, dmaUnmapPhys (checkPhysApi), request-map.ts mapDirect, " +
-      "dma-vec.ts dmaUnmapRange; nvme map-new.ts setupDataSimple",
+      "dma-vec.ts dmaUnmapRange; nvme host/two-step.ts nvmePciSetupDataSimple",
   },
   "dma-attr-mmio": {
     versions: from("6.18"),
@@ -71,7 +71,7 @@ export const KERNEL_GATES = {
       '2f6b2565d43c "block: accumulate memory segment gaps per bio" and "nvme: remove virtual ' +
       'boundary for sgl capable devices" (for-6.19/block)',
     where:
-      "nvme host.ts computeLimits, map-new.ts nvmePciUseSgls; dma-core request-map.ts blkCanDmaMapIova",
+      "nvme host/limits.ts nvmeSetCtrlLimits, host/two-step.ts nvmePciUseSgls; dma-core request-map.ts blkCanDmaMapIova",
   },
   "block-dma-mmio": {
     versions: from("6.19"),
@@ -79,7 +79,7 @@ export const KERNEL_GATES = {
       "P2P memory behind the host bridge is mapped with DMA_ATTR_MMIO on the IOVA and the direct " +
       "path of the request mapper, and nvme-pci records IOD_DATA_MMIO for the unmap",
     source: '"block-dma: properly take MMIO path" (block-with-mmio v4, 6.19)',
-    where: "dma-core request-map.ts p2pAttrs; nvme map-new.ts",
+    where: "dma-core request-map.ts p2pAttrs; nvme host/two-step.ts (IOD_DATA_MMIO)",
   },
   "dma-attr-require-coherent": {
     versions: from("7.0"),
