@@ -37,7 +37,7 @@ export {
   roundupPow2,
   xor53,
 } from "./addr.ts";
-export { getU16, getU32, getU64, getU64Hi, setU16, setU32, setU64 } from "./le.ts";
+export { getU16, getU32, getU64, getU64Hi, leU32View, setU16, setU32, setU64 } from "./le.ts";
 export { BvecError, type BvecErrorCode, InternalError, SimError } from "./errors.ts";
 export { CounterSet, type CounterSnapshot, collectCounters, diffCounters } from "./counters.ts";
 export { SimClock, type TimerId } from "./clock.ts";

@@ -63,3 +63,17 @@ export function setU64(b: Uint8Array, off: number, v: number): void {
   b[off + 6] = v / 0x1000000000000;
   b[off + 7] = v / 0x100000000000000;
 }
+
+/** Whether this host's typed arrays are little-endian (every platform Node.js supports is). */
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * `words` little-endian 32-bit words of `bytes` from its start, as a live `Uint32Array` view:
+ * the codec's fast path for tables of aligned 32-bit fields read and written often, such as
+ * I/O page-table entries (a 64-bit entry is two words, low first). The view is exact only on a
+ * little-endian host; on any other this throws rather than lay the fields out wrongly.
+ */
+export function leU32View(bytes: Uint8Array, words: number): Uint32Array {
+  if (!HOST_LITTLE_ENDIAN) throw new Error("little-endian 32-bit views need a little-endian host");
+  return new Uint32Array(bytes.buffer, bytes.byteOffset, words);
+}

@@ -1,6 +1,15 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { getU16, getU32, getU64, getU64Hi, setU16, setU32, setU64 } from "../src/index.ts";
+import {
+  getU16,
+  getU32,
+  getU64,
+  getU64Hi,
+  leU32View,
+  setU16,
+  setU32,
+  setU64,
+} from "../src/index.ts";
 
 describe("little-endian codec", () => {
   it("lays a 64-bit value above 2^48 out byte by byte, low byte first", () => {
@@ -29,5 +38,16 @@ describe("little-endian codec", () => {
         },
       ),
     );
+  });
+
+  it("gives 32-bit word views with the same layout as the byte codec", () => {
+    const bytes = new Uint8Array(16);
+    const words = leU32View(bytes.subarray(8), 2);
+    words[0] = 0x6789_abcd;
+    words[1] = 0x1f_2345;
+    expect(getU64(bytes, 8)).toBe(0x1f_2345_6789_abcd);
+    setU32(bytes, 12, 0xdead_beef);
+    expect(words[1]).toBe(0xdead_beef);
+    expect(words.length).toBe(2);
   });
 });

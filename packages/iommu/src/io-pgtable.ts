@@ -48,16 +48,13 @@ import {
   fastMod,
   hex,
   ilog2,
+  leU32View,
 } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import { type FreedTablePage, type IotlbGather, iommuIotlbGatherQueued } from "./iotlb-gather.ts";
 import { pgsizeInto, type PgsizeChoice } from "./pgsize.ts";
 import { IOMMU_PROT, IOMMU_PROT_ALL, type IommuProt } from "./prot.ts";
-
-if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
-  throw new Error("@dmasim/iommu needs a little-endian host (typed-array PTE views)");
-}
 
 /** Low-half PTE bits (genuine 32-bit quantities). */
 export const PTE_LO = {
@@ -829,9 +826,8 @@ export class IoPageTable {
     for (let i = 0; i < pages; i++) {
       const bytes = this.mem.pageBytes(pfn + i);
       bytes.fill(0);
-      views.push(
-        new Uint32Array(bytes.buffer, bytes.byteOffset, Math.min(this.granule, this.cpuPage) / 4),
-      );
+      // The table's entries as little-endian 32-bit halves (bvec's le.ts owns the layout).
+      views.push(leU32View(bytes, Math.min(this.granule, this.cpuPage) / 4));
     }
     const children =
       depth < this.levels - 1
