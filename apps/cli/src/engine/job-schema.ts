@@ -34,7 +34,10 @@ const bsSchema = z.union(
   },
 );
 
-/** The job schema. */
+/**
+ * The job schema. Each section's defaults are written once, on its fields; a missing section
+ * is parsed from `{}` (`prefault`), so it gets the same defaults.
+ */
 export const jobSchema = z
   .object({
     name: z.string().default("default"),
@@ -62,14 +65,7 @@ export const jobSchema = z
         hz: oneOf([100, 250, 300, 1000]).default(250),
       })
       .strict()
-      .default({
-        memoryGiB: 16,
-        pageSize: 4096,
-        cpus: 1,
-        profile: "intel-vtd",
-        controllers: 1,
-        hz: 250,
-      }),
+      .prefault({}),
     iommu: z
       .object({
         mode: z.enum(["none", "passthrough", "strict", "lazy"]).default("lazy"),
@@ -92,17 +88,7 @@ export const jobSchema = z
         cachingMode: z.boolean().default(false),
       })
       .strict()
-      .default({
-        mode: "lazy",
-        granule: 4096,
-        addressBits: 48,
-        iotlbEntries: 256,
-        iotlbWays: 4,
-        singleQueue: false,
-        syncMapNeeded: false,
-        freeEmptyTables: false,
-        cachingMode: false,
-      }),
+      .prefault({}),
     device: z
       .object({
         trusted: z.boolean().default(true),
@@ -111,7 +97,7 @@ export const jobSchema = z
         swiotlbMiB: z.number().int().min(0).max(1024).default(64),
       })
       .strict()
-      .default({ trusted: true, dmaMaskBits: 64, coherent: true, swiotlbMiB: 64 }),
+      .prefault({}),
     controller: z
       .object({
         sgl: z.enum(["none", "byte", "dword"]).default("byte"),
@@ -139,18 +125,7 @@ export const jobSchema = z
         shadowDoorbells: z.boolean().default(false),
       })
       .strict()
-      .default({
-        sgl: "byte",
-        mdts: 9,
-        queueDepth: 1024,
-        namespaceGiB: 4,
-        lbaSize: 512,
-        latencyUs: 80,
-        latencyDist: "lognormal",
-        latencyJitterPct: 10,
-        bandwidthMBps: 3500,
-        shadowDoorbells: false,
-      }),
+      .prefault({}),
     host: z
       .object({
         mapping: z.enum(["two-step", "per-segment", "scatterlist"]).default("two-step"),
@@ -168,7 +143,7 @@ export const jobSchema = z
         completion: z.enum(["interrupt", "poll"]).default("interrupt"),
       })
       .strict()
-      .default({ mapping: "two-step", sglThresholdKiB: 32, completion: "interrupt" }),
+      .prefault({}),
     workload: z
       .object({
         rw: z.enum(["randread", "randwrite", "randrw", "read", "write"]).default("randrw"),
@@ -199,17 +174,7 @@ export const jobSchema = z
         batchSubmit: z.number().int().min(1).max(4096).default(1),
       })
       .strict()
-      .default({
-        rw: "randrw",
-        rwmixread: 70,
-        bs: "4k",
-        iodepth: 32,
-        buffers: "scattered",
-        bufferOffset: 512,
-        verify: true,
-        ramp: 0,
-        batchSubmit: 1,
-      }),
+      .prefault({}),
   })
   .strict();
 
