@@ -92,4 +92,34 @@ describe("job --print and the options people reach for", () => {
     expect(j.reads / (j.reads + j.writes)).toBeGreaterThan(0.15);
     expect(j.reads / (j.reads + j.writes)).toBeLessThan(0.25);
   });
+
+  it("says in compare and in the JSON which mode the device really got, and why rows are equal", async () => {
+    const r = await cli(
+      "compare",
+      "--untrusted",
+      "--iommu",
+      "strict,lazy",
+      "--ios",
+      "200",
+      "--rw",
+      "randread",
+      "--buffers",
+      "contiguous",
+    );
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^lazy\*\s+two-step\s/m);
+    expect(r.out).toMatch(/^strict\s+two-step\s/m);
+    expect(r.out).toContain(
+      "lazy*: the device gets strict (untrusted devices get a strict domain)",
+    );
+    expect(r.out).toContain("every I/O was one segment");
+    const j = await cli("run", "--untrusted", "--ios", "100", "--json");
+    expect((JSON.parse(j.out) as { iommu: unknown }).iommu).toEqual({
+      asked: "lazy",
+      effective: "strict",
+      reason: "untrusted devices get a strict domain",
+    });
+    const scattered = await cli("compare", "--iommu", "lazy", "--ios", "200", "--bs", "64k");
+    expect(scattered.out).not.toContain("every I/O was one segment");
+  });
 });

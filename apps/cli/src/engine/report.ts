@@ -390,7 +390,7 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
       base && base.cpuNsPerIo > 0 ? `${fixed(r.cpuNsPerIo / base.cpuNsPerIo, 2)}x` : "-";
     return [
       ...(byKernel ? [c.kernel ?? "", fixed(r.perIo["nvmehost.submitted"] ?? 0, 2)] : []),
-      c.iommu,
+      effectiveIommuMode(r.job) === c.iommu ? c.iommu : `${c.iommu}*`,
       c.mapping,
       si(r.iops),
       fixed(r.cpuNsPerIo, 1),
@@ -425,7 +425,26 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
   const legend = [
     "bound: what limits the run (qd: queue depth × latency); clat µs: mean; p99 µs: of lat",
     "sync/IO: sync-map calls; inval/IO: range invalidations; PTE/IO: PTE writes; mem/IO: host memory",
-  ].map((l) => paint(color, "dim", l));
+  ];
+  // A row whose device got another mode than asked is marked "*", with the reason below.
+  const forced = new Set(
+    cells
+      .filter((c) => effectiveIommuMode(c.result.job) !== c.iommu)
+      .map(
+        (c) =>
+          `${c.iommu}*: the device gets ${effectiveIommuMode(c.result.job)} (${forcedModeReason(c.result.job) ?? ""})`,
+      ),
+  );
+  legend.push(...forced);
+  // Rows that differ only in the mapping style but not in what they cost: every I/O was one
+  // segment, which every style maps alone (nvme_pci_setup_data_simple, dma_map_phys).
+  const single = cells.filter((c) => (c.result.perIo["nvmehost.singleSegment"] ?? 0) >= 1);
+  if (single.length === cells.length && new Set(cells.map((c) => c.mapping)).size > 1)
+    legend.push(
+      "every I/O was one segment, which every mapping style maps with one dma_map_phys",
+      "(nvme_pci_setup_data_simple): rows of the same mode cost the same",
+    );
+  const legendText = legend.map((l) => paint(color, "dim", l));
   let changes = "";
   if (byKernel) {
     for (const g of kernelDifferences(cells)) {
@@ -440,5 +459,5 @@ export function formatCompare(cells: readonly CompareCell[], color: boolean): st
       }\n`;
     }
   }
-  return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n${legend.join("\n")}\n${changes}`;
+  return `${paint(color, "bold", first)}\n\n${table(head, rows, color)}\n${legendText.join("\n")}\n${changes}`;
 }

@@ -65,6 +65,15 @@ export interface RunResult {
   readonly lat: LatencySummary;
   readonly clat: LatencySummary;
   readonly slat: LatencySummary;
+  /**
+   * The IOMMU mode the device really got: `asked` is the job's, `effective` differs when Linux
+   * forces another (an untrusted device, caching mode), `reason` says why (null when not).
+   */
+  readonly iommu: {
+    readonly asked: string;
+    readonly effective: string;
+    readonly reason: string | null;
+  };
   /** The percentiles the reports print (`--percentiles`); the summaries carry fio's list too. */
   readonly percentiles: readonly number[];
   /** fio's per-direction sections (null when the run had no I/O of that direction). */

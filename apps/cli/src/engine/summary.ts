@@ -5,7 +5,7 @@
 import { COST_CATEGORIES, type CostCategory, type CostTable } from "./cost.ts";
 import type { DeviceTiming } from "./device-time.ts";
 import type { Job } from "./job.ts";
-import type { Machine } from "./machine.ts";
+import { type Machine, effectiveIommuMode, forcedModeReason } from "./machine.ts";
 import type { ResourceReport } from "./resources.ts";
 import type { HistogramSummary } from "@dmasim/iommu";
 import { type DirectionReport, type RunResult, boundOf, shortPercentiles } from "./results.ts";
@@ -161,6 +161,11 @@ export function summarise(x: Measured): RunResult {
     lat: latSummary,
     clat: clat.summary(list),
     slat: slat.summary(list),
+    iommu: {
+      asked: job.iommu.mode,
+      effective: effectiveIommuMode(job),
+      reason: forcedModeReason(job),
+    },
     percentiles: [...x.percentiles],
     read: directionOf(mx.read, measuredNs, list),
     write: directionOf(mx.write, measuredNs, list),
