@@ -75,3 +75,16 @@ describe("a device that cannot reach all RAM", () => {
     expect(r.perIo["nvmehost.submitted"]).toBe(2);
   });
 });
+
+describe("failed I/Os say why", () => {
+  it("counts them by block status and the NVMe status the device gave", () => {
+    const r = runJob(parseJob({ workload: { ios: 2000 } }), {
+      setup: (m) => m.ctrl.setFaults({ failCommand: { status: 0x4004, every: 100 } }),
+    });
+    expect(r.errors).toBeGreaterThan(0);
+    expect(r.errorCauses).toEqual({
+      "BLK_STS_IOERR: NVMe Data Transfer Error (DNR)": r.errors,
+    });
+    expect(runJob(parseJob({ workload: { ios: 200 } })).errorCauses).toEqual({});
+  });
+});

@@ -26,8 +26,10 @@ export interface InFlight {
   doorbellAt: number;
   pending: number;
   status: BlkStatus;
+  /** The NVMe status of the first failed command of the I/O (0: none, or not the device's). */
+  nvmeStatus: number;
   /** The completion callback of each of its requests. */
-  readonly done: (status: BlkStatus) => void;
+  readonly done: (status: BlkStatus, nvmeStatus?: number) => void;
 }
 
 /** The kinds of a CPU's pieces of work. */
@@ -96,8 +98,12 @@ export function slotRecords(
       doorbellAt: 0,
       pending: 0,
       status: BLK_STS.OK,
-      done: (status: BlkStatus) => {
-        if (status !== BLK_STS.OK && io.status === BLK_STS.OK) io.status = status;
+      nvmeStatus: 0,
+      done: (status: BlkStatus, nvmeStatus = 0) => {
+        if (status !== BLK_STS.OK && io.status === BLK_STS.OK) {
+          io.status = status;
+          io.nvmeStatus = nvmeStatus;
+        }
         io.pending--;
         if (io.pending === 0) finished(io);
       },

@@ -5,7 +5,21 @@
  * completion (`qd.mean`: Little's law makes it IOPS × mean lat) and from doorbell to completion.
  * The depth each CPU had at each submission goes into fio's "IO depths" distribution.
  */
+import { BLK_STS, type BlkStatus } from "@dmasim/bvec";
+import { nvmeStatusName } from "@dmasim/nvme";
 import { DepthHistogram, LatencyHistogram, TimeAverage } from "./stats.ts";
+
+/**
+ * Why an I/O failed, for the report: its block status (`blk_status_t`) and, when the device
+ * failed the command, the NVMe status (e.g. "BLK_STS_IOERR: NVMe Data Transfer Error (DNR)").
+ */
+export function failureCause(status: BlkStatus, nvmeStatus: number): string {
+  const name = `BLK_STS_${Object.entries(BLK_STS).find(([, v]) => v === status)?.[0] ?? status}`;
+  if (nvmeStatus !== 0) return `${name}: NVMe ${nvmeStatusName(nvmeStatus)}`;
+  if (status === BLK_STS.RESOURCE)
+    return `${name}: a DMA mapping (or a bounce slot) could not be had, with nothing in flight to free one`;
+  return name;
+}
 
 /** The timestamps and outcome of one finished I/O. */
 export interface MeasuredIo {
@@ -200,6 +214,14 @@ export class Measurement {
     d.slat.record(slat);
     this.log?.done(t, io.write, io.bytes, lat, clat);
     if (t > this.lastDone) this.lastDone = t;
+  }
+
+  /** Failed measured I/Os by cause (`failureCause`). */
+  readonly causes = new Map<string, number>();
+
+  /** A measured I/O failed for `cause`. */
+  failed(cause: string): void {
+    this.causes.set(cause, (this.causes.get(cause) ?? 0) + 1);
   }
 
   /** The end of the window: the last measured completion. */

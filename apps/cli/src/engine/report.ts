@@ -185,7 +185,14 @@ export function formatRun(r: RunResult, color: boolean): string {
         ],
         ["IOTLB hit rate", r.iotlbHitRate === null ? "-" : `${fixed(100 * r.iotlbHitRate, 1)}%`],
         ["IOMMU faults", String(r.faults)],
-        ["I/O errors", String(r.errors)],
+        [
+          "I/O errors",
+          r.errors === 0
+            ? "0"
+            : `${r.errors} (${Object.entries(r.errorCauses)
+                .map(([k, v]) => `${v} ${k}`)
+                .join("; ")})`,
+        ],
         [
           "verify",
           r.verify.enabled

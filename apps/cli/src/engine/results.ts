@@ -129,6 +129,8 @@ export interface RunResult {
   } | null;
   readonly faults: number;
   readonly errors: number;
+  /** The failed measured I/Os by cause (block status, and the NVMe status when the device failed it). */
+  readonly errorCauses: Readonly<Record<string, number>>;
   readonly verify: {
     readonly enabled: boolean;
     readonly checkedBytes: number;

@@ -39,7 +39,7 @@ import { profileCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
 import { type WindowEnd, summarise } from "./summary.ts";
-import { IntervalLog, Measurement } from "./measure.ts";
+import { IntervalLog, Measurement, failureCause } from "./measure.ts";
 import type { RunOptions } from "./run-options.ts";
 import { REPORT_PERCENTILES } from "./stats.ts";
 import { type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
@@ -313,6 +313,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     io.doorbellAt = t;
     io.pending = 0;
     io.status = BLK_STS.OK;
+    io.nvmeStatus = 0;
     issued++;
     mx.issued(cpu.inflight + 1);
     workload.start(offset, bytes);
@@ -370,6 +371,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     completed++;
     workload.end(io.offset, io.bytes);
     mx.done(io, io.status === BLK_STS.OK, t);
+    if (io.status !== BLK_STS.OK && io.counted) mx.failed(failureCause(io.status, io.nvmeStatus));
     if (io.counted) cpu.ios++;
     if (io.status === BLK_STS.OK && verifier) {
       if (io.write) verifier.recordWrite(io.offset, io.bytes, io.gen);

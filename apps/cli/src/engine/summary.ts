@@ -161,6 +161,7 @@ export function summarise(x: Measured): RunResult {
     lat: latSummary,
     clat: clat.summary(list),
     slat: slat.summary(list),
+    errorCauses: Object.fromEntries([...mx.causes].sort((a, b) => b[1] - a[1])),
     iommu: {
       asked: job.iommu.mode,
       effective: effectiveIommuMode(job),
