@@ -275,15 +275,3 @@ export function writeOut(path: string, text: string): void {
     );
   }
 }
-
-/**
- * The progress callback of a long command: rewrites one stderr line with the I/Os done (and the
- * total, when known), labelled with `label`; undefined when `io` wants no progress.
- */
-export function progressPrinter(
-  io: CommandIo,
-  label: string,
-): ((done: number, total: number) => void) | undefined {
-  if (!io.progress) return undefined;
-  return (done, total) => io.stderr(`\r${label}: ${done}${total > 0 ? `/${total}` : ""} I/Os`);
-}

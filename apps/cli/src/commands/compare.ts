@@ -3,6 +3,7 @@ import { compareHtml } from "../engine/html.ts";
 import { type CompareCell, formatCompare, kernelDifferences } from "../engine/report.ts";
 import { runCsvHeader, runCsvRow } from "../engine/csv.ts";
 import { runJob } from "../engine/run.ts";
+import { progressLine } from "./progress.ts";
 import {
   type CommandIo,
   type JobOptions,
@@ -54,8 +55,9 @@ export function compare(file: string | undefined, opts: CompareOptions, io: Comm
     ),
   );
   const cells: CompareCell[] = [];
-  for (const { mode, mapping, job } of jobs) {
-    if (io.progress) io.stderr(`\rcompare: ${job.kernel} ${mode} / ${mapping}          `);
+  const progress = opts.json || opts.csv ? null : progressLine(io, "compare", "I/Os");
+  for (const [i, { mode, mapping, job }] of jobs.entries()) {
+    const what = `cell ${i + 1}/${jobs.length} ${byKernel ? `${job.kernel} ` : ""}${mode} / ${mapping}`;
     cells.push({
       iommu: mode,
       mapping,
@@ -63,10 +65,11 @@ export function compare(file: string | undefined, opts: CompareOptions, io: Comm
       result: runJob(job, {
         costs,
         ...(opts.percentiles ? { percentiles: opts.percentiles } : {}),
+        ...(progress ? { onProgress: (d: number, t: number) => progress.update(d, t, what) } : {}),
       }),
     });
   }
-  if (io.progress) io.stderr("\n");
+  progress?.end();
   if (opts.json) {
     const base = cells[0]?.result.cpuNsPerIo ?? 0;
     io.stdout(

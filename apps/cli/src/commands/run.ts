@@ -4,12 +4,12 @@ import { formatRun } from "../engine/report.ts";
 import { runCsvHeader, runCsvRow } from "../engine/csv.ts";
 import type { IntervalRow } from "../engine/measure.ts";
 import { runJob } from "../engine/run.ts";
+import { progressLine } from "./progress.ts";
 import {
   type CommandIo,
   type JobOptions,
   loadCosts,
   loadJob,
-  progressPrinter,
   UsageError,
   checkWritable,
   writeOut,
@@ -36,12 +36,14 @@ export function run(file: string | undefined, opts: RunCommandOptions, io: Comma
     throw new UsageError("--log-interval: give --log <file> to write the log to");
   const job = loadJob(file, opts);
   const costs = loadCosts(opts.costs, job.machine.profile);
-  const progress = progressPrinter(io, "run");
+  const progress = opts.json || opts.csv ? null : progressLine(io, "run", "I/Os");
   const log: string[] = [];
   const r = runJob(job, {
     costs,
     debug: opts.debug ?? false,
-    ...(progress ? { onProgress: progress } : {}),
+    ...(progress
+      ? { onProgress: (done: number, total: number) => progress.update(done, total) }
+      : {}),
     ...(opts.percentiles ? { percentiles: opts.percentiles } : {}),
     ...(opts.log !== undefined
       ? {
@@ -52,7 +54,7 @@ export function run(file: string | undefined, opts: RunCommandOptions, io: Comma
         }
       : {}),
   });
-  if (progress) io.stderr("\n");
+  progress?.end();
   if (opts.json) io.stdout(`${JSON.stringify(r, null, 2)}\n`);
   else if (opts.csv) io.stdout(`${runCsvHeader(r.percentiles)}\n${runCsvRow(r, r.percentiles)}\n`);
   else io.stdout(formatRun(r, io.color));

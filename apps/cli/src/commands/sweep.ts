@@ -13,6 +13,7 @@ import {
   sweepCsvRow,
 } from "../engine/sweep.ts";
 import { type CommandIo, UsageError, checkWritable, readJson } from "./common.ts";
+import { progressLine } from "./progress.ts";
 
 /** Options of `sweep`. */
 export interface SweepOptions {
@@ -49,13 +50,15 @@ export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promi
       );
   }
   if (o.out !== undefined) writeFileSync(o.out, "");
+  const progress = o.json && o.out === undefined ? null : progressLine(io, "sweep", "points");
+  let done = 0;
   const lines = await runSweep(points, o.workers ?? defaultWorkers(), (l: SweepLine) => {
     const text = `${JSON.stringify(l)}\n`;
     if (o.out !== undefined) appendFileSync(o.out, text);
     else if (o.json) io.stdout(text);
-    if (io.progress) io.stderr(`\rsweep: ${l.index + 1}/${points.length}`);
+    progress?.update(++done, points.length);
   });
-  if (io.progress) io.stderr("\n");
+  progress?.end();
   const keys = Object.keys(g.data.vary);
   if (!o.json || o.out !== undefined) {
     if (o.csv) {

@@ -6,6 +6,7 @@ import {
   validationMarkdown,
   validationText,
 } from "../engine/validate.ts";
+import { progressLine } from "./progress.ts";
 import { type CommandIo, UsageError } from "./common.ts";
 
 /** Options of `validate`. */
@@ -35,14 +36,9 @@ export function validate(opts: ValidateCommandOptions, io: CommandIo): number {
       `--rows: no validation row ${named}; the rows are ${set.rows.map((r) => r.id).join(", ")}`,
     );
   }
-  const t0 = performance.now();
-  const outcomes = runValidation(rows, (row, i, n) => {
-    if (io.progress) io.stderr(`\rvalidate: ${row.id} (${i + 1}/${n})        `);
-  });
-  if (io.progress)
-    io.stderr(
-      `\rvalidate: ${outcomes.length} rows in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
-    );
+  const progress = opts.json ? null : progressLine(io, "validate", "rows");
+  const outcomes = runValidation(rows, (row, i, n) => progress?.update(i, n, row.id));
+  progress?.end();
   if (opts.json) io.stdout(`${JSON.stringify({ rows: outcomes }, null, 2)}\n`);
   else if (opts.markdown) io.stdout(validationMarkdown(outcomes));
   else io.stdout(validationText(outcomes, io.color));
