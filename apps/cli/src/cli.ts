@@ -157,6 +157,12 @@ async function jobOptions(cmd: Command, single: boolean, kernelList = false): Pr
     .addOption(
       new Option("--iotlb-entries <n>", "IOTLB entries").argParser(c.intOption(1, 2 ** 20)),
     )
+    .addOption(
+      new Option(
+        "--inject <fault>",
+        "inject controller faults (repeatable): failCommand:status=0x4004,every=100, corruptDescriptor:nth=N, failDmaRead:nth=N, delay:ns=N",
+      ).argParser(c.injectOption),
+    )
     .option("--untrusted", "an untrusted (external) device: sub-granule buffers bounce")
     .option("--no-verify", "do not verify the data read back");
 }

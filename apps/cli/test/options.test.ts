@@ -122,4 +122,31 @@ describe("job --print and the options people reach for", () => {
     const scattered = await cli("compare", "--iommu", "lazy", "--ios", "200", "--bs", "64k");
     expect(scattered.out).not.toContain("every I/O was one segment");
   });
+
+  it("injects controller faults from the command line or a job file", async () => {
+    const r = await cli(
+      "run",
+      "--ios",
+      "1000",
+      "--json",
+      "--inject",
+      "failCommand:status=0x4004,every=50",
+    );
+    expect(r.code).toBe(1);
+    const j = JSON.parse(r.out) as { errors: number; errorCauses: Record<string, number> };
+    expect(j.errors).toBe(20);
+    expect(j.errorCauses).toEqual({ "BLK_STS_IOERR: NVMe Data Transfer Error (DNR)": 20 });
+    const p = tempFile(
+      "job.json",
+      JSON.stringify({
+        controller: { faults: { failCommand: { status: 0x4004, nth: 5 } } },
+        workload: { ios: 300 },
+      }),
+    );
+    const f = JSON.parse((await cli("run", p, "--json")).out) as { errors: number };
+    expect(f.errors).toBe(1);
+    const bad = await cli("run", "--inject", "failCommand:stauts=4");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('"stauts=4" in "failCommand:stauts=4": failCommand takes status=N');
+  });
 });

@@ -73,6 +73,47 @@ export function timeOption(v: string): number {
   return ns;
 }
 
+/** The fault kinds `--inject` takes and the keys of each (job field `controller.faults`). */
+export const INJECT_KINDS = {
+  failCommand: ["status", "nth", "every", "fraction", "seed"],
+  corruptDescriptor: ["nth"],
+  failDmaRead: ["nth"],
+  delay: ["ns"],
+} as const;
+
+/**
+ * A parser for one `--inject KIND:KEY=VALUE,...` (repeatable: each adds to the plan), e.g.
+ * `failCommand:status=0x4004,every=100`; values are numbers (decimal or 0x hex).
+ */
+export function injectOption(
+  v: string,
+  prev: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const allowed = Object.entries(INJECT_KINDS)
+    .map(([k, keys]) => `${k}:${keys.join("|")}=N`)
+    .join(", ");
+  const m = /^([A-Za-z]+):(.+)$/.exec(v.trim());
+  const kind = m?.[1] as keyof typeof INJECT_KINDS | undefined;
+  if (m === null || kind === undefined || !(kind in INJECT_KINDS))
+    throw new InvalidArgumentError(`expected KIND:KEY=VALUE,... with ${allowed}, got "${v}".`);
+  const fields: Record<string, number> = {};
+  for (const part of (m[2] as string).split(",")) {
+    const [key, value] = part.split("=").map((x) => x.trim());
+    const n = value === undefined || value === "" ? NaN : Number(value);
+    if (
+      key === undefined ||
+      !(INJECT_KINDS[kind] as readonly string[]).includes(key) ||
+      !Number.isFinite(n)
+    )
+      throw new InvalidArgumentError(
+        `"${part}" in "${v}": ${kind} takes ${INJECT_KINDS[kind].map((k) => `${k}=N`).join(", ")}.`,
+      );
+    fields[key] = n;
+  }
+  if (kind === "delay") return { ...prev, delayNs: fields.ns };
+  return { ...prev, [kind]: fields };
+}
+
 /** A parser for one of a set of words. */
 export function choiceOption<T extends string>(choices: readonly T[]): (v: string) => T {
   return (v) => {
@@ -144,6 +185,7 @@ export interface JobOptions {
   iotlbEntries?: number;
   rwmixread?: number;
   device?: DevicePresetName;
+  inject?: Record<string, unknown>;
 }
 
 /** Turns command-line options into a partial job (they override the job file). */
@@ -192,6 +234,7 @@ export function overrides(o: JobOptions): Record<string, unknown> {
   set("controller", "bandwidthMBps", o.bandwidthMbps);
   set("controller", "maxIops", o.maxIops);
   set("iommu", "iotlbEntries", o.iotlbEntries);
+  set("controller", "faults", o.inject);
   if (o.untrusted) set("device", "trusted", false);
   if (o.verify === false) set("workload", "verify", false);
   const out: Record<string, unknown> = {};

@@ -123,6 +123,41 @@ export const jobSchema = z
          * QEMU's emulated NVMe does); the host then uses them.
          */
         shadowDoorbells: z.boolean().default(false),
+        /**
+         * Fault injection (the controller's `NvmeFaultPlan`), counted from the first I/O
+         * command: fail commands with a status (the N-th, every N-th or a seeded fraction),
+         * corrupt the N-th descriptor read, fail the N-th data read, delay every completion.
+         */
+        faults: z
+          .object({
+            failCommand: z
+              .object({
+                status: z.number().int().min(1).max(0xffff),
+                nth: z.number().int().min(1).optional(),
+                every: z.number().int().min(1).optional(),
+                fraction: z.number().min(0).max(1).optional(),
+                seed: z.number().int().min(0).optional(),
+              })
+              .strict()
+              .refine(
+                (f) => f.nth !== undefined || f.every !== undefined || f.fraction !== undefined,
+                {
+                  message: "failCommand needs nth, every or fraction",
+                },
+              )
+              .optional(),
+            corruptDescriptor: z
+              .object({ nth: z.number().int().min(1) })
+              .strict()
+              .optional(),
+            failDmaRead: z
+              .object({ nth: z.number().int().min(1) })
+              .strict()
+              .optional(),
+            delayNs: z.number().min(0).max(1e9).optional(),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .prefault({}),

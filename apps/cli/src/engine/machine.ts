@@ -6,7 +6,7 @@
 import { type CounterSet, PhysMemory, SimClock, SimError, hex } from "@dmasim/bvec";
 import { Device, DmaDebug, Swiotlb, iommuSetupDmaOps } from "@dmasim/dma-core";
 import { IOMMU_DOMAIN, IommuDomain, Iotlb } from "@dmasim/iommu";
-import { NvmeController, NvmeHost } from "@dmasim/nvme";
+import { NvmeController, type NvmeFaultPlan, NvmeHost } from "@dmasim/nvme";
 import type { CounterRef } from "./cost.ts";
 import { JobError } from "./errors.ts";
 import type { Job } from "./job.ts";
@@ -263,6 +263,9 @@ function bringUp(job: Job, options: MachineOptions): Machine {
       dmaAddressBits: job.device.dmaMaskBits,
     });
     host.enable();
+    // Injected faults count from the first I/O command, after the driver's bring-up.
+    // (zod types absent keys as `?: T | undefined`; the parsed object has none of them).
+    if (job.controller.faults !== undefined) ctrl.setFaults(job.controller.faults as NvmeFaultPlan);
     // Interrupts are wired after bring-up: the admin queue is polled by the driver itself.
     if (irq) ctrl.irq = (cqid) => irq(u, cqid);
     units.push({ index: u, domain, dev, ctrl, host, debug });
