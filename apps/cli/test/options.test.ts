@@ -149,4 +149,18 @@ describe("job --print and the options people reach for", () => {
     expect(bad.code).toBe(2);
     expect(bad.err).toContain('"stauts=4" in "failCommand:stauts=4": failCommand takes status=N');
   });
+
+  it("shows ranges and lists of a sweep readably in its table", async () => {
+    const p = tempFile(
+      "grid.json",
+      JSON.stringify({
+        base: { workload: { ios: 100 } },
+        vary: { "workload.bs": ["4k", { min: "4k", max: "16k" }] },
+      }),
+    );
+    const r = await cli("sweep", p, "--workers", "0");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^\{"min":"4k","max":"16k"\}\s+\S+\s/m);
+    expect(r.out).not.toContain("[object Object]");
+  });
 });

@@ -23,6 +23,11 @@ export interface SweepOptions {
   json?: boolean;
 }
 
+/** A varied value as the table shows it: a string or number as is, a range or list as JSON. */
+export function paramText(v: unknown): string {
+  return typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
+}
+
 /** Runs the command; exit 1 when a job failed or did not verify. */
 export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promise<number> {
   if (o.out !== undefined) checkWritable(o.out, "--out");
@@ -69,7 +74,7 @@ export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promi
         `${table(
           [...keys, "IOPS", "CPU ns/IO", "p99 µs", "verify"],
           lines.map((l) => [
-            ...keys.map((k) => String(l.params[k])),
+            ...keys.map((k) => paramText(l.params[k])),
             si(l.iops),
             fixed(l.cpuNsPerIo, 1),
             fixed(l.latencyP99Us, 1),
