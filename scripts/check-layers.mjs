@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Layering check: a workspace package may depend on (declare or import) only packages of a
-// lower layer. Order: bvec < iommu < dma-core < nvme < cli.
+// lower layer. Order: bvec < iommu < dma-core < nvme < cli < examples.
 import { readFileSync, readdirSync, statSync, existsSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +12,7 @@ export const LAYERS = [
   { dir: "packages/dma-core", name: "@dmasim/dma-core" },
   { dir: "packages/nvme", name: "@dmasim/nvme" },
   { dir: "apps/cli", name: "dmasim" },
+  { dir: "apps/examples", name: "@dmasim/examples" },
 ];
 
 const SOURCE_DIRS = ["src", "test", "bench"];
@@ -91,5 +92,5 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     for (const line of v) console.error(`layering: ${line}`);
     process.exit(1);
   }
-  console.log("layering: ok (bvec < iommu < dma-core < nvme < cli)");
+  console.log(`layering: ok (${LAYERS.map((l) => l.dir.split("/")[1]).join(" < ")})`);
 }
