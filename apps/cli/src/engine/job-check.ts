@@ -96,10 +96,6 @@ export function jobProblems(job: Job, sizeOf: SizeOf): string[] {
     out.push(
       `controller.latencyP99Us: ${c.latencyP99Us} is below the median controller.latencyUs ${c.latencyUs}; give at least ${c.latencyUs}`,
     );
-  if (c.ioQueues !== undefined && c.ioQueues > job.machine.cpus)
-    out.push(
-      `controller.ioQueues: ${c.ioQueues} is more than machine.cpus ${job.machine.cpus}; Linux creates at most one I/O queue per CPU`,
-    );
   out.push(...memoryProblems(job, maxBs));
   return out;
 }
