@@ -96,7 +96,7 @@ export class IntervalLog {
     if (lat > this.latMax) this.latMax = lat;
   }
 
-  /** The window ends at `t`: the last interval is written (if it has any time). */
+  /** The window ends at `t`: the last interval is written, unless it is empty of time. */
   close(t: number): void {
     while (t > this.end) this.flush(this.end);
     if (t > this.end - this.ns) this.flush(t);
