@@ -43,8 +43,11 @@ export class IommuDmaCookie {
   }
 }
 
-/** The cookie `domain->iova_cookie` holds, if the domain was set up for the DMA API. */
+/**
+ * The cookie `domain->iova_cookie` holds, if the domain was set up for the DMA API. Only
+ * `iommuSetupDmaOps` stores one, always an `IommuDmaCookie`, so the field is read as one
+ * without a type test (this runs several times per mapping).
+ */
 export function domainIovaCookie(domain: IommuDomain): IommuDmaCookie | null {
-  const c = domain.iovaCookie;
-  return c instanceof IommuDmaCookie ? c : null;
+  return (domain.iovaCookie as IommuDmaCookie | null | undefined) ?? null;
 }
