@@ -182,7 +182,10 @@ export class PhysMemory {
         `read of ${len} bytes at ${hex(phys)} into a ${dst.length}-byte buffer at offset ${dstOff} does not fit`,
       );
     }
-    this.each(phys, len, readPiece, dst, dstOff);
+    const s = this.map.checked(phys, len);
+    // One region (nearly every access): no walk over regions.
+    if (phys + len <= s.region.end) s.bytes.read(phys - s.region.start, dst, dstOff, len);
+    else this.each(phys, len, readPiece, dst, dstOff);
     this.counters.c.bytesRead += len;
   }
 
@@ -195,7 +198,9 @@ export class PhysMemory {
         `write of ${len} bytes at ${hex(phys)} from a ${src.length}-byte buffer at offset ${srcOff}: the buffer is too short`,
       );
     }
-    this.each(phys, len, writePiece, src, srcOff);
+    const s = this.map.checked(phys, len);
+    if (phys + len <= s.region.end) s.bytes.write(phys - s.region.start, src, srcOff, len);
+    else this.each(phys, len, writePiece, src, srcOff);
     this.counters.c.bytesWritten += len;
   }
 
