@@ -51,13 +51,30 @@ describe("HTML reports in headless Chromium", () => {
       });
       page.on("pageerror", (e) => errors.push(e.message));
       await page.goto(pathToFileURL(runFile).href);
-      for (const id of ["latency-chart", "cpu-chart"]) {
-        const rects = await page.locator(`svg#${id} rect`).count();
-        expect(rects).toBeGreaterThan(0);
+      for (const id of ["latency-cdf", "cpu-chart", "cpu-busy-chart"]) {
         const box = await page.locator(`svg#${id}`).boundingBox();
         expect(box?.width ?? 0).toBeGreaterThan(100);
         expect(box?.height ?? 0).toBeGreaterThan(20);
+        expect(await page.locator(`svg#${id} .x-label`).count()).toBe(1);
       }
+      // The CDF: one line per series, a log time axis with its decades labelled.
+      expect(await page.locator("svg#latency-cdf path.series").count()).toBe(1);
+      expect(await page.locator("svg#latency-cdf .y-label").count()).toBe(1);
+      expect(await page.locator("svg#latency-cdf text", { hasText: "100 µs" }).count()).toBe(1);
+      // One labelled bar per CPU category with its value written, one per CPU.
+      const cats = Object.values(r.cpuNsPerIoByCategory).filter((v) => v > 0).length;
+      expect(await page.locator("svg#cpu-chart rect").count()).toBe(cats);
+      expect(await page.locator("svg#cpu-chart text.value").count()).toBe(cats);
+      expect(await page.locator("svg#cpu-busy-chart rect").count()).toBe(r.perCpu.length);
+      // The summary answers the questions: the bound, the exposure window, IOTLB hit rate.
+      const text = await page.locator("body").innerText();
+      expect(text).toContain("exposure window");
+      expect(text).toMatch(/bound by\s+\S/);
+      expect(text).toContain("IOTLB hit rate");
+      // Counters grouped by layer, bvec first.
+      expect(await page.locator("h3").allInnerTexts()).toEqual(
+        expect.arrayContaining(["bvec", "iommu", "dma-core", "nvme"]),
+      );
       await page.screenshot({ path: join(outDir, "report.png"), fullPage: true });
       await page.goto(pathToFileURL(cmpFile).href);
       expect(await page.locator("svg#compare-chart rect").count()).toBeGreaterThan(2);

@@ -11,31 +11,12 @@ import {
   jobLine,
   queueDepthText,
   rampText,
+  latencyCells,
+  latencyColumns,
   resourceTable,
 } from "./report.ts";
+import { PALETTE, cdfChart, esc, labelledBars } from "./html-charts.ts";
 import type { RunResult } from "./run.ts";
-
-const COLORS = [
-  "#4e79a7",
-  "#f28e2b",
-  "#e15759",
-  "#76b7b2",
-  "#59a14f",
-  "#edc948",
-  "#b07aa1",
-  "#ff9da7",
-  "#9c755f",
-  "#bab0ac",
-  "#86bcb6",
-];
-
-function esc(s: string): string {
-  return s
-    .replaceAll("&", "&amp;")
-    .replaceAll("<", "&lt;")
-    .replaceAll(">", "&gt;")
-    .replaceAll('"', "&quot;");
-}
 
 function page(title: string, body: string): string {
   return `<!doctype html>
@@ -55,39 +36,6 @@ ${body}
 
 function tableHtml(head: readonly string[], rows: readonly (readonly string[])[]): string {
   return `<table><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr>${rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join("")}</tr>`).join("")}</table>`;
-}
-
-/** A vertical bar chart. */
-export function barChart(
-  id: string,
-  labels: readonly string[],
-  values: readonly number[],
-  unit: string,
-  width = 900,
-  height = 260,
-): string {
-  const max = Math.max(1e-9, ...values);
-  const n = Math.max(1, values.length);
-  const left = 60;
-  const bottom = 40;
-  const w = (width - left - 10) / n;
-  const bars = values
-    .map((v, i) => {
-      const h = ((height - bottom - 10) * v) / max;
-      const x = left + i * w;
-      const y = height - bottom - h;
-      return `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, w - 2).toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[0]}"><title>${esc(labels[i] ?? "")}: ${esc(si(v))} ${esc(unit)}</title></rect>`;
-    })
-    .join("");
-  const every = Math.max(1, Math.ceil(n / 12));
-  const ticks = labels
-    .map((l, i) =>
-      i % every === 0
-        ? `<text x="${(left + i * w + w / 2).toFixed(1)}" y="${height - bottom + 14}" font-size="10" text-anchor="middle">${esc(l)}</text>`
-        : "",
-    )
-    .join("");
-  return `<svg id="${esc(id)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img"><line x1="${left}" y1="${height - bottom}" x2="${width - 10}" y2="${height - bottom}" stroke="#999"/><text x="4" y="14" font-size="11">${esc(si(max))} ${esc(unit)}</text>${bars}${ticks}</svg>`;
 }
 
 /** Horizontal stacked bars: one row per series, segments per category. */
@@ -110,7 +58,7 @@ export function stackedBars(
       const segs = r.parts
         .map((p, k) => {
           const w = p * scale;
-          const s = `<rect x="${x.toFixed(1)}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${COLORS[k % COLORS.length]}"><title>${esc(categories[k] ?? "")}: ${fixed(p, 1)} ${esc(unit)}</title></rect>`;
+          const s = `<rect x="${x.toFixed(1)}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${PALETTE[k % PALETTE.length]}"><title>${esc(categories[k] ?? "")}: ${fixed(p, 1)} ${esc(unit)}</title></rect>`;
           x += w;
           return s;
         })
@@ -123,7 +71,7 @@ export function stackedBars(
   const legend = categories
     .map(
       (c, k) =>
-        `<rect x="${left + (k % 6) * 115}" y="${legendY + Math.floor(k / 6) * 16}" width="10" height="10" fill="${COLORS[k % COLORS.length]}"/><text x="${left + (k % 6) * 115 + 14}" y="${legendY + Math.floor(k / 6) * 16 + 9}" font-size="10">${esc(c)}</text>`,
+        `<rect x="${left + (k % 6) * 115}" y="${legendY + Math.floor(k / 6) * 16}" width="10" height="10" fill="${PALETTE[k % PALETTE.length]}"/><text x="${left + (k % 6) * 115 + 14}" y="${legendY + Math.floor(k / 6) * 16 + 9}" font-size="10">${esc(c)}</text>`,
     )
     .join("");
   return `<svg id="${esc(id)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img">${body}${legend}</svg>`;
@@ -134,13 +82,51 @@ function categories(r: RunResult): { cats: string[]; parts: number[] } {
   return { cats, parts: cats.map((c) => r.cpuNsPerIoByCategory[c]) };
 }
 
-/** Mean and p99 of fio's slat, clat and lat, one row each. */
-function latencyRows(r: RunResult): string[][] {
-  const row = (name: string, s: RunResult["lat"]) => [
-    `${name} mean / p99`,
-    `${fixed(s.meanUs, 2)} / ${fixed(s.percentilesUs["99"] ?? 0, 2)} µs`,
-  ];
-  return [row("slat", r.slat), row("clat", r.clat), row("lat", r.lat)];
+/** The layer each counter scope belongs to, for the report's grouping. */
+const LAYER_OF: Readonly<Record<string, string>> = {
+  memory: "bvec",
+  domain: "iommu",
+  pgtable: "iommu",
+  iova: "iommu",
+  fq: "iommu",
+  iotlb: "iommu",
+  dma: "dma-core",
+  devdma: "dma-core",
+  swiotlb: "dma-core",
+  "pool.small": "dma-core",
+  "pool.large": "dma-core",
+  nvmehost: "nvme",
+  nvmectrl: "nvme",
+  "mempool.vec": "nvme",
+  "mempool.sg": "nvme",
+  engine: "engine",
+};
+
+/** The counters per I/O grouped by layer, largest first within each. */
+export function countersByLayer(
+  perIo: Readonly<Record<string, number>>,
+): [string, [string, number][]][] {
+  const groups = new Map<string, [string, number][]>();
+  for (const [k, v] of Object.entries(perIo)) {
+    const scope = k.slice(0, k.lastIndexOf("."));
+    const layer = LAYER_OF[scope] ?? "other";
+    const g = groups.get(layer) ?? [];
+    g.push([k, v]);
+    groups.set(layer, g);
+  }
+  const order = ["bvec", "iommu", "dma-core", "nvme", "engine", "other"];
+  return order
+    .filter((l) => groups.has(l))
+    .map((l) => [l, (groups.get(l) as [string, number][]).sort((x, y) => y[1] - x[1])]);
+}
+
+/** The exposure window row: lazy max/p99, or strict's zero and why. */
+function exposureText(r: RunResult): string {
+  const e = r.exposure;
+  if (e === null) return "- (no IOMMU DMA domain)";
+  return e.mode === "lazy"
+    ? `max ${fixed(e.maxUs, 1)} µs, p99 ${fixed(e.p99Us, 1)} µs (lazy: unmapped memory stays reachable through stale IOTLB entries until the flush); stale IOTLB hits ${e.staleHits}`
+    : `0 (strict: every unmap is invalidated before its IOVA is freed); stale IOTLB hits ${e.staleHits}`;
 }
 
 /** The HTML report of one run. */
@@ -148,23 +134,35 @@ export function runHtml(r: RunResult): string {
   const { cats, parts } = categories(r);
   const ramp = rampText(r);
   const res = resourceTable(r);
+  const errors =
+    r.errors === 0
+      ? "0"
+      : `${r.errors} (${Object.entries(r.errorCauses)
+          .map(([k, v]) => `${v} ${k}`)
+          .join("; ")})`;
   const body = [
     `<h1>dmasim run</h1><p>${esc(jobLine(r))}</p>`,
+    `<h2>Summary</h2>`,
     tableHtml(
       ["result", "value"],
       [
-        ["I/Os", String(r.ios)],
+        ["bound by", boundText(r.boundBy)],
         ["IOPS", si(r.iops)],
         ["bandwidth", `${fixed(r.bandwidthMBps, 1)} MB/s`],
-        ["bound by", boundText(r.boundBy)],
+        ...(r.read !== null && r.write !== null
+          ? [
+              ["read", `${si(r.read.iops)} IOPS, ${fixed(r.read.bandwidthMBps, 1)} MB/s`],
+              ["write", `${si(r.write.iops)} IOPS, ${fixed(r.write.bandwidthMBps, 1)} MB/s`],
+            ]
+          : []),
+        ["CPU per I/O", `${fixed(r.cpuNsPerIo, 1)} ns`],
+        ["I/Os", `${r.ios} (${r.reads} reads, ${r.writes} writes)`],
         ["queue depth", queueDepthText(r)],
         ...(ramp === null ? [] : [["ramp", ramp]]),
-        ["CPU per I/O", `${fixed(r.cpuNsPerIo, 1)} ns`],
-        ...latencyRows(r),
-        [
-          "latency p50 / p99 / max",
-          `${fixed(r.latencyUs.p50, 1)} / ${fixed(r.latencyUs.p99, 1)} / ${fixed(r.latencyUs.max, 1)} µs`,
-        ],
+        ["exposure window", exposureText(r)],
+        ["IOTLB hit rate", r.iotlbHitRate === null ? "-" : `${fixed(100 * r.iotlbHitRate, 1)} %`],
+        ["IOMMU faults", String(r.faults)],
+        ["I/O errors", errors],
         ["host memory per I/O", bytes(r.hostMemoryPerIo)],
         [
           "IOMMU page tables",
@@ -176,34 +174,47 @@ export function runHtml(r: RunResult): string {
           "verify",
           r.verify.enabled
             ? r.verify.ok
-              ? "ok"
+              ? `ok (${bytes(r.verify.checkedBytes)} checked)`
               : `FAILED (${r.verify.mismatches} sectors)`
             : "off",
         ],
       ],
     ),
+    `<h2>Latency</h2>`,
+    tableHtml(
+      ["latency (µs)", ...latencyColumns(r.percentiles)],
+      [
+        ["slat", ...latencyCells(r.slat, r.percentiles)],
+        ["clat", ...latencyCells(r.clat, r.percentiles)],
+        ["lat", ...latencyCells(r.lat, r.percentiles)],
+      ],
+    ),
+    cdfChart("latency-cdf", [
+      { label: `lat (${r.job.iommu.mode} / ${r.job.host.mapping})`, points: r.latencyCdf },
+    ]),
+    `<h2>CPU time per I/O by category</h2>`,
+    labelledBars(
+      "cpu-chart",
+      cats.map((c, i) => ({ label: c, value: parts[i] as number })),
+      (v) => `${fixed(v, 1)} ns`,
+      "ns of CPU per I/O",
+    ),
+    `<h2>Busy share per CPU</h2>`,
+    labelledBars(
+      "cpu-busy-chart",
+      r.perCpu.map((c) => ({ label: `CPU ${c.cpu}`, value: c.busyPct })),
+      (v) => `${fixed(v, 1)} %`,
+      "busy, % of the measured time",
+    ),
     `<h2>Shared resources</h2>`,
     tableHtml(res.head, res.rows),
-    `<h2>Latency distribution</h2>`,
-    barChart(
-      "latency-chart",
-      r.latencyHistogram.upperUs.map((u) => `≤${u}µs`),
-      r.latencyHistogram.counts,
-      "I/Os",
-    ),
-    `<h2>CPU time per I/O by category</h2>`,
-    stackedBars(
-      "cpu-chart",
-      [{ label: `${r.job.iommu.mode} / ${r.job.host.mapping}`, parts }],
-      cats,
-      "ns",
-    ),
-    `<h2>Events per I/O</h2>`,
-    tableHtml(
-      ["counter", "mean per I/O"],
-      Object.entries(r.perIo)
-        .sort()
-        .map(([k, v]) => [k, fixed(v, 3)]),
+    `<h2>Events per I/O, by layer</h2>`,
+    ...countersByLayer(r.perIo).map(
+      ([layer, rows]) =>
+        `<h3>${esc(layer)}</h3>${tableHtml(
+          ["counter", "per I/O"],
+          rows.map(([k, v]) => [k, fixed(v, 3)]),
+        )}`,
     ),
   ].join("\n");
   return page("dmasim run", body);
