@@ -148,7 +148,7 @@ describe("dmasim run", () => {
     const r = await cli("run", "--ios", "300", "--html", html);
     expect(r.code).toBe(0);
     const text = readFileSync(html, "utf8");
-    expect(text).toContain('<svg id="latency-chart"');
+    expect(text).toContain('<svg id="latency-cdf"');
     expect(text).toContain('<svg id="cpu-chart"');
     expect(text).not.toMatch(/<script|https?:\/\//);
   });
