@@ -78,6 +78,16 @@ describe("HTML reports in headless Chromium", () => {
       await page.screenshot({ path: join(outDir, "report.png"), fullPage: true });
       await page.goto(pathToFileURL(cmpFile).href);
       expect(await page.locator("svg#compare-chart rect").count()).toBeGreaterThan(2);
+      // IOPS and CPU per I/O side by side, one bar per cell with its value; the CDFs overlaid.
+      for (const id of ["compare-iops", "compare-cpu"]) {
+        expect(await page.locator(`svg#${id} rect`).count()).toBe(2);
+        expect(await page.locator(`svg#${id} text.value`).count()).toBe(2);
+      }
+      expect(await page.locator("svg#compare-cdf path.series").count()).toBe(2);
+      const cmpText = await page.locator("body").innerText();
+      expect(cmpText).toContain("exposure window");
+      expect(cmpText).toContain("0 (strict)");
+      expect(cmpText).toContain("IOMMU mode the device got");
       await page.screenshot({ path: join(outDir, "compare.png"), fullPage: true });
       expect(errors).toEqual([]);
     } finally {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compareHtml, runHtml } from "../src/engine/html.ts";
+import { labelledBars } from "../src/engine/html-charts.ts";
 import { type JobInput, type RunResult, parseJob, runJob } from "../src/engine/index.ts";
 import { formatCompare, formatRun, jobLine } from "../src/engine/report.ts";
 import type { LatencySummary } from "../src/engine/stats.ts";
@@ -240,6 +241,35 @@ describe("HTML reports", () => {
     const cmp = compareHtml([{ iommu: "lazy", mapping: "two-step", result: r }]);
     expect(cmp).toContain("<th>bound by</th>");
     expect(cmp).toContain(`(${pct(r.boundBy.utilisation)}`);
+  });
+});
+
+describe("HTML charts", () => {
+  it("draws bars on a log scale when their values span more than 10x", () => {
+    const lin = labelledBars(
+      "a",
+      [
+        { label: "x", value: 10 },
+        { label: "y", value: 50 },
+      ],
+      String,
+      "ns",
+    );
+    expect(lin).toContain('data-scale="linear"');
+    const log = labelledBars(
+      "b",
+      [
+        { label: "x", value: 10 },
+        { label: "y", value: 5000 },
+      ],
+      String,
+      "ns",
+    );
+    expect(log).toContain('data-scale="log"');
+    expect(log).toContain("ns (log scale)");
+    // On the log scale the small bar keeps a visible share of the large one's width.
+    const widths = [...log.matchAll(/<rect [^>]*width="([\d.]+)"/g)].map((m) => Number(m[1]));
+    expect(widths[0]).toBeGreaterThan((widths[1] ?? 0) / 10);
   });
 });
 

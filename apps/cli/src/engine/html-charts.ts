@@ -115,13 +115,25 @@ export function labelledBars(
   const left = 170;
   const height = rows.length * rowH + 34;
   const max = Math.max(1e-9, ...rows.map((r) => r.value));
-  const scale = (width - left - 110) / max;
+  const positive = rows.map((r) => r.value).filter((v) => v > 0);
+  const min = Math.min(max, ...positive);
+  // A range over 10x is drawn on a log scale, so that small bars are not squashed to slivers.
+  const log = max / min > 10;
+  const span = width - left - 110;
+  const floor = Math.log10(min) - 1;
+  const widthOf = (v: number) =>
+    log
+      ? v > 0
+        ? ((Math.log10(v) - floor) / (Math.log10(max) - floor)) * span
+        : 0
+      : (v / max) * span;
   const body = rows
     .map((r, i) => {
       const yy = 6 + i * rowH;
-      const w = Math.max(1, r.value * scale);
+      const w = Math.max(1, widthOf(r.value));
       return `<text x="${left - 6}" y="${yy + 13}" font-size="11" text-anchor="end">${esc(r.label)}</text><rect x="${left}" y="${yy}" width="${w.toFixed(1)}" height="${rowH - 6}" fill="${PALETTE[0]}"><title>${esc(r.label)}: ${esc(format(r.value))}</title></rect><text class="value" x="${(left + w + 4).toFixed(1)}" y="${yy + 13}" font-size="11">${esc(format(r.value))}</text>`;
     })
     .join("");
-  return `<svg id="${esc(id)}" data-series="${rows.length}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="${esc(axisLabel)}">${body}<text class="x-label" x="${left}" y="${height - 6}" font-size="11">${esc(axisLabel)}</text></svg>`;
+  const label = log ? `${axisLabel} (log scale)` : axisLabel;
+  return `<svg id="${esc(id)}" data-series="${rows.length}" data-scale="${log ? "log" : "linear"}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="${esc(label)}">${body}<text class="x-label" x="${left}" y="${height - 6}" font-size="11">${esc(label)}</text></svg>`;
 }
