@@ -87,34 +87,33 @@ export class SparseBytes implements ByteSource, ByteSink {
 
   /** Copies `len` bytes at `at` into `dst[dstOff..]` (bytes never written read as zeros). */
   read(at: number, dst: Uint8Array, dstOff: number, len: number): void {
-    // The common case, a small access inside one chunk (a queue entry, a PRP entry, a PTE),
-    // goes straight to the piece: the walk's set-up costs more than the copy.
-    const cs = this.chunkBytes;
-    const off = fastMod(at, cs);
-    if (
-      len <= SMALL_COPY &&
-      off + len <= cs &&
-      Number.isInteger(at) &&
-      at >= 0 &&
-      at + len <= this.size
-    )
-      readPiece(this.lookup((at - off) / cs), off, len, 0, dst, dstOff);
+    const off = this.smallOffset(at, len);
+    if (off >= 0) readPiece(this.lookup((at - off) / this.chunkBytes), off, len, 0, dst, dstOff);
     else this.each(at, len, false, readPiece, dst, dstOff);
   }
 
   /** Copies `len` bytes from `src[srcOff..]` to `at`. */
   write(at: number, src: Uint8Array, srcOff: number, len: number): void {
-    const cs = this.chunkBytes;
-    const off = fastMod(at, cs);
-    if (
-      len <= SMALL_COPY &&
-      off + len <= cs &&
+    const off = this.smallOffset(at, len);
+    if (off >= 0)
+      writePiece(this.materialize((at - off) / this.chunkBytes), off, len, 0, src, srcOff);
+    else this.each(at, len, true, writePiece, src, srcOff);
+  }
+
+  /**
+   * The common case, a small valid access inside one chunk (a queue entry, a PRP entry, a
+   * PTE), goes straight to the piece, since the walk's set-up costs more than the copy: its
+   * offset in the chunk, or -1 for any other access (which takes the checked walk).
+   */
+  private smallOffset(at: number, len: number): number {
+    const off = fastMod(at, this.chunkBytes);
+    return len <= SMALL_COPY &&
+      off + len <= this.chunkBytes &&
       Number.isInteger(at) &&
       at >= 0 &&
       at + len <= this.size
-    )
-      writePiece(this.materialize((at - off) / cs), off, len, 0, src, srcOff);
-    else this.each(at, len, true, writePiece, src, srcOff);
+      ? off
+      : -1;
   }
 
   /** Takes `len` bytes from `src` (its bytes from `srcAt`) straight into the chunks at `at`. */
