@@ -44,6 +44,12 @@ export const BLK_STS = {
 /** A block status value. */
 export type BlkStatus = (typeof BLK_STS)[keyof typeof BLK_STS];
 
+/** A status's name as the kernel writes it ("BLK_STS_IOERR"; the role of `blk_status_to_str`). */
+export function blkStatusName(status: number): string {
+  const name = Object.entries(BLK_STS).find(([, v]) => v === status)?.[0];
+  return name === undefined ? `blk_status ${status}` : `BLK_STS_${name}`;
+}
+
 /** Linux `struct bio`, the fields the data path uses. */
 export class Bio {
   /** The operation. */

@@ -85,6 +85,7 @@ export {
 } from "./limits.ts";
 export {
   BLK_STS,
+  blkStatusName,
   Bio,
   type BlkStatus,
   REQ_OP,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   BLK_STS,
+  blkStatusName,
   Bio,
   and53,
   bioAddPage,
@@ -257,5 +258,13 @@ describe("queueLimits", () => {
     [{ dmaAlignment: 6 }, "dma_alignment 0x6 is not of the form 2^k - 1"],
   ])("rejects %o", (partial, message) => {
     expect(() => queueLimits(partial)).toThrow(message);
+  });
+});
+
+describe("blkStatusName", () => {
+  it("names a status as the kernel writes it", () => {
+    expect(blkStatusName(BLK_STS.IOERR)).toBe("BLK_STS_IOERR");
+    expect(blkStatusName(BLK_STS.RESOURCE)).toBe("BLK_STS_RESOURCE");
+    expect(blkStatusName(99)).toBe("blk_status 99");
   });
 });

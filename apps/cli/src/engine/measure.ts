@@ -5,7 +5,7 @@
  * completion (`qd.mean`: Little's law makes it IOPS × mean lat) and from doorbell to completion.
  * The depth each CPU had at each submission goes into fio's "IO depths" distribution.
  */
-import { BLK_STS, type BlkStatus } from "@dmasim/bvec";
+import { BLK_STS, type BlkStatus, blkStatusName } from "@dmasim/bvec";
 import { nvmeStatusName } from "@dmasim/nvme";
 import { DepthHistogram, LatencyHistogram, TimeAverage } from "./stats.ts";
 
@@ -14,7 +14,7 @@ import { DepthHistogram, LatencyHistogram, TimeAverage } from "./stats.ts";
  * failed the command, the NVMe status (e.g. "BLK_STS_IOERR: NVMe Data Transfer Error (DNR)").
  */
 export function failureCause(status: BlkStatus, nvmeStatus: number): string {
-  const name = `BLK_STS_${Object.entries(BLK_STS).find(([, v]) => v === status)?.[0] ?? status}`;
+  const name = blkStatusName(status);
   if (nvmeStatus !== 0) return `${name}: NVMe ${nvmeStatusName(nvmeStatus)}`;
   if (status === BLK_STS.RESOURCE)
     return `${name}: a DMA mapping (or a bounce slot) could not be had, with nothing in flight to free one`;

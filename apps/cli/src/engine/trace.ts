@@ -15,6 +15,7 @@ import {
   blkRqPhysSegments,
   bvecPhys,
   InternalError,
+  blkStatusName,
   fastMod,
   hex,
   bioSegments,
@@ -247,13 +248,13 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   );
   if (st !== BLK_STS.OK) {
     // A refusal is an outcome of the model (a mapping that failed, no bounce slot), not an error.
-    const name = Object.entries(BLK_STS).find(([, v]) => v === st)?.[0] ?? String(st);
+    const name = blkStatusName(st);
     steps.push({
       step: "submit",
       lines: [
-        `  the driver refused the request: BLK_STS_${name} (${st})${st === BLK_STS.RESOURCE ? ": the DMA mapping or a descriptor allocation failed; blk-mq would requeue it" : ""}`,
+        `  the driver refused the request: ${name} (${st})${st === BLK_STS.RESOURCE ? ": the DMA mapping or a descriptor allocation failed; blk-mq would requeue it" : ""}`,
       ],
-      data: { refused: true, status: st, statusName: `BLK_STS_${name}` },
+      data: { refused: true, status: st, statusName: name },
     });
     return steps;
   }
