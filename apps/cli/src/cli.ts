@@ -380,7 +380,26 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
       ).argParser(c.intOption(0, 256)),
     )
     .option("--json", "print the JSON lines on stdout")
-    .addHelpText("after", "\nExamples:\n  dmasim sweep grid.json --out results.jsonl\n");
+    .option("--html <file>", "write an HTML report: each metric against a swept parameter")
+    .option(
+      "--x <param>",
+      "the swept parameter on the HTML charts' x axis (default: the first numeric one)",
+    )
+    .addOption(
+      new Option(
+        "--metric <names>",
+        "comma-separated metrics to chart (default iops,cpuNsPerIo,latencyP99Us; also bandwidthMBps, latMeanUs, clatMeanUs, latencyP50Us, qdMean, boundUtilisation, hostMemoryPerIo, perIo.<counter>)",
+      ).argParser((v: string) =>
+        v
+          .split(",")
+          .map((x) => x.trim())
+          .filter((x) => x !== ""),
+      ),
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  dmasim sweep grid.json --out results.jsonl\n  dmasim sweep grid.json --html scaling.html --x machine.cpus --metric iops,cpuNsPerIo\n",
+    );
   sw.action(async (file: string, opts: Record<string, unknown>) => {
     const m = await import("./commands/sweep.ts");
     setCode(await m.sweep(file, opts, cio));

@@ -33,7 +33,14 @@ describe("dmasim run", () => {
     expect(j.bytes).toBe(500 * 8192);
     expect(j.verify.ok).toBe(true);
     expect(j.perIo["domain.rangeInvalidations"]).toBeCloseTo(1, 5);
-    expect(j.exposure).toEqual({ mode: "strict", maxUs: 0, p99Us: 0, staleHits: 0 });
+    expect(j.exposure).toEqual({
+      mode: "strict",
+      maxUs: 0,
+      p99Us: 0,
+      staleHits: 0,
+      ranges: 0,
+      histogram: [],
+    });
     expect(j.latencyUs.p99).toBeGreaterThan(j.job.controller.latencyUs);
   });
 
@@ -388,5 +395,55 @@ describe("dmasim sweep", () => {
       "iommu.mode,workload.bs,iops,cpu_ns_per_io,p50_us,p99_us,mb_s,lat_mean_us,clat_mean_us,qd_mean,bound_by,bound_utilisation,verify,error",
     );
     expect(csv).toHaveLength(5);
+  });
+
+  it("writes an HTML report of the chosen metrics against the chosen parameter", async () => {
+    const grid = tempFile(
+      "grid.json",
+      JSON.stringify({
+        base: { workload: { ios: 200 } },
+        vary: { "iommu.mode": ["strict", "lazy"], "machine.cpus": [1, 2] },
+      }),
+    );
+    const html = tempFile("sweep.html", "");
+    const r = await cli(
+      "sweep",
+      grid,
+      "--workers",
+      "0",
+      "--html",
+      html,
+      "--metric",
+      "qdMean,perIo.iotlb.misses",
+    );
+    expect(r.code).toBe(0);
+    const page = readFileSync(html, "utf8");
+    // machine.cpus is the first numeric parameter: the x axis, one line per iommu.mode.
+    expect(page).toContain("achieved queue depth against machine.cpus");
+    expect(page).toContain("iotlb.misses per I/O against machine.cpus");
+    expect(page.match(/<svg id="sweep-chart-\d" data-series="2"/g)).toHaveLength(2);
+    const byMode = tempFile("sweep2.html", "");
+    expect(
+      (await cli("sweep", grid, "--workers", "0", "--html", byMode, "--x", "iommu.mode")).code,
+    ).toBe(0);
+    expect(readFileSync(byMode, "utf8")).toContain('data-scale="category"');
+  });
+
+  it("refuses a chart option that names nothing, before running", async () => {
+    const grid = tempFile("grid.json", JSON.stringify({ vary: { "iommu.mode": ["strict"] } }));
+    const html = tempFile("x.html", "");
+    const bad = await cli("sweep", grid, "--html", html, "--x", "machine.cpus");
+    expect(bad.code).toBe(2);
+    expect(bad.err.trim()).toBe(
+      "dmasim: --x machine.cpus: not a swept parameter; the grid varies iommu.mode",
+    );
+    const metric = await cli("sweep", grid, "--html", html, "--metric", "perIo.no.such");
+    expect(metric.code).toBe(2);
+    expect(metric.err).toMatch(/^dmasim: --metric perIo\.no\.such: not a metric; use iops, /);
+    const noHtml = await cli("sweep", grid, "--metric", "iops");
+    expect(noHtml.code).toBe(2);
+    expect(noHtml.err.trim()).toBe(
+      "dmasim: --x and --metric shape the HTML report: give --html <file> too",
+    );
   });
 });

@@ -16,7 +16,7 @@
 import { CounterSet, type SimClock, type TimerId, hex } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
-import { type HistogramSummary, NsHistogram } from "./histogram.ts";
+import { type HistogramBin, type HistogramSummary, NsHistogram } from "./histogram.ts";
 import type { FreedTablePage } from "./iotlb-gather.ts";
 import type { IovaDomain } from "./iova-domain.ts";
 
@@ -285,6 +285,11 @@ export class FlushQueue {
   /** Exposure window of every invalidated range: count, max, mean, p50, p99 (ns). */
   exposure(): HistogramSummary {
     return this.exposureHist.summary();
+  }
+
+  /** The distribution of the exposure windows in log-spaced bins (`NsHistogram.bins`). */
+  exposureBins(perDecade = 10): HistogramBin[] {
+    return this.exposureHist.bins(perDecade);
   }
 
   // -------------------------------------------------------------------------------------

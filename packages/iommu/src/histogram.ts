@@ -4,6 +4,7 @@
  * Max and count are exact.
  */
 import { pow2 } from "@dmasim/bvec";
+import { IommuError } from "./errors.ts";
 
 const SUB = 64;
 
@@ -30,6 +31,13 @@ function bucketHigh(b: number): number {
   const e = Math.floor((b - SUB) / SUB) + 6;
   const sub = (b - SUB) % SUB;
   return (SUB + sub + 1) * pow2(e - 6) - 1;
+}
+
+/** One bin of a coarse view of a histogram: the values in [lowNs, highNs) and how many. */
+export interface HistogramBin {
+  readonly lowNs: number;
+  readonly highNs: number;
+  readonly count: number;
 }
 
 /** A histogram of nanosecond values. */
@@ -64,6 +72,36 @@ export class NsHistogram {
       if (seen >= rank) return Math.min(bucketHigh(b), this.maxV);
     }
     return this.maxV;
+  }
+
+  /**
+   * The distribution in log-spaced bins, `perDecade` of them per power of ten (bin k holds
+   * [10^(k/perDecade), 10^((k+1)/perDecade)) ns; values below 1 ns go in the first bin), only
+   * the bins that hold a value, ascending. Each fine bucket is placed by its upper bound (never
+   * above the max), as `quantile` reports it.
+   */
+  bins(perDecade = 10): HistogramBin[] {
+    if (!(Number.isInteger(perDecade) && perDecade >= 1 && perDecade <= 100))
+      throw new IommuError(
+        "EINVAL",
+        `bins per decade ${String(perDecade)} is not an integer in 1..100`,
+      );
+    const byBin = new Map<number, number>();
+    for (let b = 0; b < this.counts.length; b++) {
+      const n = this.counts[b] as number;
+      if (n === 0) continue;
+      const v = Math.min(bucketHigh(b), this.maxV);
+      // A small epsilon keeps exact powers of ten in their own bin despite rounding in log10.
+      const k = v < 1 ? 0 : Math.floor(Math.log10(v) * perDecade + 1e-9);
+      byBin.set(k, (byBin.get(k) ?? 0) + n);
+    }
+    return [...byBin.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([k, count]) => ({
+        lowNs: k === 0 ? 0 : 10 ** (k / perDecade),
+        highNs: 10 ** ((k + 1) / perDecade),
+        count,
+      }));
   }
 
   /** Count, max, mean, p50 and p99. */

@@ -89,7 +89,7 @@ export {
   IOVA_SINGLE_FQ_SIZE,
   IOVA_SINGLE_FQ_TIMEOUT_NS,
 } from "./flush-queue.ts";
-export { type HistogramSummary, NsHistogram } from "./histogram.ts";
+export { type HistogramBin, type HistogramSummary, NsHistogram } from "./histogram.ts";
 export {
   type PhysRun,
   type TranslateResult,

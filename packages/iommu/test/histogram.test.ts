@@ -24,4 +24,24 @@ describe("NsHistogram", () => {
     h.record(2 ** 52);
     expect(h.quantile(0.99)).toBe(2 ** 52);
   });
+
+  it("gives the distribution in log-spaced bins that hold every value once", () => {
+    const h = new NsHistogram();
+    for (let i = 0; i < 90; i++) h.record(1_000_000); // 1 ms
+    for (let i = 0; i < 10; i++) h.record(10_000_000); // 10 ms
+    h.record(0);
+    const bins = h.bins(10);
+    expect(bins.reduce((a, b) => a + b.count, 0)).toBe(101);
+    expect(bins[0]).toMatchObject({ lowNs: 0, count: 1 });
+    const ms = bins.find((b) => b.lowNs <= 1_000_000 && 1_000_000 < b.highNs);
+    expect(ms?.count).toBe(90);
+    const tenMs = bins.find((b) => b.lowNs <= 10_000_000 && 10_000_000 < b.highNs);
+    expect(tenMs?.count).toBe(10);
+    for (let i = 1; i < bins.length; i++)
+      expect((bins[i] as { lowNs: number }).lowNs).toBeGreaterThanOrEqual(
+        (bins[i - 1] as { highNs: number }).highNs * 0.999999,
+      );
+    expect(new NsHistogram().bins()).toEqual([]);
+    expect(() => h.bins(0)).toThrow(/bins per decade 0/);
+  });
 });

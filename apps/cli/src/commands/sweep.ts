@@ -2,7 +2,8 @@
 import { appendFileSync, writeFileSync } from "node:fs";
 import { fixed, si, table } from "../engine/format.ts";
 import { JobError, parseJob } from "../engine/job.ts";
-import { machineProblems } from "../engine/machine.ts";
+import { SWEEP_METRICS, sweepHtml } from "../engine/html-sweep.ts";
+import { knownCounters, machineProblems } from "../engine/machine.ts";
 import {
   type SweepLine,
   defaultWorkers,
@@ -12,7 +13,7 @@ import {
   sweepCsvHeader,
   sweepCsvRow,
 } from "../engine/sweep.ts";
-import { type CommandIo, UsageError, checkWritable, readJson } from "./common.ts";
+import { type CommandIo, UsageError, checkWritable, readJson, writeOut } from "./common.ts";
 import { progressLine } from "./progress.ts";
 
 /** Options of `sweep`. */
@@ -21,6 +22,27 @@ export interface SweepOptions {
   csv?: boolean;
   workers?: number;
   json?: boolean;
+  /** Write the HTML report (line charts against a swept parameter) here. */
+  html?: string;
+  /** The swept parameter on the HTML charts' x axis. */
+  x?: string;
+  /** The metrics the HTML report draws. */
+  metric?: string[];
+}
+
+/** Checks `--x` and `--metric` against the grid and the metric names, before anything runs. */
+function checkChartOptions(keys: readonly string[], o: SweepOptions): void {
+  if ((o.x !== undefined || o.metric !== undefined) && o.html === undefined)
+    throw new UsageError(`--x and --metric shape the HTML report: give --html <file> too`);
+  if (o.x !== undefined && !keys.includes(o.x))
+    throw new UsageError(`--x ${o.x}: not a swept parameter; the grid varies ${keys.join(", ")}`);
+  for (const m of o.metric ?? []) {
+    if (m in SWEEP_METRICS) continue;
+    if (m.startsWith("perIo.") && knownCounters().has(m.slice("perIo.".length))) continue;
+    throw new UsageError(
+      `--metric ${m}: not a metric; use ${Object.keys(SWEEP_METRICS).join(", ")}, or perIo.<counter> with a counter \`dmasim run --json\` reports (e.g. perIo.iotlb.misses)`,
+    );
+  }
 }
 
 /** A varied value as the table shows it: a string or number as is, a range or list as JSON. */
@@ -31,6 +53,7 @@ export function paramText(v: unknown): string {
 /** Runs the command; exit 1 when a job failed or did not verify. */
 export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promise<number> {
   if (o.out !== undefined) checkWritable(o.out, "--out");
+  if (o.html !== undefined) checkWritable(o.html, "--html");
   const raw = readJson(file);
   const g = gridSchema.safeParse(raw);
   if (!g.success)
@@ -39,6 +62,7 @@ export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promi
         .map((i) => `${file}: ${i.path.join(".") || "(grid)"}: ${i.message}`)
         .join("\n"),
     );
+  checkChartOptions(Object.keys(g.data.vary), o);
   const points = expandGrid(g.data);
   // Every point is checked before the first one runs.
   for (const p of points) {
@@ -85,5 +109,13 @@ export async function sweep(file: string, o: SweepOptions, io: CommandIo): Promi
       );
     }
   }
+  if (o.html !== undefined)
+    writeOut(
+      o.html,
+      sweepHtml(g.data, lines, {
+        ...(o.x !== undefined ? { x: o.x } : {}),
+        ...(o.metric !== undefined ? { metrics: o.metric } : {}),
+      }),
+    );
   return lines.every((l) => l.verifyOk && l.error === undefined) ? 0 : 1;
 }

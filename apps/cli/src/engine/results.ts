@@ -120,12 +120,22 @@ export interface RunResult {
    * (roots included, every controller's) and the memory they hold.
    */
   readonly pageTables: { readonly tables: number; readonly bytes: number } | null;
-  /** Lazy mode: time from unmap to invalidation (µs) and stale IOTLB hits. */
+  /**
+   * Lazy mode: time from unmap to invalidation (µs) and stale IOTLB hits; the ranges whose
+   * window was recorded and their distribution in log-spaced bins (ten per decade; only the
+   * bins that hold a range). Strict: zero, no ranges, no bins.
+   */
   readonly exposure: {
     readonly mode: "lazy" | "strict";
     readonly maxUs: number;
     readonly p99Us: number;
     readonly staleHits: number;
+    readonly ranges: number;
+    readonly histogram: readonly {
+      readonly lowUs: number;
+      readonly highUs: number;
+      readonly count: number;
+    }[];
   } | null;
   readonly faults: number;
   readonly errors: number;

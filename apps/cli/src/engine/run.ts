@@ -398,6 +398,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       device: units().map((u) => timing.busy(u)),
       resources: res.report(t - mx.windowStart, mx.counted),
       exposure: m.dev.cookie?.fq?.exposure() ?? null,
+      exposureBins: m.dev.cookie?.fq?.exposureBins() ?? [],
     };
   }
 

@@ -7,7 +7,7 @@ import type { DeviceTiming } from "./device-time.ts";
 import type { Job } from "./job.ts";
 import { type Machine, effectiveIommuMode, forcedModeReason } from "./machine.ts";
 import type { ResourceReport } from "./resources.ts";
-import type { HistogramSummary } from "@dmasim/iommu";
+import type { HistogramBin, HistogramSummary } from "@dmasim/iommu";
 import { type DirectionReport, type RunResult, boundOf, shortPercentiles } from "./results.ts";
 import type { DirectionMeasure, Measurement } from "./measure.ts";
 import { percentileList } from "./stats.ts";
@@ -21,6 +21,8 @@ export interface WindowEnd {
   readonly resources: readonly ResourceReport[];
   /** The lazy exposure window of the ranges flushed so far (null without a flush queue). */
   readonly exposure: HistogramSummary | null;
+  /** Its distribution in log-spaced bins. */
+  readonly exposureBins: readonly HistogramBin[];
 }
 
 /** What a run measured, for its summary. */
@@ -112,7 +114,9 @@ export function summarise(x: Measured): RunResult {
   const fq = m.dev.cookie?.fq;
   // The exposure of the ranges flushed within the window; when none was, of those the flush
   // queue's timer flushed after it.
-  const exposure = fq ? (x.end.exposure?.count ? x.end.exposure : fq.exposure()) : null;
+  const atEnd = x.end.exposure !== null && x.end.exposure.count > 0;
+  const exposure = fq ? (atEnd ? x.end.exposure : fq.exposure()) : null;
+  const exposureBins = fq ? (atEnd ? x.end.exposureBins : fq.exposureBins()) : [];
   const iotlb = m.iotlb?.counters.c;
   const delta = (k: string) => (endCounters[k] ?? 0) - (startCounters[k] ?? 0);
   const hostMem =
@@ -205,9 +209,22 @@ export function summarise(x: Measured): RunResult {
           maxUs: us(exposure.maxNs),
           p99Us: us(exposure.p99Ns),
           staleHits: iotlb?.staleHits ?? 0,
+          ranges: exposure.count,
+          histogram: exposureBins.map((b) => ({
+            lowUs: Number(us(b.lowNs).toPrecision(4)),
+            highUs: Number(us(b.highNs).toPrecision(4)),
+            count: b.count,
+          })),
         }
       : m.dev.cookie !== null
-        ? { mode: "strict" as const, maxUs: 0, p99Us: 0, staleHits: iotlb?.staleHits ?? 0 }
+        ? {
+            mode: "strict" as const,
+            maxUs: 0,
+            p99Us: 0,
+            staleHits: iotlb?.staleHits ?? 0,
+            ranges: 0,
+            histogram: [],
+          }
         : null,
     faults: m.units.reduce((a, u) => a + (u.domain?.counters.c.faults ?? 0), 0),
     errors,
