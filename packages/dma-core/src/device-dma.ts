@@ -17,6 +17,30 @@ export interface DmaAccessResult {
   busError: string | undefined;
 }
 
+/**
+ * One device access as an observer (`DeviceDma.observer`) sees it after it happened: the range,
+ * the direction, where it went, and what the IOMMU did for it. A teaching and debugging view
+ * (`dmasim trace`); the engine never sets an observer.
+ */
+export interface DmaAccessEvent {
+  readonly addr: number;
+  readonly len: number;
+  /** True for a device write to memory (DMA_FROM_DEVICE data, a completion entry). */
+  readonly write: boolean;
+  /** The physical runs the access reached (up to a fault, none when the translation failed). */
+  readonly runs: readonly { readonly phys: number; readonly len: number }[];
+  /** Whether the access went through an IOMMU domain (false: the direct path's bus offset). */
+  readonly translated: boolean;
+  /** IOMMU: pages (leaves) looked up in the IOTLB, of them misses that walked the page table. */
+  readonly pages: number;
+  readonly walks: number;
+  /** IOMMU: pages served from stale IOTLB entries (memory reached after its unmap). */
+  readonly staleHits: number;
+  readonly ok: boolean;
+  readonly fault: IommuFault | undefined;
+  readonly busError: string | undefined;
+}
+
 /** Counter names of `DeviceDma`. */
 export type DeviceDmaCounter =
   "reads" | "writes" | "bytesRead" | "bytesWritten" | "faults" | "busErrors";
@@ -42,6 +66,11 @@ export class DeviceDma {
   private sink: ByteSink | undefined = undefined;
   /** Where `readTo` stages what it reads when part of the access fails (see `access`). */
   private staging = new Uint8Array(0);
+  /**
+   * Called after every access with what it did (`DmaAccessEvent`); undefined (the default)
+   * costs one test per access. Set by `dmasim trace` to show the device's side of one I/O.
+   */
+  observer: ((e: DmaAccessEvent) => void) | undefined = undefined;
 
   constructor(dev: Device) {
     this.dev = dev;
@@ -109,6 +138,42 @@ export class DeviceDma {
   }
 
   private access(
+    addr: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    write: boolean,
+  ): DmaAccessResult {
+    if (this.observer === undefined) return this.accessOnce(addr, buf, off, len, write);
+    const domain = this.dev.domain;
+    const pagesBefore = domain?.counters.c.translatePages ?? 0;
+    const r = this.accessOnce(addr, buf, off, len, write);
+    const tb = this.tb;
+    const runs: { phys: number; len: number }[] = [];
+    if (domain === null) {
+      const phys = dmaToPhys(this.dev, addr);
+      if (phys >= 0) runs.push({ phys, len });
+    } else if (tb.fault === undefined) {
+      for (let i = 0; i < tb.count; i++)
+        runs.push({ phys: tb.phys[i] as number, len: tb.len[i] as number });
+    }
+    this.observer({
+      addr,
+      len,
+      write,
+      runs,
+      translated: domain !== null,
+      pages: (domain?.counters.c.translatePages ?? 0) - pagesBefore,
+      walks: domain === null ? 0 : tb.walks,
+      staleHits: domain === null ? 0 : tb.staleHits,
+      ok: r.ok,
+      fault: r.fault,
+      busError: r.busError,
+    });
+    return r;
+  }
+
+  private accessOnce(
     addr: number,
     buf: Uint8Array,
     off: number,

@@ -109,7 +109,12 @@ export {
   errnoToBlkStatus,
   rqDmaDir,
 } from "./request-map.ts";
-export { type DeviceDmaCounter, DeviceDma, type DmaAccessResult } from "./device-dma.ts";
+export {
+  type DeviceDmaCounter,
+  DeviceDma,
+  type DmaAccessEvent,
+  type DmaAccessResult,
+} from "./device-dma.ts";
 export { DMA_DEBUG_CLASS, type DmaDebugClass, type DmaDebugReport } from "./debug-common.ts";
 export {
   ACTIVE_CACHELINE_MAX_OVERLAP,

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   DMA_FROM_DEVICE,
   DMA_TO_DEVICE,
+  type DmaAccessEvent,
   DmaIovaState,
   dmaIovaDestroy,
   dmaIovaLink,
@@ -30,6 +31,46 @@ function recorder(size: number) {
 }
 
 describe("device-dma", () => {
+  it("tells an observer each access: its runs, IOTLB misses, stale hits and faults", () => {
+    const m = machine("lazy", { debug: false });
+    const events: DmaAccessEvent[] = [];
+    m.dma.observer = (e) => events.push(e);
+    const p = m.memory.allocPages(1) * 4096;
+    const s = new DmaIovaState();
+    dmaIovaTryAlloc(m.dev, s, p, 0x2000);
+    dmaIovaLink(m.dev, s, p, 0, 0x2000, DMA_TO_DEVICE);
+    dmaIovaSync(m.dev, s, 0, 0x2000);
+    m.dma.read(s.addr + 0x800, new Uint8Array(0x1000)); // two pages, both IOTLB misses
+    m.dma.read(s.addr, new Uint8Array(16)); // a hit
+    dmaIovaDestroy(m.dev, s, 0x2000, DMA_TO_DEVICE);
+    m.dma.read(s.addr, new Uint8Array(16)); // a stale hit: lazy mode, before the flush
+    m.dma.write(s.addr, new Uint8Array(16)); // still read-only: a permission fault
+    expect(events).toHaveLength(4);
+    expect(events[0]).toMatchObject({
+      addr: s.addr + 0x800,
+      len: 0x1000,
+      write: false,
+      translated: true,
+      pages: 2,
+      walks: 2,
+      staleHits: 0,
+      ok: true,
+      runs: [{ phys: p + 0x800, len: 0x1000 }],
+    });
+    expect(events[1]).toMatchObject({ pages: 1, walks: 0, staleHits: 0, ok: true });
+    expect(events[2]).toMatchObject({ pages: 1, walks: 0, staleHits: 1, ok: true });
+    expect(events[3]).toMatchObject({ write: true, ok: false, runs: [] });
+    expect(events[3]?.fault?.reason).toBe("permission");
+    // The direct path: the bus address, no translation.
+    const none = machine("none", { debug: false });
+    const seen: DmaAccessEvent[] = [];
+    none.dma.observer = (e) => seen.push(e);
+    none.dma.read(6 * GiB, new Uint8Array(8));
+    expect(seen).toEqual([
+      expect.objectContaining({ translated: false, pages: 0, runs: [{ phys: 6 * GiB, len: 8 }] }),
+    ]);
+  });
+
   it("returns a fault record for a device in a blocked domain", () => {
     const m = machine("blocked", { debug: false });
     const r = m.dma.read(5 * GiB, new Uint8Array(8));
