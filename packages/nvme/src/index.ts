@@ -47,6 +47,14 @@ export {
   setRwLbas,
   sqePsdt,
 } from "./spec/commands.ts";
+export { type NvmeQueueKind, decodeCqe, decodeSqe } from "./spec/decode.ts";
+export {
+  type PrpEntryView,
+  type SglDescriptorView,
+  decodePrpList,
+  decodeSglSegment,
+} from "./spec/decode-dptr.ts";
+export { type NvmeField } from "./spec/decode-field.ts";
 export {
   ID_CTRL,
   ID_NS,

@@ -242,11 +242,12 @@ export const NVME_STATUS_DNR = 0x4000;
 
 /** Names of the status codes, for messages and reports. */
 export const NVME_SC_NAMES: Readonly<Record<number, string>> = {
-  0x00: "Success",
+  0x00: "Successful Completion",
   0x01: "Invalid Command Opcode",
   0x02: "Invalid Field in Command",
   0x03: "Command ID Conflict",
   0x04: "Data Transfer Error",
+  0x05: "Commands Aborted due to Power Loss Notification",
   0x06: "Internal Error",
   0x07: "Command Abort Requested",
   0x0b: "Invalid Namespace or Format",
@@ -260,6 +261,7 @@ export const NVME_SC_NAMES: Readonly<Record<number, string>> = {
   0x1e: "SGL Data Block Granularity Invalid",
   0x80: "LBA Out of Range",
   0x81: "Capacity Exceeded",
+  0x82: "Namespace Not Ready",
   0x100: "Invalid Completion Queue",
   0x101: "Invalid Queue Identifier",
   0x102: "Invalid Queue Size",
