@@ -65,7 +65,7 @@ describe("dmasim binary (smoke)", () => {
     expect(cmp.stdout).toMatch(/lazy\s+scatterlist/);
     const tr = spawnSync(process.execPath, [bin, "trace", "--json"], { encoding: "utf8" });
     expect(tr.status).toBe(0);
-    expect((JSON.parse(tr.stdout) as { steps: unknown[] }).steps).toHaveLength(9);
+    expect((JSON.parse(tr.stdout) as { steps: unknown[] }).steps).toHaveLength(11);
     const mb = spawnSync(process.execPath, [bin, "map-bench", "-s", "1", "--max-loops", "1000"], {
       encoding: "utf8",
     });

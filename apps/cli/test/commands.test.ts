@@ -269,23 +269,64 @@ describe("dmasim trace", () => {
       { page: 0x100008, offset: 0, len: 8192, phys: 0x100008000 },
     ]);
     const walk = j.steps.find((s) => s.step === "controller walk")?.data as {
-      addr: number;
-      len: number;
-    }[];
-    expect(walk.map((w) => w.addr)).toEqual([0x100001000, 0x100008000, 0x100009000]);
+      accesses: { kind: string; translated: boolean }[];
+      transfers: { addr: number; len: number; phys: { phys: number; len: number }[] }[];
+    };
+    expect(walk.transfers.map((w) => w.addr)).toEqual([0x100001000, 0x100008000, 0x100009000]);
+    expect(walk.transfers[1]?.phys).toEqual([{ phys: 0x100008000, len: 4096 }]);
+    // The device fetched the command, moved the data and posted the completion, all direct.
+    expect(walk.accesses.map((a) => a.kind)).toEqual([
+      "SQ entry fetch",
+      "PRP list read",
+      "data write",
+      "data write",
+      "data write",
+      "CQ entry post",
+    ]);
+    expect(walk.accesses.every((a) => !a.translated)).toBe(true);
+    const alloc = j.steps.find((s) => s.step === "IOVA allocation")?.data as { source: unknown };
+    expect(alloc.source).toBeNull();
   });
+
+  /** The leaf PTEs of a trace that map its data (not the descriptor pages), by IOVA. */
+  async function dataLeaves(...args: string[]): Promise<number[]> {
+    const r = await cli("trace", ...args, "--json");
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as { steps: { step: string; data: unknown }[] };
+    const mapped = (
+      j.steps.find((s) => s.step === "DMA mapping")?.data as {
+        mapped: { addr: number; len: number }[];
+      }
+    ).mapped;
+    const tables = (
+      j.steps.find((s) => s.step === "page tables")?.data as {
+        tables: { entries: { kind: string; iova: number }[] }[];
+      }
+    ).tables;
+    return tables
+      .flatMap((t) => t.entries)
+      .filter(
+        (e) =>
+          e.kind !== "table" &&
+          mapped.some((m) => e.iova >= m.addr - 4095 && e.iova < m.addr + m.len),
+      )
+      .map((e) => e.iova);
+  }
 
   it("shows the PTEs of every mapping path: per segment and scatterlist", async () => {
     const per = await cli("trace", "--iommu", "strict", "--mapping", "per-segment", "--bs", "16k");
     expect(per.code).toBe(0);
     expect(per.out).toContain("path: per-segment dma_map_phys (4 segments)");
-    const iovas = [...per.out.matchAll(/PTE L3\[\d+\] iova (0x[0-9a-f]+) →/g)].map((x) => x[1]);
-    expect(new Set(iovas).size).toBe(4);
+    expect(per.out).toMatch(/PTE L3\[\d+\] iova 0x[0-9a-f]+ →/);
+    const perArgs = ["--iommu", "strict", "--mapping", "per-segment", "--bs", "16k"];
+    expect(new Set(await dataLeaves(...perArgs)).size).toBe(4);
     expect(per.out).toContain("domain.rangeInvalidations +4");
     const sg = await cli("trace", "--iommu", "lazy", "--mapping", "scatterlist", "--bs", "16k");
     expect(sg.code).toBe(0);
     expect(sg.out).toContain("path: scatterlist (dma_map_sgtable: 1 DMA segment)");
-    expect([...sg.out.matchAll(/PTE L3\[/g)]).toHaveLength(4);
+    expect(
+      await dataLeaves("--iommu", "lazy", "--mapping", "scatterlist", "--bs", "16k"),
+    ).toHaveLength(4);
     // Per-segment SGL: no records are kept (the unmap reads the SGL), so the trace reads it too.
     const bufs = ["--buf", "0x1_0000_0000:65536", "--buf", "0x1_0010_0000:65536"];
     const seg = await cli("trace", "--iommu", "strict", "--mapping", "per-segment", ...bufs);
@@ -293,7 +334,9 @@ describe("dmasim trace", () => {
     expect(seg.out).toContain(
       "path: per-segment dma_map_phys (2 segments, read back from the SGL)",
     );
-    expect([...seg.out.matchAll(/PTE L3\[/g)]).toHaveLength(32);
+    expect(await dataLeaves("--iommu", "strict", "--mapping", "per-segment", ...bufs)).toHaveLength(
+      32,
+    );
   });
 
   it("refuses an I/O the queue limits would split, naming the limit", async () => {

@@ -88,3 +88,28 @@ describe("failed I/Os say why", () => {
     expect(runJob(parseJob({ workload: { ios: 200 } })).errorCauses).toEqual({});
   });
 });
+
+describe("a run whose every request is refused at once", () => {
+  // An untrusted device must bounce, and there is no SWIOTLB: each request fails with
+  // BLK_STS_RESOURCE before any time passes, so the clock stands still.
+  const refused = {
+    iommu: { granule: 65536 },
+    device: { trusted: false, swiotlbMiB: 0 },
+    machine: { pageSize: 65536 },
+  };
+
+  it("ends a ramp by time that the clock cannot reach, and reports the failures", () => {
+    const r = runJob(parseJob({ ...refused, workload: { ios: 30, iodepth: 1, ramp: "1us" } }));
+    expect(r.ios).toBe(30);
+    expect(r.errors).toBe(30);
+    expect(Object.keys(r.errorCauses)).toEqual([
+      expect.stringMatching(/^BLK_STS_RESOURCE/) as unknown as string,
+    ]);
+  });
+
+  it("ends a run by time that the clock cannot reach", () => {
+    const r = runJob(parseJob({ ...refused, workload: { seconds: 0.001 } }));
+    expect(r.ios).toBeGreaterThan(0);
+    expect(r.errors).toBe(r.ios);
+  });
+});

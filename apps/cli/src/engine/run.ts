@@ -431,6 +431,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
    * Nothing is scheduled: requests that keep getting BLK_STS_RESOURCE with nothing in flight
    * would be requeued forever, so they fail (and the report says so) and the run goes on.
    */
+  /** When `drained` last failed requests (simulated ns; -1 before the first time). */
+  let lastDrainAt = -1;
   function drained(): boolean {
     if (completed === issued) return false;
     let any = false;
@@ -443,6 +445,14 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     let t = m.clock.now;
     for (const cpu of cpus) if (cpu.cursor > t) t = cpu.cursor;
     for (const io of failed.splice(0)) complete(io, t);
+    // Failing at the instant of the last drain: nothing costs time (every request is refused at
+    // once, with a cost table that prices the attempt at zero), so the clock stands still and a
+    // time-based ramp or run would never end. The ramp ends now; a time-based run stops issuing.
+    if (t <= lastDrainAt) {
+      if (!mx.measuring) startMeasuring(t);
+      else if (seconds !== undefined) endNs = t;
+    }
+    lastDrainAt = t;
     if (!any && completed < issued)
       throw new InternalError(
         `the run stalled with ${issued - completed} I/Os in flight and nothing scheduled`,

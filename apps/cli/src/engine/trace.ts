@@ -16,28 +16,40 @@ import {
   bvecPhys,
   InternalError,
   blkStatusName,
-  fastMod,
   hex,
   bioSegments,
   getU32,
   getU64,
 } from "@dmasim/bvec";
-import { DeviceDma, dmaUseIova } from "@dmasim/dma-core";
-import { DMA_ACCESS, translate } from "@dmasim/iommu";
+import { dmaUseIova } from "@dmasim/dma-core";
 import {
   CQE_SIZE,
-  DmaRanges,
   type NvmeFaultPlan,
   SQE,
   SQE_SIZE,
   cqeCid,
   cqePhase,
   cqeStatus,
-  nvmeMapPrp,
-  nvmeMapSgl,
+  decodeCqe,
+  decodePrpList,
+  decodeSglSegment,
+  decodeSqe,
   nvmeStatusName,
 } from "@dmasim/nvme";
 import { JobError } from "./errors.ts";
+import {
+  type AccessMap,
+  type TraceAccess,
+  accessKind,
+  accessLine,
+  fieldLines,
+  hexdump,
+  iovaAllocations,
+  iovaSource,
+  pageTablePath,
+  pteLine,
+  pteSnapshot,
+} from "./trace-view.ts";
 import type { Job } from "./job.ts";
 import { sizeOf } from "./job.ts";
 import {
@@ -74,17 +86,6 @@ export interface TraceOptions {
    * command and the reason the controller records for it. Default: none.
    */
   readonly faults?: NvmeFaultPlan;
-}
-
-function hexdump(bytes: Uint8Array, base: number, width = 16): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < bytes.length; i += width) {
-    const row = Array.from(bytes.subarray(i, i + width), (b) =>
-      b.toString(16).padStart(2, "0"),
-    ).join(" ");
-    out.push(`  ${hex(base + i).padStart(14)}: ${row}`);
-  }
-  return out;
 }
 
 function signed(v: number): string {
@@ -235,6 +236,8 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     data: { nrPhysSegments: req.nrPhysSegments, physGapBit: req.physGapBit, segments: segs },
   });
   // 2. Map and build (no doorbell yet).
+  const pt = m.domain?.pgtable;
+  const ptBefore = pt ? pteSnapshot(pt) : new Map<string, string>();
   const before = snapshotCounters(m, sources);
   let status: BlkStatus = BLK_STS.OK;
   let done = false;
@@ -263,6 +266,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   if (q === undefined || iod === undefined)
     throw new InternalError("no request in flight after submit");
   const afterMap = snapshotCounters(m, sources);
+  const mapCounters = diff(before, afterMap);
   const cmd = iod.cmd;
   const sgl = cmd[SQE.FLAGS] !== 0;
   const iova = dmaUseIova(iod.dmaState)
@@ -287,12 +291,6 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
       : iod.nrDmaVecs > 0
         ? (iod.dmaVecs ?? [iod.dmaVec]).slice(0, iod.nrDmaVecs)
         : sglBlocks();
-  const pt = m.domain?.pgtable;
-  const ptes = pt
-    ? mapped
-        .flatMap((r) => pt.dump(r.addr - fastMod(r.addr, pt.granule), r.addr + r.len))
-        .filter((e) => e.kind !== "table")
-    : [];
   const path = iova
     ? `two-step IOVA (one range ${hex(iova.addr)} + ${hex(iova.size)})`
     : iod.sgt
@@ -300,24 +298,62 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
       : mapped.length === 0
         ? "per-segment dma_map_phys (nothing to unmap)"
         : `per-segment dma_map_phys (${mapped.length} segment${mapped.length === 1 ? "" : "s"}${iod.nrDmaVecs === 0 ? ", read back from the SGL" : ""})`;
-  const mapLines = [
-    `  path: ${path}`,
-    `  mapped length ${hex(iod.totalLen)}; descriptors ${iod.nrDescriptors}; dma_vec records ${iod.nrDmaVecs}${iod.dmaVecs ? " (array from the mempool)" : ""}`,
-    ...Object.entries(diff(before, afterMap)).map(([k, v]) => `  ${k} ${signed(v)}`),
-    ...ptes.map(
-      (e) =>
-        `  PTE L${e.level}[${e.index}] iova ${hex(e.iova)} → ${hex(e.addr)} (${e.kind}, ${hex(e.size)}) = ${e.pte}`,
-    ),
-  ];
   steps.push({
     step: "DMA mapping",
-    lines: mapLines,
-    data: { iova, totalLen: iod.totalLen, counters: diff(before, afterMap), ptes },
+    lines: [
+      `  path: ${path}`,
+      `  mapped length ${hex(iod.totalLen)}; descriptors ${iod.nrDescriptors}; dma_vec records ${iod.nrDmaVecs}${iod.dmaVecs ? " (array from the mempool)" : ""}`,
+      ...Object.entries(mapCounters).map(([k, v]) => `  ${k} ${signed(v)}`),
+    ],
+    data: { iova, totalLen: iod.totalLen, counters: mapCounters, mapped },
   });
-  // 3. The command as it sits in the submission queue.
+  // 3. The IOVA ranges, and the page-table entries on their walks.
+  const cookie = m.dev.cookie;
+  if (cookie !== null && pt !== undefined) {
+    // The data's ranges, then the descriptor pages the controller reads (a pool page gets its
+    // IOVA when the pool grows, so it may be new with this I/O).
+    const descRanges = iod.descriptors
+      .slice(0, iod.nrDescriptors)
+      .flatMap((d) => (d === undefined ? [] : [{ addr: d.dmaAddr, len: sgl ? 16 : 8 }]));
+    const allocations = iovaAllocations(cookie.iovad, [...mapped, ...descRanges]);
+    const source = iovaSource(mapCounters);
+    steps.push({
+      step: "IOVA allocation",
+      lines: [
+        `  source: ${source}`,
+        ...allocations.map(
+          (a) =>
+            `  range ${hex(a.start)}-${hex(a.end)} (${hex(a.size)} bytes, granule ${hex(cookie.iovad.granule)}) holds ${hex(a.mapped.addr)} + ${hex(a.mapped.len)}`,
+        ),
+      ],
+      data: { source, granule: cookie.iovad.granule, allocations },
+    });
+    const tables = pageTablePath(pt, ptBefore, [...mapped, ...descRanges]);
+    steps.push({
+      step: "page tables",
+      lines: tables.flatMap((t) => [
+        `  level ${t.level} table at ${hex(t.tableAddr)}:`,
+        ...t.entries.map(pteLine),
+      ]),
+      data: { granule: pt.granule, levels: pt.levels, tables },
+    });
+  } else {
+    const direct = m.dev.domain === null;
+    steps.push({
+      step: "IOVA allocation",
+      lines: [
+        direct
+          ? "  none: no IOMMU; the DMA address is the physical address plus the bus offset (dma-direct)"
+          : "  none: an identity (passthrough) domain; the DMA address is the physical address",
+      ],
+      data: { source: null, allocations: [] },
+    });
+  }
+  // 4. The command as it sits in the submission queue.
   const slot = (q.sqTail + q.depth - 1) % q.depth;
   const sqeAddr = q.sq.cpuAddr + slot * SQE_SIZE;
   const sqe = m.memory.readBytes(sqeAddr, SQE_SIZE);
+  const sqeFields = decodeSqe(sqe);
   const dptr = sgl
     ? `SGL1 ${Math.floor((cmd[SQE.SGL_TYPE] as number) / 16) === 0 ? "Data Block" : "Last Segment"} addr ${hex(getU64(cmd, SQE.SGL_ADDR))} len ${hex(getU32(cmd, SQE.SGL_LEN))}`
     : `PRP1 ${hex(getU64(cmd, SQE.PRP1))} PRP2 ${hex(getU64(cmd, SQE.PRP2))}`;
@@ -326,12 +362,15 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     lines: [
       `  SQ 1 slot ${slot} at ${hex(sqeAddr)}: opcode ${hex(cmd[SQE.OPCODE] as number)} (${write ? "Write" : "Read"}), PSDT ${sgl ? "01b (SGL)" : "00b (PRP)"}, ${dptr}`,
       ...hexdump(sqe, sqeAddr),
+      "  fields:",
+      ...fieldLines(sqeFields),
     ],
-    data: { slot, addr: sqeAddr, bytes: Array.from(sqe) },
+    data: { slot, addr: sqeAddr, bytes: Array.from(sqe), fields: sqeFields },
   });
-  // 4. Descriptor memory.
+  // 5. Descriptor memory, decoded as the controller will read it.
   const descLines: string[] = [];
-  const descData: { addr: number; bytes: number[] }[] = [];
+  const descData: { addr: number; dmaAddr: number; bytes: number[] }[] = [];
+  const pages: Uint8Array[] = [];
   for (let i = 0; i < iod.nrDescriptors; i++) {
     const d = iod.descriptors[i];
     if (!d) continue;
@@ -341,58 +380,91 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
       `  descriptor ${i}: cpu ${hex(d.cpuAddr)} dma ${hex(d.dmaAddr)}`,
       ...hexdump(bytes.subarray(0, Math.min(bytes.length, 256)), d.cpuAddr),
     );
-    descData.push({ addr: d.cpuAddr, bytes: Array.from(bytes) });
+    descData.push({ addr: d.cpuAddr, dmaAddr: d.dmaAddr, bytes: Array.from(bytes) });
+    pages.push(sgl ? bytes : m.memory.readBytes(d.cpuAddr, 4096));
   }
+  const sglDescs = sgl && pages[0] !== undefined ? decodeSglSegment(pages[0]) : [];
+  const prpEntries =
+    !sgl && pages.length > 0 ? decodePrpList(pages, getU64(cmd, SQE.PRP1), total, 4096) : [];
+  const entryLines = sgl
+    ? sglDescs.map(
+        (d) =>
+          `  SGL descriptor ${d.index}: ${d.typeName} (${d.subtypeName}) addr ${hex(d.addr)} len ${hex(d.len)}`,
+      )
+    : prpEntries.map(
+        (e) =>
+          `  PRP entry ${e.page}.${e.index}: ${hex(e.addr)} ${e.role === "data" ? `data, ${hex(e.len)} bytes` : "pointer to the next list page"}`,
+      );
   steps.push({
     step: sgl ? "SGL segment" : "PRP list",
-    lines: descLines.length ? descLines : ["  none: the command holds the whole data pointer"],
-    data: descData,
+    lines: descLines.length
+      ? [...descLines, ...entryLines]
+      : ["  none: the command holds the whole data pointer"],
+    data: {
+      descriptors: descData,
+      ...(sgl ? { sglDescriptors: sglDescs } : { prpEntries }),
+    },
   });
-  // 5. The controller's walk, as the device sees it (through the IOMMU).
-  const ranges = new DmaRanges();
-  const dma = new DeviceDma(m.dev);
-  const wst = sgl
-    ? nvmeMapSgl(
-        dma,
-        cmd,
-        SQE.SGL_ADDR,
-        total,
-        {
-          support: job.controller.sgl === "dword" ? "dword" : "byte",
-          oversize: false,
-          bitBucket: false,
-        },
-        !write,
-        ranges,
-      )
-    : nvmeMapPrp(dma, getU64(cmd, SQE.PRP1), getU64(cmd, SQE.PRP2), total, 4096, ranges);
-  const walkLines = [
-    `  walk status ${hex(wst)}; descriptor reads ${ranges.descriptorReads} (${ranges.descriptorBytes} bytes)`,
-  ];
-  const walkData: unknown[] = [];
-  for (let i = 0; i < ranges.count; i++) {
-    const a = ranges.addr[i] as number;
-    const l = ranges.len[i] as number;
-    let runs: { phys: number; len: number }[] = [{ phys: a, len: l }];
-    if (m.domain) {
-      const t = translate(m.domain, a, l, write ? DMA_ACCESS.READ : DMA_ACCESS.WRITE);
-      runs = t.ok ? t.runs.map((r) => ({ phys: r.phys, len: r.len })) : [];
-    }
-    walkLines.push(
-      `  DMA ${hex(a)} + ${hex(l)} → ${runs.map((r) => `${hex(r.phys)}+${hex(r.len)}`).join(", ")}`,
-    );
-    walkData.push({ addr: a, len: l, phys: runs });
-  }
-  steps.push({ step: "controller walk", lines: walkLines, data: walkData });
-  // 6. Doorbell, device work, completion.
-  m.host.commitRqs(1);
+  // 6. Doorbell: the controller fetches the command, walks the PRP list or SGL, moves the data
+  // and posts the completion, every access seen through the IOMMU as it happens.
+  const accesses: TraceAccess[] = [];
+  const accessMap: AccessMap = {
+    sq: { addr: q.sq.dmaAddr, len: q.depth * SQE_SIZE },
+    cq: { addr: q.cq.dmaAddr, len: q.depth * CQE_SIZE },
+    descriptors: descData.map((d) => ({ addr: d.dmaAddr, len: 4096 })),
+    sgl,
+  };
+  const ptc = pt?.counters.c;
+  let pteReads = ptc?.pteReads ?? 0;
+  let walkCache = ptc?.walkCacheHits ?? 0;
+  m.ctrl.dma.observer = (e) => {
+    const reads = (ptc?.pteReads ?? 0) - pteReads;
+    const cached = (ptc?.walkCacheHits ?? 0) - walkCache;
+    pteReads += reads;
+    walkCache += cached;
+    accesses.push({
+      kind: accessKind(e, accessMap),
+      addr: e.addr,
+      len: e.len,
+      write: e.write,
+      runs: e.runs,
+      translated: e.translated,
+      pages: e.pages,
+      iotlbHits: e.pages - e.walks,
+      iotlbMisses: e.walks,
+      staleHits: e.staleHits,
+      pteReads: reads,
+      walkCacheHits: cached,
+      ok: e.ok,
+      failure: e.fault?.reason ?? e.busError ?? null,
+    });
+  };
   const cqAddr = q.cq.cpuAddr + q.cqHead * CQE_SIZE;
+  try {
+    m.host.commitRqs(1);
+  } finally {
+    m.ctrl.dma.observer = undefined;
+  }
   const cqe = m.memory.readBytes(cqAddr, CQE_SIZE);
+  const nvmeStatus = cqeStatus(cqe);
+  const transfers = accesses.filter((a) => a.kind === "data read" || a.kind === "data write");
+  steps.push({
+    step: "controller walk",
+    lines: [
+      `  ${accesses.length} device accesses; ${transfers.length} data transfer${transfers.length === 1 ? "" : "s"}; ${accesses.reduce((n, a) => n + a.iotlbMisses, 0)} IOTLB misses`,
+      ...accesses.map(accessLine),
+    ],
+    data: {
+      accesses,
+      transfers: transfers.map((a) => ({ addr: a.addr, len: a.len, phys: a.runs })),
+    },
+  });
+  // 7. The completion, as the driver reaps it.
   const beforeTeardown = snapshotCounters(m, sources);
   m.host.pollCq(1);
-  const nvmeStatus = cqeStatus(cqe);
   // A failed command: the check that failed, as the controller logged it (QEMU's trace event).
   const failure = nvmeStatus === 0 ? undefined : m.ctrl.commandError(1, cqeCid(cqe));
+  const cqeFields = decodeCqe(cqe);
   steps.push({
     step: "completion",
     lines: [
@@ -401,28 +473,45 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
         ? []
         : [`  failed: ${nvmeStatusName(nvmeStatus)}; reason ${failure?.reason ?? "not recorded"}`]),
       ...hexdump(cqe, cqAddr),
+      "  fields:",
+      ...fieldLines(cqeFields),
     ],
     data: {
       addr: cqAddr,
       bytes: Array.from(cqe),
+      fields: cqeFields,
       blockStatus: status,
       ...(nvmeStatus === 0 ? {} : { reason: failure?.reason ?? null }),
     },
   });
-  // 7. Teardown.
+  // 8. Teardown.
   const afterTeardown = snapshotCounters(m, sources);
   m.clock.advance(2_000_000_000);
   const afterTimer = snapshotCounters(m, sources);
+  const unmap = diff(beforeTeardown, afterTeardown);
+  const timer = diff(afterTeardown, afterTimer);
+  const summary = teardownSummary(unmap, timer);
   steps.push({
     step: "teardown",
     lines: [
-      ...Object.entries(diff(beforeTeardown, afterTeardown)).map(([k, v]) => `  ${k} ${signed(v)}`),
+      `  ${summary}`,
+      ...Object.entries(unmap).map(([k, v]) => `  ${k} ${signed(v)}`),
       "  after the flush-queue timer:",
-      ...Object.entries(diff(afterTeardown, afterTimer)).map(([k, v]) => `  ${k} ${signed(v)}`),
+      ...Object.entries(timer).map(([k, v]) => `  ${k} ${signed(v)}`),
     ],
-    data: { unmap: diff(beforeTeardown, afterTeardown), timer: diff(afterTeardown, afterTimer) },
+    data: { summary, unmap, timer },
   });
   return steps;
+}
+
+/** What the teardown did to the IOMMU, in a sentence, from its counters. */
+function teardownSummary(unmap: Record<string, number>, timer: Record<string, number>): string {
+  const n = (c: Record<string, number>, k: string) => c[k] ?? 0;
+  if (n(unmap, "fq.queued") > 0)
+    return `lazy: the IOVA went into the flush queue (${n(unmap, "fq.queued")} entr${n(unmap, "fq.queued") === 1 ? "y" : "ies"}) with its IOTLB entries still live; the timer's flush invalidated the whole domain (${n(timer, "iotlb.invalidateAllCmds")} invalidate-all) and only then freed the IOVA`;
+  if (n(unmap, "domain.unmapCalls") > 0)
+    return `strict: the unmap cleared the PTEs and invalidated the IOTLB (${n(unmap, "iotlb.invalidateRangeCmds")} range invalidation${n(unmap, "iotlb.invalidateRangeCmds") === 1 ? "" : "s"}) before the IOVA was freed`;
+  return "no IOMMU mapping to tear down";
 }
 
 /** One step's lines that differ between two traces of the same I/O. */
