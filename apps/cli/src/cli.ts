@@ -289,11 +289,15 @@ export async function buildProgram(io: CliIo, setCode: (code: number) => void): 
       new Option("--offset <bytes>", "namespace byte offset").argParser(c.intOption(0, 2 ** 40)),
     )
     .option("--debug", "attach dma-debug, as run --debug (off by default, as in run)")
-    .option("--json", "print JSON");
+    .option("--json", "print JSON")
+    .option(
+      "--html <file>",
+      "write a step-through HTML page of the I/O (the same content as --json)",
+    );
   await jobOptions(trace, true, true);
   trace.addHelpText(
     "after",
-    "\nExamples:\n  dmasim trace\n  dmasim trace --iommu strict --buf 0x1_2345_6000:8192 --buf 0x2_0000_1000:4096\n  dmasim trace --kernel 6.18,6.19 --buf 0x1_2345_6000:2048 --buf 0x2_0000_1200:2048\n",
+    "\nExamples:\n  dmasim trace\n  dmasim trace --html io.html\n  dmasim trace --iommu strict --buf 0x1_2345_6000:8192 --buf 0x2_0000_1000:4096\n  dmasim trace --kernel 6.18,6.19 --buf 0x1_2345_6000:2048 --buf 0x2_0000_1200:2048\n",
   );
   trace.action((opts: Record<string, unknown>) => {
     setCode(tr.trace(opts, cio));

@@ -248,6 +248,21 @@ describe("dmasim trace", () => {
     expect(r.out).toContain("domain.rangeInvalidations +1");
   });
 
+  it("writes the step-through page, for one release or two", async () => {
+    const html = tempFile("trace.html", "");
+    const r = await cli("trace", "--iommu", "strict", "--html", html);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("page tables\n");
+    const one = readFileSync(html, "utf8");
+    expect(one.match(/<section class="step"/g)).toHaveLength(11);
+    expect(one).toContain('<script type="application/json" id="trace-json">');
+    const two = await cli("trace", "--kernel", "6.18,6.19", "--html", html, "--json");
+    expect(two.code).toBe(0);
+    const page = readFileSync(html, "utf8");
+    expect(page.match(/<section class="step"/g)).toHaveLength(23);
+    expect(page).toContain("what changes from Linux 6.18 to 6.19");
+  });
+
   it("takes explicit buffers and prints JSON", async () => {
     const r = await cli(
       "trace",

@@ -2,7 +2,15 @@
 import { parseAddress } from "@dmasim/bvec";
 import { InvalidArgumentError } from "commander";
 import { type TraceStep, TraceSplitError, traceDifferences, traceIo } from "../engine/trace.ts";
-import { type CommandIo, type JobOptions, UsageError, loadJob } from "./common.ts";
+import { traceHtml } from "../engine/trace-html.ts";
+import {
+  type CommandIo,
+  type JobOptions,
+  UsageError,
+  checkWritable,
+  loadJob,
+  writeOut,
+} from "./common.ts";
 
 /** Options of `trace`. */
 export interface TraceCommandOptions extends Omit<JobOptions, "kernel"> {
@@ -14,6 +22,8 @@ export interface TraceCommandOptions extends Omit<JobOptions, "kernel"> {
   write?: boolean;
   offset?: number;
   json?: boolean;
+  /** Write the step-through HTML page here. */
+  html?: string;
 }
 
 /** Parses `--buf ADDR:LEN` (hex or decimal, `_` allowed), accumulating. */
@@ -43,6 +53,7 @@ export function trace(opts: TraceCommandOptions, io: CommandIo): number {
     throw new UsageError(
       `--kernel ${kernels.join(",")}: trace takes one release, or two to compare`,
     );
+  if (opts.html !== undefined) checkWritable(opts.html, "--html");
   const jobs = kernels.map((kernel) => loadJob(undefined, { ...opts, kernel }));
   const traces = jobs.map((job) => {
     try {
@@ -75,18 +86,27 @@ export function trace(opts: TraceCommandOptions, io: CommandIo): number {
   const [t0, t1] = traces as [(typeof traces)[number], (typeof traces)[number] | undefined];
   const differences = t1 === undefined ? undefined : traceDifferences(t0.steps, t1.steps);
   const stepsJson = (steps: TraceStep[]) => steps.map((s) => ({ step: s.step, data: s.data }));
+  const body =
+    t1 === undefined
+      ? { job: t0.job, steps: stepsJson(t0.steps) }
+      : {
+          traces: traces.map((t) => ({
+            kernel: t.job.kernel,
+            job: t.job,
+            steps: stepsJson(t.steps),
+          })),
+          differences,
+        };
+  if (opts.html !== undefined)
+    writeOut(
+      opts.html,
+      traceHtml(
+        traces.map((t) => ({ kernel: t.job.kernel, steps: t.steps })),
+        body,
+        differences,
+      ),
+    );
   if (opts.json) {
-    const body =
-      t1 === undefined
-        ? { job: t0.job, steps: stepsJson(t0.steps) }
-        : {
-            traces: traces.map((t) => ({
-              kernel: t.job.kernel,
-              job: t.job,
-              steps: stepsJson(t.steps),
-            })),
-            differences,
-          };
     io.stdout(`${JSON.stringify(body, null, 2)}\n`);
     return 0;
   }

@@ -37,6 +37,7 @@ import {
   nvmeStatusName,
 } from "@dmasim/nvme";
 import { JobError } from "./errors.ts";
+import { traceBuffers } from "./trace-buffers.ts";
 import {
   type AccessMap,
   type TraceAccess,
@@ -51,14 +52,7 @@ import {
   pteSnapshot,
 } from "./trace-view.ts";
 import type { Job } from "./job.ts";
-import { sizeOf } from "./job.ts";
-import {
-  type Machine,
-  buildMachine,
-  counterSources,
-  effectiveIommuMode,
-  snapshotCounters,
-} from "./machine.ts";
+import { buildMachine, counterSources, effectiveIommuMode, snapshotCounters } from "./machine.ts";
 
 /** One step of a trace. */
 export interface TraceStep {
@@ -108,11 +102,6 @@ export class TraceSplitError extends JobError {
   }
 }
 
-/** The machine's RAM, for messages: "RAM 0x100000-0x80000000, 0x100000000-0x480000000". */
-function ramText(m: Machine): string {
-  return `RAM ${m.memory.regions.map((r) => `${hex(r.start)}-${hex(r.end)}`).join(", ")}`;
-}
-
 /** Traces one I/O of `job` (its bs, its buffer layout, or `bufs`). */
 export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const debug = o.debug ?? false;
@@ -135,55 +124,7 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   const sources = counterSources(m);
   const write = o.write ?? false;
   // 1. Buffers and bvecs.
-  let bufs = o.bufs;
-  if (bufs === undefined) {
-    const bs =
-      typeof job.workload.bs === "object"
-        ? Array.isArray(job.workload.bs)
-          ? sizeOf(job.workload.bs[0]?.bs ?? 4096)
-          : sizeOf(job.workload.bs.min)
-        : sizeOf(job.workload.bs);
-    const off = job.workload.buffers === "offset" ? job.workload.bufferOffset : 0;
-    const pages =
-      job.workload.buffers === "scattered"
-        ? m.memory.allocScattered(Math.ceil((bs + off) / ps), job.seed)
-        : (() => {
-            const n = Math.ceil((bs + off) / ps);
-            const base = m.memory.allocPages(Math.ceil(Math.log2(n)));
-            return Array.from({ length: n }, (_, i) => base + i);
-          })();
-    const list: { phys: number; len: number }[] = [];
-    let left = bs;
-    let first = off;
-    for (const p of pages) {
-      if (left === 0) break;
-      const n = Math.min(ps - first, left);
-      list.push({ phys: p * ps + first, len: n });
-      left -= n;
-      first = 0;
-    }
-    bufs = list;
-  } else {
-    for (const b of bufs) {
-      if (!m.memory.isRam(b.phys, b.len))
-        throw new JobError([
-          `--buf ${hex(b.phys)}:${b.len} is not inside RAM of the simulated machine (${ramText(m)})`,
-        ]);
-    }
-    // The buffers' pages become the I/O's own, so that nothing the machine allocates later
-    // (page tables, bounce slots) lands on them; a page the machine already uses is refused.
-    const claimed = new Set<number>();
-    for (const b of bufs) {
-      for (let pfn = Math.floor(b.phys / ps); pfn * ps < b.phys + b.len; pfn++) {
-        if (claimed.has(pfn)) continue;
-        if (!m.memory.allocPageAt(pfn))
-          throw new JobError([
-            `--buf ${hex(b.phys)}:${b.len}: page ${hex(pfn * ps)} is already in use by the machine (the driver's queues and descriptors, page tables or the SWIOTLB pool); choose free RAM`,
-          ]);
-        claimed.add(pfn);
-      }
-    }
-  }
+  const bufs = traceBuffers(job, m, o.bufs);
   const total = bufs.reduce((n, b) => n + b.len, 0);
   if (total % job.controller.lbaSize !== 0)
     throw new JobError([
