@@ -272,7 +272,7 @@ export function compareHtml(cells: readonly CompareCell[]): string {
         c.result.verify.enabled ? (c.result.verify.ok ? "ok" : "FAILED") : "off",
       ]),
     ),
-    `<div class="row"><div><h2>IOPS</h2>`,
+    `<div class="row" id="charts"><div><h2>IOPS</h2>`,
     labelledBars(
       "compare-iops",
       cells.map((c) => ({ label: label(c), value: c.result.iops })),
