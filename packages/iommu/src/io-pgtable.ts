@@ -9,6 +9,8 @@ import { type PhysMemory, hex, ilog2 } from "@dmasim/bvec";
 import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import { ArmLpaeFormat, IO_PGTABLE_GRANULES, type IoPgtableGranule } from "./fmt-arm-lpae.ts";
+import { AmdV1Format } from "./fmt-amd-v1.ts";
+import { PtIommu } from "./generic-pt.ts";
 import { ArmLpaeIoPgtable } from "./io-pgtable-arm.ts";
 import { iommuMapRaw, iommuUnmapRaw, type PageSizeTarget } from "./iommu-core.ts";
 import type { FreedTablePage, IotlbGather } from "./iotlb-gather.ts";
@@ -29,13 +31,45 @@ export interface IoPgtableConfig {
   /** Output (physical) address size in bits: up to 48, or 52 with the 64 KiB granule (default 48). */
   readonly oas?: number;
   /**
-   * Free a table as soon as an unmap clears its last entry (dmasim's option; default false:
-   * empty tables stay linked until a covering unmap or `destroy()`, as in Linux).
+   * Free a table as soon as an unmap clears its last entry (dmasim's option for `arm-lpae`;
+   * default false: empty tables stay linked until a covering unmap or `destroy()`, as in Linux).
    */
   readonly freeEmptyTables?: boolean;
+  /**
+   * generic_pt formats: the IOMMU caches non-present entries (VT-d caching mode, AMD's NpCache,
+   * as a virtualised IOMMU does), so the driver picks PT_FEAT_FLUSH_RANGE_NO_GAPS: an unmap
+   * syncs the gather before adding a disjoint range instead of widening the flush over the gap.
+   */
+  readonly flushRangeNoGaps?: boolean;
 }
 
 const scratchLeaf: LeafLookup = { pagePhys: 0, pageIova: 0, pageSize: 0, prot: 0 };
+
+/** The generic_pt table of a format other than arm-lpae (`pt_iommu_<fmt>_init` by its driver). */
+function genericPt(mem: PhysMemory, format: IoPgtableFormat, config: IoPgtableConfig): PtIommu {
+  if ((config.granule ?? 4096) !== 4096)
+    throw new IommuError("EINVAL", `the ${format} format has a 4 KiB granule only`);
+  if (config.freeEmptyTables === true)
+    throw new IommuError("EINVAL", `freeEmptyTables is an arm-lpae option, not one of ${format}`);
+  const noGaps = config.flushRangeNoGaps ?? false;
+  const ias = config.ias ?? 48;
+  const oas = config.oas ?? 52;
+  if (!Number.isInteger(oas) || oas < 32 || oas > 52)
+    throw new IommuError("EINVAL", `output address size ${oas} is outside 32..52 bits`);
+  // amd-v1: drivers/iommu/amd/iommu.c allocates with starting_level 2 and DYNAMIC_TOP;
+  // hw_max_vasz_lg2 comes from the IOMMU's host page-table levels (48 with 4 levels).
+  if (!Number.isInteger(ias) || ias < 32 || ias > 52)
+    throw new IommuError("EINVAL", `input address size ${ias} is outside 32..52 bits for amd-v1`);
+  // pt_init_common: DYNAMIC_TOP is dropped when the starting level already spans the VA.
+  return new PtIommu(mem, new AmdV1Format(), {
+    vaBits: ias,
+    oaBits: oas,
+    topLevel: 2,
+    dynamicTop: ias > 39,
+    signExtend: false,
+    flushRangeNoGaps: noGaps,
+  });
+}
 
 function armLpae(mem: PhysMemory, config: IoPgtableConfig): ArmLpaeIoPgtable {
   const granule = config.granule ?? 4096;
@@ -95,6 +129,13 @@ export class IoPageTable implements PageSizeTarget {
   readonly freeEmptyTables: boolean;
   /** True when IOVAs below 0 address a sign-extended upper half (x86-64, RISC-V). */
   readonly signExtended: boolean;
+  /**
+   * The last IOVA a DMA domain may use (Linux `geometry.aperture_end` of the table): the whole
+   * input range, or its lower half when the format is sign-extended.
+   */
+  readonly apertureEnd: number;
+  /** The lowest IOVA of the table (negative: the start of a sign-extended upper half). */
+  readonly vaFirst: number;
   /** Event counters. */
   readonly counters: PtCore["counters"];
   /** The format's Linux map and unmap (`io_pgtable_ops` / generic_pt's ops). */
@@ -109,26 +150,42 @@ export class IoPageTable implements PageSizeTarget {
         `page-table format ${JSON.stringify(format)} is not one of ${IO_PGTABLE_FORMATS.join(", ")}`,
       );
     }
-    const arm = armLpae(mem, config);
-    this.core = arm;
-    this.ops = arm;
-    this.counters = arm.counters;
     this.format = format;
-    this.code = arm.arm.code;
-    this.granule = arm.arm.granule;
-    this.ias = arm.ias;
-    this.oas = arm.oas;
-    this.freeEmptyTables = arm.freeEmptyTables;
-    this.signExtended = false;
-    const sizes = (
-      this.granule === 4096
-        ? [4096, 2 ** 21, 2 ** 30]
-        : this.granule === 16384
-          ? [16384, 2 ** 25]
-          : [65536, 2 ** 29]
-    ).filter((s) => s < 2 ** this.ias);
-    this.pageSizes = sizes;
-    this.pgsizeBitmap = sizes.reduce((a, b) => a + b, 0);
+    if (format === "arm-lpae") {
+      const arm = armLpae(mem, config);
+      this.core = arm;
+      this.ops = arm;
+      this.code = arm.arm.code;
+      this.granule = arm.arm.granule;
+      this.ias = arm.ias;
+      this.oas = arm.oas;
+      this.freeEmptyTables = arm.freeEmptyTables;
+      this.signExtended = false;
+      this.pageSizes = (
+        this.granule === 4096
+          ? [4096, 2 ** 21, 2 ** 30]
+          : this.granule === 16384
+            ? [16384, 2 ** 25]
+            : [65536, 2 ** 29]
+      ).filter((s) => s < 2 ** this.ias);
+      this.apertureEnd = 2 ** this.ias - 1;
+      this.vaFirst = 0;
+    } else {
+      const pt = genericPt(mem, format, config);
+      this.core = pt;
+      this.ops = pt;
+      this.code = pt.gfmt.code;
+      this.granule = 4096;
+      this.ias = pt.maxVasz;
+      this.oas = pt.maxOasz;
+      this.freeEmptyTables = false;
+      this.signExtended = pt.cfg.signExtend;
+      this.pageSizes = pt.pageSizes;
+      this.apertureEnd = pt.apertureEnd;
+      this.vaFirst = pt.cfg.signExtend ? -(2 ** (pt.maxVasz - 1)) : 0;
+    }
+    this.counters = this.core.counters;
+    this.pgsizeBitmap = this.pageSizes.reduce((a, b) => a + b, 0);
   }
 
   /** IOTLB callbacks (set by the owning domain). */
@@ -258,8 +315,8 @@ export class IoPageTable implements PageSizeTarget {
   }
 
   /** Every non-zero entry whose range intersects `[start, end)`, in IOVA order (for `trace`). */
-  dump(start = 0, end = 2 ** this.ias): PteDumpEntry[] {
-    return ptDump(this.core, start, end, 0, 0);
+  dump(start = this.vaFirst, end = this.apertureEnd + 1): PteDumpEntry[] {
+    return ptDump(this.core, start, end, 0, this.signExtended ? this.vaFirst : 0);
   }
 
   /**

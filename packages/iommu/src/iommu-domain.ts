@@ -155,10 +155,13 @@ export class IommuDomain implements GatherSyncTarget {
           this.counters.c.walkFlushes++;
           this.iotlb.invalidateRange(this.id, iova, size);
         },
+        sync: (gather) => {
+          this.iotlbSync(gather);
+        },
       };
       this.pgtable = pt;
       this.pgsizeBitmap = pt.pgsizeBitmap;
-      end = 2 ** pt.ias - 1;
+      end = pt.apertureEnd;
     } else {
       this.pgtable = undefined;
       this.pgsizeBitmap = 0;

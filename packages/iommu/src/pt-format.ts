@@ -10,10 +10,11 @@
  * (`levelNumber`): io-pgtable-arm counts down from the root to 3, the others keep generic_pt's
  * numbers.
  */
+import type { IommuErrorCode } from "./errors.ts";
 import type { IommuProt } from "./prot.ts";
 
 /** The page-table formats modelled (docs/page-table-formats.md). */
-export const IO_PGTABLE_FORMATS = ["arm-lpae"] as const;
+export const IO_PGTABLE_FORMATS = ["arm-lpae", "amd-v1"] as const;
 /** A page-table format name. */
 export type IoPgtableFormat = (typeof IO_PGTABLE_FORMATS)[number];
 
@@ -77,6 +78,27 @@ export interface PtFormat {
   fields(lo: number, hi: number, level: number, type: PtEntryType): PteField[];
   /** The number the format's documents give the table level (arm: 3 for the leaf level). */
   levelNumber(level: number): number;
+}
+
+/** A generic_pt format: its constants and its `pt_install_*` / `pt_iommu_set_prot`. */
+export interface GenericPtFormat extends PtFormat {
+  /** Linux `PT_MAX_TOP_LEVEL`. */
+  readonly maxTopLevel: number;
+  /** Linux `PT_MAX_OUTPUT_ADDRESS_LG2`. */
+  readonly maxOaLg2: number;
+  /** Sizes (bytes, ascending) a leaf at `level` can have (Linux `pt_possible_sizes`). */
+  possibleSizes(level: number): readonly number[];
+  /** The error `pt_iommu_set_prot` returns for `prot`, if any. */
+  protError(prot: IommuProt): { code: IommuErrorCode; message: string } | undefined;
+  /** The leaf attribute bits for `prot` (`pt_iommu_set_prot`), low and high half. */
+  protLo(prot: IommuProt): number;
+  protHi(prot: IommuProt): number;
+  /** A leaf entry of 2^`oaszLg2` bytes at `oa` (`pt_install_leaf_entry`), low and high half. */
+  leafLo(oa: number, level: number, oaszLg2: number, attrLo: number): number;
+  leafHi(oa: number, level: number, oaszLg2: number, attrHi: number): number;
+  /** A table entry at `level` pointing at `pa` (`pt_install_table`), low and high half. */
+  tableLo(pa: number, level: number): number;
+  tableHi(pa: number, level: number): number;
 }
 
 /** `0x1234_5678` style hex for PTE field texts. */
