@@ -21,7 +21,14 @@ import { IommuError } from "./errors.ts";
 import { type ArmLpaeFormat, PTE_LO, isLeaf, isTableEntry } from "./fmt-arm-lpae.ts";
 import { type FreedTablePage, type IotlbGather, iommuIotlbGatherQueued } from "./iotlb-gather.ts";
 import type { IommuProt } from "./prot.ts";
-import { type MappedBytes, PtCore, type PtGeometry, type PtOps, type PtTable } from "./pt-core.ts";
+import {
+  type MappedBytes,
+  NO_KEY,
+  PtCore,
+  type PtGeometry,
+  type PtOps,
+  type PtTable,
+} from "./pt-core.ts";
 import { formatPte } from "./pt-types.ts";
 
 /**
@@ -81,7 +88,7 @@ export class ArmLpaeIoPgtable extends PtCore implements PtOps {
    */
   private walkCacheHit(pgsize: number, key: number): boolean {
     if (pgsize === this.arm.granule && this.cachedLeafTable(key, false) !== undefined) return true;
-    this.wcKey = -1;
+    this.wcKey = NO_KEY;
     return false;
   }
 
@@ -322,7 +329,7 @@ export class ArmLpaeIoPgtable extends PtCore implements PtOps {
 
   /** Frees the empty tables on the path to `iova` (after a failed map step). */
   private pruneEmpty(iova: number): void {
-    this.wcKey = -1;
+    this.wcKey = NO_KEY;
     if (iova >= this.ivaLimit) return;
     let t = this.liveTop();
     let level = this.topLevel;

@@ -10,6 +10,8 @@ import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import { ArmLpaeFormat, IO_PGTABLE_GRANULES, type IoPgtableGranule } from "./fmt-arm-lpae.ts";
 import { AmdV1Format } from "./fmt-amd-v1.ts";
+import { VtdSsFormat } from "./fmt-vtd-ss.ts";
+import { X86_64Format } from "./fmt-x86-64.ts";
 import { PtIommu } from "./generic-pt.ts";
 import { ArmLpaeIoPgtable } from "./io-pgtable-arm.ts";
 import { iommuMapRaw, iommuUnmapRaw, type PageSizeTarget } from "./iommu-core.ts";
@@ -56,19 +58,48 @@ function genericPt(mem: PhysMemory, format: IoPgtableFormat, config: IoPgtableCo
   const oas = config.oas ?? 52;
   if (!Number.isInteger(oas) || oas < 32 || oas > 52)
     throw new IommuError("EINVAL", `output address size ${oas} is outside 32..52 bits`);
-  // amd-v1: drivers/iommu/amd/iommu.c allocates with starting_level 2 and DYNAMIC_TOP;
-  // hw_max_vasz_lg2 comes from the IOMMU's host page-table levels (48 with 4 levels).
-  if (!Number.isInteger(ias) || ias < 32 || ias > 52)
-    throw new IommuError("EINVAL", `input address size ${ias} is outside 32..52 bits for amd-v1`);
-  // pt_init_common: DYNAMIC_TOP is dropped when the starting level already spans the VA.
-  return new PtIommu(mem, new AmdV1Format(), {
-    vaBits: ias,
-    oaBits: oas,
-    topLevel: 2,
-    dynamicTop: ias > 39,
-    signExtend: false,
-    flushRangeNoGaps: noGaps,
-  });
+  const checkIas = (lo: number): void => {
+    if (!Number.isInteger(ias) || ias < lo || ias > 52)
+      throw new IommuError(
+        "EINVAL",
+        `input address size ${ias} is outside ${lo}..52 bits for ${format}`,
+      );
+  };
+  const common = { vaBits: ias, oaBits: oas, flushRangeNoGaps: noGaps };
+  switch (format) {
+    case "amd-v1":
+      // drivers/iommu/amd/iommu.c allocates with starting_level 2 and DYNAMIC_TOP;
+      // hw_max_vasz_lg2 comes from the IOMMU's host page-table levels (48 with 4 levels).
+      // pt_init_common drops DYNAMIC_TOP when the starting level already spans the VA.
+      checkIas(32);
+      return new PtIommu(mem, new AmdV1Format(), {
+        ...common,
+        topLevel: 2,
+        dynamicTop: ias > 39,
+        signExtend: false,
+      });
+    case "x86-64":
+      // x86_64_pt_iommu_fmt_init: top level 2, 3 or 4 from the VA size; VT-d's first stage
+      // sign-extends (4-level: canonical below bit 47).
+      checkIas(31);
+      return new PtIommu(mem, new X86_64Format(), {
+        ...common,
+        topLevel: Math.floor((ias - 31) / 9) + 2,
+        dynamicTop: false,
+        signExtend: true,
+      });
+    case "vtd-ss":
+      // vtdss_pt_iommu_fmt_init: 3 levels up to 39 bits, 4 up to 48, 5 beyond.
+      checkIas(31);
+      return new PtIommu(mem, new VtdSsFormat(), {
+        ...common,
+        topLevel: ias > 48 ? 4 : ias > 39 ? 3 : 2,
+        dynamicTop: false,
+        signExtend: false,
+      });
+    default:
+      throw new IommuError("EINVAL", `${format} is not a generic_pt format`);
+  }
 }
 
 function armLpae(mem: PhysMemory, config: IoPgtableConfig): ArmLpaeIoPgtable {

@@ -91,6 +91,12 @@ export interface PtOps {
   afterFailedMap(iova: number): void;
 }
 
+/**
+ * The walk caches' "no key": below every floor(iova / leafSpan), a sign-extended upper half's
+ * negative IOVAs included.
+ */
+export const NO_KEY = Number.MIN_SAFE_INTEGER;
+
 /** Floor modulo, also for the negative IOVAs of a sign-extended upper half. */
 export function floorMod(x: number, n: number): number {
   const r = x % n;
@@ -126,16 +132,16 @@ export class PtCore {
   readonly pathIdx: number[];
   /**
    * Walk cache of the CPU side: while `wcKey` equals floor(iova / leafSpan), `pathTables` and
-   * `pathIdx` above level 0 hold the path to that IOVA's leaf table. -1 when invalid.
+   * `pathIdx` above level 0 hold the path to that IOVA's leaf table. NO_KEY when invalid.
    */
-  wcKey = -1;
+  wcKey = NO_KEY;
   /**
    * Walk cache of the device side: while `dwKey` equals floor(iova / leafSpan), `dwTable` is
    * the leaf table the path of that IOVA reaches. Tables are only ever unlinked by
    * `retireTable`, which drops it, so the path above it cannot have changed (a new top above
    * it, as `increase_top` adds, leaves the path below unchanged).
    */
-  private dwKey = -1;
+  private dwKey = NO_KEY;
   private dwTable: PtTable | undefined = undefined;
 
   constructor(mem: PhysMemory, fmt: PtFormat, geo: PtGeometry) {
@@ -298,8 +304,8 @@ export class PtCore {
 
   /** Drops both walk caches (a table was unlinked). */
   dropWalkCaches(): void {
-    this.wcKey = -1;
-    this.dwKey = -1;
+    this.wcKey = NO_KEY;
+    this.dwKey = NO_KEY;
     this.dwTable = undefined;
   }
 
