@@ -120,8 +120,9 @@ export class PtIommu extends PtCore implements PtOps {
     this.pageSizes = [...sizes]
       .filter((s) => mask === undefined || mask % (2 * s) >= s)
       .sort((a, b) => a - b);
-    // pt_iommu_init_domain: the whole range the top can grow to, or the lower half.
-    this.apertureEnd = 2 ** (cfg.signExtend ? maxVasz - 1 : maxVasz) - 1;
+    // pt_iommu_init_domain: the whole range the top can grow to, or the lower half; an Sv57
+    // lower half (2^56) is cut to the model's 52-bit addresses.
+    this.apertureEnd = Math.min(2 ** (cfg.signExtend ? maxVasz - 1 : maxVasz), 2 ** 52) - 1;
   }
 
   /** Log2 of the VA span the current top covers (`_pt_top_range`'s max_vasz_lg2). */

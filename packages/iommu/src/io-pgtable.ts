@@ -10,6 +10,7 @@ import { checkNum } from "./check.ts";
 import { IommuError } from "./errors.ts";
 import { ArmLpaeFormat, IO_PGTABLE_GRANULES, type IoPgtableGranule } from "./fmt-arm-lpae.ts";
 import { AmdV1Format } from "./fmt-amd-v1.ts";
+import { RiscvFormat } from "./fmt-riscv.ts";
 import { VtdSsFormat } from "./fmt-vtd-ss.ts";
 import { X86_64Format } from "./fmt-x86-64.ts";
 import { PtIommu } from "./generic-pt.ts";
@@ -96,6 +97,17 @@ function genericPt(mem: PhysMemory, format: IoPgtableFormat, config: IoPgtableCo
         topLevel: ias > 48 ? 4 : ias > 39 ? 3 : 2,
         dynamicTop: false,
         signExtend: false,
+      });
+    case "riscv":
+      // riscvpt_iommu_fmt_init: Sv39, Sv48 or Sv57; the RISC-V driver asks for SIGN_EXTEND,
+      // FLUSH_RANGE and SVNAPOT_64K.
+      if (ias !== 39 && ias !== 48 && ias !== 57)
+        throw new IommuError("EINVAL", `riscv takes Sv39, Sv48 or Sv57: ${ias} bits is none`);
+      return new PtIommu(mem, new RiscvFormat(), {
+        ...common,
+        topLevel: ias === 39 ? 2 : ias === 48 ? 3 : 4,
+        dynamicTop: false,
+        signExtend: true,
       });
     default:
       throw new IommuError("EINVAL", `${format} is not a generic_pt format`);

@@ -14,7 +14,7 @@ import type { IommuErrorCode } from "./errors.ts";
 import type { IommuProt } from "./prot.ts";
 
 /** The page-table formats modelled (docs/page-table-formats.md). */
-export const IO_PGTABLE_FORMATS = ["arm-lpae", "amd-v1", "vtd-ss", "x86-64"] as const;
+export const IO_PGTABLE_FORMATS = ["arm-lpae", "amd-v1", "vtd-ss", "x86-64", "riscv"] as const;
 /** A page-table format name. */
 export type IoPgtableFormat = (typeof IO_PGTABLE_FORMATS)[number];
 
