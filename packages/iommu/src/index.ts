@@ -49,20 +49,24 @@ export {
   iommuIotlbGatherIsDisjoint,
   iommuIotlbGatherQueued,
 } from "./iotlb-gather.ts";
+export { IO_PGTABLE_GRANULES, type IoPgtableGranule, PTE_HI, PTE_LO } from "./fmt-arm-lpae.ts";
+export { IoPageTable, type IoPgtableConfig } from "./io-pgtable.ts";
+export { iommuMapRaw, iommuUnmapRaw, type PageSizeTarget } from "./iommu-core.ts";
+export type { MappedBytes } from "./pt-core.ts";
 export {
-  IO_PGTABLE_GRANULES,
-  IoPageTable,
-  type IoPgtableConfig,
-  type IoPgtableCounter,
-  type IoPgtableGranule,
-  type IoPgtableTlbOps,
-  type LeafLookup,
-  PTE_HI,
-  PTE_LO,
-  type PteDumpEntry,
-  type WalkResult,
-  type WalkStep,
-} from "./io-pgtable.ts";
+  IO_PGTABLE_FORMATS,
+  type IoPgtableCode,
+  type IoPgtableFormat,
+  type PteField,
+} from "./pt-format.ts";
+export type {
+  IoPgtableCounter,
+  IoPgtableTlbOps,
+  LeafLookup,
+  PteDumpEntry,
+  WalkResult,
+  WalkStep,
+} from "./pt-types.ts";
 export { type IovaRange } from "./iova-tree.ts";
 export {
   IOVA_ANCHOR,

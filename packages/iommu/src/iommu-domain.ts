@@ -8,6 +8,7 @@ import { IommuError } from "./errors.ts";
 import { FaultLog, type IommuFault } from "./fault.ts";
 import { DEFAULT_HZ } from "./flush-queue.ts";
 import { IoPageTable, type IoPgtableConfig } from "./io-pgtable.ts";
+import { iommuMapRaw, iommuUnmapRaw } from "./iommu-core.ts";
 import { Iotlb } from "./iotlb.ts";
 import {
   type FreedTablePage,
@@ -154,10 +155,13 @@ export class IommuDomain implements GatherSyncTarget {
           this.counters.c.walkFlushes++;
           this.iotlb.invalidateRange(this.id, iova, size);
         },
+        sync: (gather) => {
+          this.iotlbSync(gather);
+        },
       };
       this.pgtable = pt;
       this.pgsizeBitmap = pt.pgsizeBitmap;
-      end = 2 ** pt.ias - 1;
+      end = pt.apertureEnd;
     } else {
       this.pgtable = undefined;
       this.pgsizeBitmap = 0;
@@ -235,7 +239,7 @@ export class IommuDomain implements GatherSyncTarget {
       );
     }
     try {
-      pt.map(iova, paddr, size, prot);
+      iommuMapRaw(pt, iova, paddr, size, prot);
     } catch (e) {
       c.mapFailures++;
       throw e;
@@ -261,7 +265,7 @@ export class IommuDomain implements GatherSyncTarget {
     this.counters.c.unmapCalls++;
     const pt = this.pgtable;
     if (pt === undefined) return 0;
-    const got = pt.unmap(iova, size, gather);
+    const got = iommuUnmapRaw(pt, iova, size, gather);
     if (got > 0) {
       this.counters.c.bytesUnmapped += got;
       this.iotlb.markStale(this.id, iova, got);

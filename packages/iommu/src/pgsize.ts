@@ -64,7 +64,9 @@ export function pgsizeInto(
   // Shorten the run so that the next call can switch to the next larger page size, but only
   // when iova and paddr are congruent modulo that size and a whole larger page would fit.
   if (next !== undefined && (iova - paddr) % next === 0) {
-    const off = next - (iova % next);
+    // iova % next, as the unsigned value it is (a sign-extended upper-half IOVA is negative).
+    const r = iova % next;
+    const off = next - (r < 0 ? r + next : r);
     if (off + next <= size) run = off;
   }
   out.pgsize = pgsize;

@@ -7,7 +7,7 @@
 import { hex } from "@dmasim/bvec";
 import { IommuError } from "./errors.ts";
 import { FAULT_REASON, type FaultReason, type IommuFault } from "./fault.ts";
-import type { LeafLookup } from "./io-pgtable.ts";
+import type { LeafLookup } from "./pt-types.ts";
 import type { IommuDomain } from "./iommu-domain.ts";
 import { DMA_ACCESS, type DmaAccess, IOMMU_DOMAIN, IOMMU_PROT } from "./prot.ts";
 

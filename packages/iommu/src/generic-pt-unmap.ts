@@ -1,0 +1,123 @@
+/**
+ * generic_pt's `__unmap_range` (drivers/iommu/generic_pt/iommu_pt.h): the walk that clears a
+ * range, stopping at a hole, removing a whole large page when the range starts at it, and
+ * freeing the tables the range covers whole.
+ */
+import type { PtIommu } from "./generic-pt.ts";
+import type { FreedTablePage } from "./iotlb-gather.ts";
+import { type PtTable, floorMod } from "./pt-core.ts";
+import { PT_ENTRY } from "./pt-format.ts";
+
+/**
+ * Clears the leaf entry at `idx` of `t` (all the items of a contiguous one) and returns how
+ * many items it had.
+ */
+function clearLeaf(pt: PtIommu, t: PtTable, level: number, idx: number, contig: number): number {
+  const n = 2 ** contig;
+  for (let i = 0; i < n; i++) pt.clearPte(t, idx + i);
+  t.live -= n;
+  pt.countLeaves((pt.itemLg2[level] as number) + contig, -1);
+  pt.counters.c.leavesUnmapped++;
+  return n;
+}
+
+/**
+ * The 4 KiB case through the walk cache: when the leaf table of `va` is the one the last CPU
+ * walk ended in, its entry is read there. Returns the bytes unmapped, or -1 to take the full
+ * walk (no cached table).
+ */
+function unmapCachedPage(pt: PtIommu, va: number): number {
+  const t = pt.cachedLeafTable(Math.floor(va / pt.leafSpan), false);
+  if (t === undefined) return -1;
+  const idx = pt.index(t, 0, va);
+  const lo = pt.lo(t, idx);
+  const hi = pt.hi(t, idx);
+  pt.counters.c.pteReads++;
+  if (pt.gfmt.entryType(lo, hi, 0) !== PT_ENTRY.OA) return 0;
+  const contig = pt.gfmt.leafContigLg2(lo, hi, 0);
+  // A start in the middle of a contiguous entry: "Unmap of a partial large IOPTE" is EINVAL.
+  if (floorMod(va, 4096 * 2 ** contig) !== 0) return 0;
+  return clearLeaf(pt, t, 0, idx, contig) * 4096;
+}
+
+/**
+ * `__unmap_range` over table `t` at `level` for `[va, last]`: returns false when it stopped at
+ * a hole or a partial large page (Linux's -EINVAL); adds the bytes it cleared to
+ * `pt.unmapped`; puts freed tables in `freed`.
+ */
+function unmapRange(
+  pt: PtIommu,
+  t: PtTable,
+  level: number,
+  va: number,
+  last: number,
+  freed: FreedTablePage[],
+): boolean {
+  const fmt = pt.gfmt;
+  const c = pt.counters.c;
+  const isz = pt.geo.itemSize[level] as number;
+  const start = pt.index(t, level, va);
+  const end = pt.endIndex(t, level, va, last);
+  // The IOVA of item 0 of this table (negative in a sign-extended upper half).
+  const tableBase = va - floorMod(va, isz) - start * isz;
+  let idx = start;
+  let lo = pt.lo(t, idx);
+  let hi = pt.hi(t, idx);
+  let type = fmt.entryType(lo, hi, level);
+  c.pteReads++;
+  let items = 0;
+  let ok = true;
+  if (type === PT_ENTRY.OA) {
+    // "A starting index is in the middle of a contiguous entry": refused.
+    if (floorMod(va, isz * 2 ** fmt.leafContigLg2(lo, hi, level)) !== 0) return false;
+  }
+  for (;;) {
+    if (type === PT_ENTRY.OA) {
+      // A range whose last byte falls inside the entry removes the entry whole: the length
+      // returned is then larger than asked.
+      const n = clearLeaf(pt, t, level, idx, fmt.leafContigLg2(lo, hi, level));
+      items += n;
+      idx += n;
+    } else if (type === PT_ENTRY.TABLE) {
+      const cur = idx === start ? va : tableBase + idx * isz;
+      const sub = pt.child(t, idx);
+      // The unmap covers the whole item: the table goes too, once its levels are cleared.
+      const fullyCovered =
+        floorMod(cur, isz) === 0 &&
+        (Math.floor(cur / isz) !== Math.floor(last / isz) || floorMod(last, isz) === isz - 1);
+      if (!unmapRange(pt, sub, level - 1, cur, last, freed)) {
+        ok = false;
+        break;
+      }
+      if (fullyCovered) {
+        pt.retireTables(sub, freed);
+        pt.clearPte(t, idx);
+        pt.link(t, idx, undefined);
+        t.live--;
+      }
+      idx++;
+    } else {
+      ok = false;
+      break;
+    }
+    if (idx >= end) break;
+    lo = pt.lo(t, idx);
+    hi = pt.hi(t, idx);
+    type = fmt.entryType(lo, hi, level);
+    c.pteReads++;
+  }
+  pt.unmapped += items * isz;
+  return ok;
+}
+
+/** `pt_walk_range(&range, __unmap_range, ...)` from the top for `[va, last]`. */
+export function ptUnmapRange(pt: PtIommu, va: number, last: number, freed: FreedTablePage[]): void {
+  if (last - va === 4095) {
+    const got = unmapCachedPage(pt, va);
+    if (got >= 0) {
+      pt.unmapped += got;
+      return;
+    }
+  }
+  unmapRange(pt, pt.liveTop(), pt.topLevel, va, last, freed);
+}
