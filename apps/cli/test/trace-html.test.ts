@@ -72,6 +72,13 @@ describe("trace --html in headless Chromium", () => {
       expect(await page.locator("tr.written").count()).toBe(
         tables.flatMap((t) => t.entries).filter((e) => e.written).length,
       );
+      // Each entry's fields, as the format decodes them, folded under it.
+      const leaf = tables[3]?.entries[0];
+      const leafRow = page.locator("table.ptes").nth(3).locator("tr").nth(1);
+      await leafRow.locator("summary").click();
+      expect(await leafRow.locator("table.pte-fields tr td:first-child").allTextContents()).toEqual(
+        leaf?.fields.map((f) => f.name),
+      );
       await screenshot(page, "trace-page-tables");
       // The PRP list: its entries as the JSON decodes them.
       await page.goto(`${page.url().split("#")[0]}#step-8`);

@@ -55,27 +55,20 @@ function counterTable(c: Readonly<Record<string, number>>, cls = "counters"): st
     : tableHtml(["counter", "change"], rows, `class="${cls}"`);
 }
 
-/** What a PTE's format says about each of its fields, when the page table decodes them. */
-interface PteFieldView {
-  readonly name: string;
-  readonly bits: string;
-  readonly text: string;
-}
-
-/** The tables of the I/O's walks, root first: one table per page-table page. */
-function pageTables(d: { granule: number; levels: number; tables: readonly TraceTable[] }): string {
+/** The tables of the I/O's walks, root first: one table per page-table page, each entry's
+ * fields as the format decodes them folded under it. */
+function pageTables(d: { format: string; tables: readonly TraceTable[] }): string {
   return d.tables
     .map((t) => {
       const rows = t.entries.map((e) => {
-        const fields = (e as { fields?: readonly PteFieldView[] }).fields;
-        const decoded =
-          fields === undefined
-            ? ""
-            : fields.map((f) => `${f.name}[${f.bits}]=${f.text}`).join(", ");
-        return `<tr class="${e.written ? "written" : "kept"}"><td>${e.index}</td><td class="mono">${esc(hex(e.iova))}</td><td>${esc(e.kind)}</td><td class="mono">${esc(hex(e.size))}</td><td class="mono">${esc(hex(e.addr))}</td><td class="mono pte">${esc(e.pte)}</td><td>${e.written ? "written" : "already there"}</td>${fields === undefined ? "" : `<td class="pte-fields">${esc(decoded)}</td>`}</tr>`;
+        const fields = tableHtml(
+          ["field", "bits", "value"],
+          e.fields.map((f) => [f.name, f.bits, f.text]),
+          'class="pte-fields"',
+        );
+        return `<tr class="${e.written ? "written" : "kept"}"><td>${e.index}</td><td class="mono">${esc(hex(e.iova))}</td><td>${esc(e.kind)}</td><td class="mono">${esc(hex(e.size))}</td><td class="mono">${esc(hex(e.addr))}</td><td class="mono pte">${esc(e.pte)}</td><td>${e.written ? "written" : "already there"}</td><td><details><summary>${e.fields.length} fields</summary>${fields}</details></td></tr>`;
       });
-      const hasFields = t.entries.some((e) => "fields" in e);
-      return `<h3>Level ${t.level} table at <span class="mono">${esc(hex(t.tableAddr))}</span></h3><div class="scroll"><table class="ptes" data-level="${t.level}"><tr><th>index</th><th>IOVA</th><th>kind</th><th>covers</th><th>points to</th><th>PTE</th><th>by this I/O</th>${hasFields ? "<th>fields</th>" : ""}</tr>${rows.join("")}</table></div>`;
+      return `<h3>Level ${t.level} table at <span class="mono">${esc(hex(t.tableAddr))}</span></h3><div class="scroll"><table class="ptes" data-level="${t.level}"><tr><th>index</th><th>IOVA</th><th>kind</th><th>covers</th><th>points to</th><th>PTE</th><th>by this I/O</th><th>${esc(d.format)} fields</th></tr>${rows.join("")}</table></div>`;
     })
     .join("");
 }
@@ -138,7 +131,7 @@ function drawn(s: TraceStep): string {
       )}`;
     }
     case "page tables":
-      return `<p>The entries on the walks to this I/O's ranges, root level first. Rows the mapping wrote are marked; the others were there before it.</p>${pageTables(d as { granule: number; levels: number; tables: TraceTable[] })}`;
+      return `<p>The entries on the walks to this I/O's ranges, root level first. Rows the mapping wrote are marked; the others were there before it.</p>${pageTables(d as { format: string; tables: TraceTable[] })}`;
     case "command": {
       const c = d as { slot: number; addr: number; bytes: number[]; fields: NvmeField[] };
       return `<p>${esc(s.lines[0]?.trim() ?? "")}</p>${byteGrid(c.bytes, c.addr, c.fields)}${fieldTable(c.fields, "sqe")}`;

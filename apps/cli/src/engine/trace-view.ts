@@ -128,6 +128,11 @@ export function pteLine(e: TracePte): string {
   return `  PTE L${e.level}[${e.index}] iova ${hex(e.iova)} → ${hex(e.addr)} (${e.kind}, ${hex(e.size)}) = ${e.pte}${e.written ? "" : " (already there)"}`;
 }
 
+/** A PTE's fields as the page table's format decodes them, on one line: "VALID[0]=valid …". */
+export function pteFieldsLine(e: TracePte): string {
+  return `      ${e.fields.map((f) => `${f.name}[${f.bits}]=${f.text}`).join(" ")}`;
+}
+
 /** What a device access was, from where its address falls. */
 export type AccessKind =
   | "SQ entry fetch"

@@ -48,6 +48,7 @@ import {
   iovaAllocations,
   iovaSource,
   pageTablePath,
+  pteFieldsLine,
   pteLine,
   pteSnapshot,
 } from "./trace-view.ts";
@@ -273,10 +274,10 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
     steps.push({
       step: "page tables",
       lines: tables.flatMap((t) => [
-        `  level ${t.level} table at ${hex(t.tableAddr)}:`,
-        ...t.entries.map(pteLine),
+        `  level ${t.level} table at ${hex(t.tableAddr)} (${pt.format}):`,
+        ...t.entries.flatMap((e) => [pteLine(e), pteFieldsLine(e)]),
       ]),
-      data: { granule: pt.granule, levels: pt.levels, tables },
+      data: { format: pt.format, granule: pt.granule, levels: pt.levels, tables },
     });
   } else {
     const direct = m.dev.domain === null;
