@@ -18,7 +18,10 @@ const grid = join(tmp, "grid.json");
 writeFileSync(
   grid,
   JSON.stringify({
-    base: { workload: { ios: 3000 }, controller: { latencyUs: 10, latencyP99Us: 20, bandwidthMBps: 14000 } },
+    base: {
+      workload: { ios: 3000 },
+      controller: { latencyUs: 10, latencyP99Us: 20, bandwidthMBps: 14000 },
+    },
     vary: { "machine.cpus": [1, 2, 4, 8], "iommu.mode": ["strict", "lazy", "passthrough"] },
   }),
 );
