@@ -13,6 +13,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const OUT_DIR = join(here, "..", "test-results");
 /** Where the screenshots go (CI copies them out as artifacts). */
 export const SHOT_DIR = join(OUT_DIR, "screenshots");
+// A clean clone has no test-results yet: the tests write their pages there before any browser.
+mkdirSync(SHOT_DIR, { recursive: true });
+
 /** Debian's chromium; the tests never download a browser. */
 export const CHROMIUM = process.env.DMASIM_CHROMIUM ?? "/usr/bin/chromium";
 
