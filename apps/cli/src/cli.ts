@@ -1,3 +1,4 @@
+import { IO_PGTABLE_FORMATS } from "@dmasim/iommu";
 import { readFileSync } from "node:fs";
 import { KERNEL_VERSIONS } from "@dmasim/bvec";
 import { Command, CommanderError, Option } from "commander";
@@ -115,6 +116,12 @@ async function jobOptions(cmd: Command, single: boolean, kernelList = false): Pr
       new Option("--granule <bytes>", "IOMMU granule: 4096, 16384, 65536").argParser(
         c.intOption(4096, 65536),
       ),
+    )
+    .addOption(
+      new Option(
+        "--page-table <format>",
+        `IOMMU page-table format: auto (the profile's, for the kernel), ${IO_PGTABLE_FORMATS.join(", ")}; see docs/page-table-formats.md`,
+      ).argParser(c.choiceOption(["auto", ...IO_PGTABLE_FORMATS] as const)),
     )
     .addOption(
       new Option("--memory-gib <n>", "simulated RAM").argParser(c.numberOption(0.01, 4096)),

@@ -118,6 +118,28 @@ export const KERNEL_GATES = {
       'f7326196a781 "dma-mapping: export new dma_*map_phys() interface" (6.18) re-added it; af0c3f058662 removed it (stable 6.18.y, 7.0.y)',
     where: "dma-core mapping.ts dmaMapResource",
   },
+  "iommupt-amd": {
+    versions: from("6.19"),
+    what:
+      "the AMD IOMMU driver maps through generic_pt's AMD v1 table (amd-v1: EADDRINUSE on " +
+      "overmap, a whole large page removed by an unmap of its start, a top level grown at run " +
+      "time, every power-of-two page size); before, its own io_pgtable code, which dmasim does " +
+      "not model: an amd-vi job then runs the arm-lpae table",
+    source: '789a5913b29c "iommu/amd: Use the generic iommu page table" (iommu-updates-v6.19)',
+    where: "cli engine profiles.ts pageTableFormat; iommu generic-pt.ts, fmt-amd-v1.ts",
+  },
+  "iommupt-vtd": {
+    versions: from("6.19"),
+    what:
+      "the VT-d driver maps through generic_pt: x86-64 first-stage tables " +
+      "(intel_iommu_domain_alloc_paging_flags prefers the first stage), vtd-ss second-stage " +
+      "tables where only the second stage exists (legacy mode, as QEMU's emulated VT-d in " +
+      "caching mode); before, its own page-table code in drivers/iommu/intel/iommu.c, which " +
+      "dmasim does not model: an intel-vtd job then runs the arm-lpae table",
+    source: 'd373449d8e97 "iommu/vt-d: Use the generic iommu page table" (iommu-updates-v6.19)',
+    where:
+      "cli engine profiles.ts pageTableFormat; iommu generic-pt.ts, fmt-x86-64.ts, fmt-vtd-ss.ts",
+  },
   "iova-link-unwind-fix": {
     versions: ["6.18", "7.0"],
     what:

@@ -3,10 +3,21 @@
  * range, stopping at a hole, removing a whole large page when the range starts at it, and
  * freeing the tables the range covers whole.
  */
-import type { PtIommu } from "./generic-pt.ts";
 import type { FreedTablePage } from "./iotlb-gather.ts";
-import { type PtTable, floorMod } from "./pt-core.ts";
-import { PT_ENTRY } from "./pt-format.ts";
+import { type PtCore, type PtTable, floorMod } from "./pt-core.ts";
+import { type GenericPtFormat, PT_ENTRY } from "./pt-format.ts";
+
+/** What the unmap walk needs of generic-pt.ts's `PtIommu`. */
+export interface PtIommu extends PtCore {
+  readonly gfmt: GenericPtFormat;
+  /** dmasim's eager policy: free a table as soon as it empties. */
+  readonly freeEmptyTables: boolean;
+  /** Bytes unmapped by the running `unmap_pages`. */
+  unmapped: number;
+  endIndex(t: PtTable, level: number, va: number, last: number): number;
+  retireTables(t: PtTable, freed: FreedTablePage[]): void;
+  inRange(iova: number): boolean;
+}
 
 /**
  * Clears the leaf entry at `idx` of `t` (all the items of a contiguous one) and returns how
@@ -89,7 +100,8 @@ function unmapRange(
         ok = false;
         break;
       }
-      if (fullyCovered) {
+      // dmasim's eager policy frees a table as soon as it empties.
+      if (fullyCovered || (pt.freeEmptyTables && sub.live === 0)) {
         pt.retireTables(sub, freed);
         pt.clearPte(t, idx);
         pt.link(t, idx, undefined);
@@ -112,7 +124,7 @@ function unmapRange(
 
 /** `pt_walk_range(&range, __unmap_range, ...)` from the top for `[va, last]`. */
 export function ptUnmapRange(pt: PtIommu, va: number, last: number, freed: FreedTablePage[]): void {
-  if (last - va === 4095) {
+  if (last - va === 4095 && !pt.freeEmptyTables) {
     const got = unmapCachedPage(pt, va);
     if (got >= 0) {
       pt.unmapped += got;
@@ -120,4 +132,31 @@ export function ptUnmapRange(pt: PtIommu, va: number, last: number, freed: Freed
     }
   }
   unmapRange(pt, pt.liveTop(), pt.topLevel, va, last, freed);
+}
+
+/**
+ * dmasim's eager policy after a failed map: frees the empty tables on the path to `iova`
+ * (generic_pt itself keeps them).
+ */
+export function ptPruneEmpty(pt: PtIommu, iova: number): void {
+  if (!pt.inRange(iova)) return;
+  const path: { t: PtTable; idx: number }[] = [];
+  let t = pt.liveTop();
+  for (let level = pt.topLevel; level > 0; level--) {
+    const idx = pt.index(t, level, iova);
+    if (pt.gfmt.entryType(pt.lo(t, idx), pt.hi(t, idx), level) !== PT_ENTRY.TABLE) break;
+    path.push({ t, idx });
+    t = pt.child(t, idx);
+  }
+  const freed: FreedTablePage[] = [];
+  for (let i = path.length - 1; i >= 0; i--) {
+    const { t: parent, idx } = path[i] as { t: PtTable; idx: number };
+    const sub = pt.child(parent, idx);
+    if (sub.live !== 0) break;
+    pt.retireTable(sub, freed);
+    pt.clearPte(parent, idx);
+    pt.link(parent, idx, undefined);
+    parent.live--;
+  }
+  pt.putPages(freed);
 }

@@ -34,7 +34,7 @@ import {
 import { IOMMU_PROT, type IommuProt } from "./prot.ts";
 import { type MappedBytes, PtCore, type PtOps, type PtTable, floorMod } from "./pt-core.ts";
 import { type GenericPtFormat, PT_ENTRY } from "./pt-format.ts";
-import { ptUnmapRange } from "./generic-pt-unmap.ts";
+import { ptPruneEmpty, ptUnmapRange } from "./generic-pt-unmap.ts";
 
 /** The configuration a driver gives `pt_iommu_<fmt>_init`. */
 export interface GenericPtConfig {
@@ -52,6 +52,8 @@ export interface GenericPtConfig {
   readonly flushRangeNoGaps: boolean;
   /** The sizes the driver narrows the domain's bitmap to (`domain->pgsize_bitmap &=`), if any. */
   readonly pgsizeMask?: number;
+  /** dmasim's eager table freeing (IoPgtableConfig.freeEmptyTables). */
+  readonly freeEmptyTables?: boolean;
 }
 
 const ITEM_LG2 = 9;
@@ -75,6 +77,8 @@ export class PtIommu extends PtCore implements PtOps {
   readonly maxOasz: number;
   /** The domain's `pgsize_bitmap` as a list, ascending. */
   readonly pageSizes: readonly number[];
+  /** dmasim's eager policy: a table is freed as soon as an unmap empties it. */
+  readonly freeEmptyTables: boolean;
   /** `domain->geometry.aperture_end`. */
   readonly apertureEnd: number;
   /** Bytes unmapped by the running `unmap_pages` (`unmap->unmapped`). */
@@ -107,6 +111,7 @@ export class PtIommu extends PtCore implements PtOps {
     this.cfg = cfg;
     this.maxVasz = maxVasz;
     this.maxOasz = Math.min(cfg.oaBits, fmt.maxOaLg2);
+    this.freeEmptyTables = cfg.freeEmptyTables ?? false;
     this.systemPage = mem.pageSize === 4096;
     // get_info: every level's possible sizes (all levels the top can grow to with
     // DYNAMIC_TOP), hiding sizes of 2^max_oasz and above; then the driver's narrowing.
@@ -149,8 +154,9 @@ export class PtIommu extends PtCore implements PtOps {
     // map_pages checks its own range (check_map_range), one call at a time.
   }
 
-  afterFailedMap(): void {
-    // generic_pt keeps the tables a failed map created.
+  afterFailedMap(iova: number): void {
+    // generic_pt keeps the tables a failed map created; the eager policy prunes them.
+    if (this.freeEmptyTables) ptPruneEmpty(this, iova);
   }
 
   /** `pt_compute_best_pgsize` over the domain's bitmap: the largest leaf for the range. */

@@ -34,8 +34,9 @@ export interface IoPgtableConfig {
   /** Output (physical) address size in bits: up to 48, or 52 with the 64 KiB granule (default 48). */
   readonly oas?: number;
   /**
-   * Free a table as soon as an unmap clears its last entry (dmasim's option for `arm-lpae`;
-   * default false: empty tables stay linked until a covering unmap or `destroy()`, as in Linux).
+   * Free a table as soon as an unmap clears its last entry, and prune the tables a failed map
+   * created (dmasim's option; default false: empty tables stay linked until an unmap covers
+   * them or `destroy()`, as in Linux).
    */
   readonly freeEmptyTables?: boolean;
   /**
@@ -52,8 +53,6 @@ const scratchLeaf: LeafLookup = { pagePhys: 0, pageIova: 0, pageSize: 0, prot: 0
 function genericPt(mem: PhysMemory, format: IoPgtableFormat, config: IoPgtableConfig): PtIommu {
   if ((config.granule ?? 4096) !== 4096)
     throw new IommuError("EINVAL", `the ${format} format has a 4 KiB granule only`);
-  if (config.freeEmptyTables === true)
-    throw new IommuError("EINVAL", `freeEmptyTables is an arm-lpae option, not one of ${format}`);
   const noGaps = config.flushRangeNoGaps ?? false;
   const ias = config.ias ?? 48;
   const oas = config.oas ?? 52;
@@ -66,7 +65,12 @@ function genericPt(mem: PhysMemory, format: IoPgtableFormat, config: IoPgtableCo
         `input address size ${ias} is outside ${lo}..52 bits for ${format}`,
       );
   };
-  const common = { vaBits: ias, oaBits: oas, flushRangeNoGaps: noGaps };
+  const common = {
+    vaBits: ias,
+    oaBits: oas,
+    flushRangeNoGaps: noGaps,
+    freeEmptyTables: config.freeEmptyTables ?? false,
+  };
   switch (format) {
     case "amd-v1":
       // drivers/iommu/amd/iommu.c allocates with starting_level 2 and DYNAMIC_TOP;
@@ -221,7 +225,7 @@ export class IoPageTable implements PageSizeTarget {
       this.granule = 4096;
       this.ias = pt.maxVasz;
       this.oas = pt.maxOasz;
-      this.freeEmptyTables = false;
+      this.freeEmptyTables = pt.freeEmptyTables;
       this.signExtended = pt.cfg.signExtend;
       this.pageSizes = pt.pageSizes;
       this.apertureEnd = pt.apertureEnd;

@@ -5,7 +5,7 @@
  */
 import { PhysMemory } from "@dmasim/bvec";
 import { describe, expect, it } from "vitest";
-import { IOMMU_PROT, IoPageTable } from "../src/index.ts";
+import { IOMMU_PROT, IoPageTable, IotlbGather } from "../src/index.ts";
 import { iommuPtSuite } from "./kunit/iommu-pt.ts";
 
 const RW = IOMMU_PROT.READ + IOMMU_PROT.WRITE;
@@ -84,5 +84,58 @@ describe("x86-64 PTEs and sign-extended halves", () => {
     // Write-only is readable too: x86 paging has no read-permission bit.
     pt.map(0x2000, 0x4000, 0x1000, IOMMU_PROT.WRITE);
     expect(pt.walk(0x2000).prot).toBe(RW);
+  });
+});
+
+describe("generic_pt table freeing and gathering on x86-64", () => {
+  it("frees a table once it empties and prunes what a failed map created, under the eager policy", () => {
+    const mem = newMem();
+    const start = mem.pagesInUse;
+    const pt = new IoPageTable(mem, { format: "x86-64", freeEmptyTables: true });
+    for (let i = 0; i < 8; i++) pt.map(0xfff00000 + i * 0x1000, i * 0x1000, 0x1000, RW);
+    expect(pt.tablePages).toBe(4);
+    expect(pt.unmap(0xfff00000, 0x4000)).toBe(0x4000);
+    expect(pt.tablePages).toBe(4);
+    expect(pt.unmap(0xfff04000, 0x4000)).toBe(0x4000);
+    expect(pt.tablePages).toBe(1);
+    // A map that collides after creating tables for its first part leaves none behind.
+    pt.map(2 ** 40 + 0x200000, 0x1000, 0x1000, RW);
+    const tables = pt.tablePages;
+    expect(() => pt.map(2 ** 40 + 0x1ff000, 0, 0x2000, RW)).toThrow(
+      expect.objectContaining({ code: "EADDRINUSE" }),
+    );
+    expect(pt.tablePages).toBe(tables);
+    expect(pt.unmap(2 ** 40 + 0x200000, 0x1000)).toBe(0x1000);
+    expect(pt.tablePages).toBe(1);
+    pt.destroy();
+    expect(mem.pagesInUse).toBe(start);
+  });
+
+  it("syncs the gather before a disjoint range with PT_FEAT_FLUSH_RANGE_NO_GAPS, and widens it without", () => {
+    for (const noGaps of [false, true]) {
+      const pt = new IoPageTable(newMem(), { format: "x86-64", flushRangeNoGaps: noGaps });
+      const synced: [number, number][] = [];
+      pt.tlb = {
+        addPage: () => undefined,
+        flushWalk: () => undefined,
+        sync: (g) => {
+          synced.push([g.start, g.end]);
+          g.start = Infinity;
+          g.end = 0;
+        },
+      };
+      pt.map(0x10000, 0x1000, 0x1000, RW);
+      pt.map(0x90000, 0x2000, 0x1000, RW);
+      const gather = new IotlbGather();
+      pt.unmap(0x10000, 0x1000, gather);
+      pt.unmap(0x90000, 0x1000, gather);
+      if (noGaps) {
+        expect(synced).toEqual([[0x10000, 0x10fff]]);
+        expect([gather.start, gather.end]).toEqual([0x90000, 0x90fff]);
+      } else {
+        expect(synced).toEqual([]);
+        expect([gather.start, gather.end]).toEqual([0x10000, 0x90fff]);
+      }
+    }
   });
 });

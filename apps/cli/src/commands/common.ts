@@ -172,6 +172,7 @@ export interface JobOptions {
   mdts?: number;
   latencyUs?: number;
   granule?: number;
+  pageTable?: string;
   memoryGib?: number;
   untrusted?: boolean;
   verify?: boolean;
@@ -203,6 +204,7 @@ export function overrides(o: JobOptions): Record<string, unknown> {
   };
   set("iommu", "mode", o.iommu);
   set("iommu", "granule", o.granule);
+  set("iommu", "format", o.pageTable);
   set("host", "mapping", o.mapping);
   if (o.device !== undefined) {
     const d = DEVICE_PRESETS[o.device];

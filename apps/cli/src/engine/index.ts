@@ -31,7 +31,9 @@ export {
   DEFAULT_COSTS,
   PROFILES,
   PROFILE_NAMES,
+  type PageTableFormatInputs,
   type ProfileName,
+  pageTableFormat,
   profileCosts,
 } from "./profiles.ts";
 export { type ResourceReport, Resource, ResourceSet } from "./resources.ts";

@@ -5,6 +5,7 @@
  */
 import { MAX_PAGE_ORDER, standardLayout } from "@dmasim/bvec";
 import type { Job } from "./job-schema.ts";
+import { pageTableFormat } from "./profiles.ts";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -92,6 +93,7 @@ export function jobProblems(job: Job, sizeOf: SizeOf): string[] {
     out.push(
       `iommu.iotlbWays: ${im.iotlbWays} does not divide iommu.iotlbEntries ${im.iotlbEntries}; give a divisor such as ${largestDivisorAtMost(im.iotlbEntries, im.iotlbWays)}`,
     );
+  out.push(...pageTableProblems(job));
   if (c.latencyDist === "lognormal" && c.latencyP99Us !== undefined && c.latencyP99Us < c.latencyUs)
     out.push(
       `controller.latencyP99Us: ${c.latencyP99Us} is below the median controller.latencyUs ${c.latencyUs}; give at least ${c.latencyUs}`,
@@ -130,6 +132,23 @@ function memoryProblems(job: Job, maxBs: number): string[] {
   if (buffers + swiotlb + margin > total)
     out.push(
       `machine.memoryGiB: ${job.machine.memoryGiB} cannot hold the I/O buffers: ${slots} slots (machine.cpus ${job.machine.cpus} × workload.iodepth ${job.workload.iodepth}) of ${bytesText(maxBs)} take ${bytesText(buffers)}${swiotlb > 0 ? ` besides the ${job.device.swiotlbMiB} MiB SWIOTLB pool` : ""}; give at least ${Math.ceil(((buffers + swiotlb) * 33) / 32 / GiB + 1)}, or fewer slots`,
+    );
+  return out;
+}
+
+/** What the page-table format of the job (`iommu.format`, or the profile's) cannot hold. */
+function pageTableProblems(job: Job): string[] {
+  const im = job.iommu;
+  if (im.mode === "none" || im.mode === "passthrough") return [];
+  const format = pageTableFormat(job);
+  const out: string[] = [];
+  if (format !== "arm-lpae" && im.granule !== 4096)
+    out.push(
+      `iommu.granule: ${im.granule} is not a granule of the ${format} page table (iommu.format), which has 4 KiB only; give 4096, or iommu.format arm-lpae`,
+    );
+  if (format === "riscv" && im.addressBits !== 39 && im.addressBits !== 48)
+    out.push(
+      `iommu.addressBits: ${im.addressBits} is no RISC-V mode for iommu.format riscv; give 39 (Sv39) or 48 (Sv48)`,
     );
   return out;
 }

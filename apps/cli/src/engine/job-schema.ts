@@ -3,6 +3,7 @@
  * valid job. The checks that combine fields are in job-check.ts; parsing is `parseJob` (job.ts).
  */
 import { DEFAULT_KERNEL, KERNEL_VERSIONS, parseAddress } from "@dmasim/bvec";
+import { IO_PGTABLE_FORMATS } from "@dmasim/iommu";
 import { z } from "zod";
 
 /** One of a few numbers, with the allowed values in the message. */
@@ -70,6 +71,12 @@ export const jobSchema = z
       .object({
         mode: z.enum(["none", "passthrough", "strict", "lazy"]).default("lazy"),
         granule: oneOf([4096, 16384, 65536]).default(4096),
+        /**
+         * The page-table format (docs/page-table-formats.md). Absent or "auto": the one the
+         * profile's driver uses in the kernel (profiles.ts `pageTableFormat`). A named format
+         * runs the Linux code of that format whatever the kernel.
+         */
+        format: z.enum(["auto", ...IO_PGTABLE_FORMATS]).optional(),
         addressBits: z.number().int().min(32).max(52).default(48),
         iotlbEntries: z
           .number()

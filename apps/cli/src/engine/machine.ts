@@ -11,7 +11,7 @@ import type { CounterRef } from "./cost.ts";
 import { JobError } from "./errors.ts";
 import type { Job } from "./job.ts";
 import { jobSchema } from "./job-schema.ts";
-import { CACHING_MODE, type CachingModeBit } from "./profiles.ts";
+import { CACHING_MODE, type CachingModeBit, pageTableFormat } from "./profiles.ts";
 
 /** One NVMe controller with what belongs to it: its PCI function, DMA domain and driver. */
 export interface NvmeUnit {
@@ -184,6 +184,7 @@ function bringUp(job: Job, options: MachineOptions): Machine {
   // `cap_caching_mode`; AMD-Vi `amd_iommu_iotlb_sync_map` → `domain_flush_np_cache` when
   // `amd_iommu_np_cache`.
   const needsSyncMap = job.iommu.syncMapNeeded || cachingModeForcesStrict(job);
+  const format = pageTableFormat(job);
   const iotlb =
     mode === "none"
       ? null
@@ -206,12 +207,23 @@ function bringUp(job: Job, options: MachineOptions): Machine {
                   : IOMMU_DOMAIN.DMA_FQ,
             mem: memory,
             clock,
-            pgtable: {
-              granule: job.iommu.granule,
-              ias: job.iommu.addressBits,
-              oas: job.iommu.granule === 65536 ? 52 : 48,
-              freeEmptyTables: job.iommu.freeEmptyTables,
-            },
+            pgtable:
+              format === "arm-lpae"
+                ? {
+                    granule: job.iommu.granule,
+                    ias: job.iommu.addressBits,
+                    oas: job.iommu.granule === 65536 ? 52 : 48,
+                    freeEmptyTables: job.iommu.freeEmptyTables,
+                  }
+                : {
+                    format,
+                    ias: job.iommu.addressBits,
+                    oas: 52,
+                    // An IOMMU caching non-present entries (VT-d caching mode, AMD's NpCache)
+                    // makes the driver pick PT_FEAT_FLUSH_RANGE_NO_GAPS.
+                    flushRangeNoGaps: needsSyncMap,
+                    freeEmptyTables: job.iommu.freeEmptyTables,
+                  },
             iotlb,
             needsSyncMap,
             // CONFIG_HZ: the flush queue's timer ticks in jiffies (FlushQueue).

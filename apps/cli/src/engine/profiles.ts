@@ -12,6 +12,8 @@
  * - `amd-vi`: no AMD-Vi figure is in the calibration set; it uses the x86 values of `intel-vtd`
  *   and says so in each entry it shares.
  */
+import { type KernelVersion, kernelHas } from "@dmasim/bvec";
+import type { IoPgtableFormat } from "@dmasim/iommu";
 import type { CostEntry, CostTable } from "./cost.ts";
 
 /** The hardware profiles. */
@@ -403,4 +405,41 @@ export const DEFAULT_COSTS: CostTable = INTEL;
 /** The cost table of `profile`. */
 export function profileCosts(profile: ProfileName): CostTable {
   return PROFILES[profile];
+}
+
+/** What `pageTableFormat` reads of a job. */
+export interface PageTableFormatInputs {
+  readonly kernel: KernelVersion;
+  readonly machine: { readonly profile: ProfileName };
+  readonly iommu: {
+    readonly format?: IoPgtableFormat | "auto" | undefined;
+    readonly granule: number;
+    readonly cachingMode: boolean;
+  };
+}
+
+/**
+ * The page-table format of a job's domains (docs/page-table-formats.md): `iommu.format` when it
+ * names one, else the format the profile's driver uses in the job's kernel. From 6.19 the
+ * VT-d driver maps through generic_pt's x86-64 first-stage table
+ * (`intel_iommu_domain_alloc_paging_flags`: "Prefer first stage if possible by default"), or
+ * its vtd-ss second-stage table where the IOMMU offers no first stage: caching mode stands for
+ * QEMU's emulated VT-d, whose default legacy mode has second-stage tables only (gate
+ * iommupt-vtd); the AMD driver through amd-v1 (iommupt-amd); SMMUv3 through io-pgtable-arm.
+ * Before 6.19 the Intel and AMD drivers' own table code is not modelled, and so is a 16 KiB
+ * or 64 KiB granule in any but arm-lpae: those jobs run the arm-lpae table.
+ */
+export function pageTableFormat(job: PageTableFormatInputs): IoPgtableFormat {
+  const f = job.iommu.format;
+  if (f !== undefined && f !== "auto") return f;
+  if (job.iommu.granule !== 4096) return "arm-lpae";
+  switch (job.machine.profile) {
+    case "intel-vtd":
+      if (!kernelHas(job.kernel, "iommupt-vtd")) return "arm-lpae";
+      return job.iommu.cachingMode ? "vtd-ss" : "x86-64";
+    case "amd-vi":
+      return kernelHas(job.kernel, "iommupt-amd") ? "amd-v1" : "arm-lpae";
+    case "arm-smmuv3":
+      return "arm-lpae";
+  }
 }
