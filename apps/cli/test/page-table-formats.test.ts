@@ -29,11 +29,14 @@ describe("page-table formats through the engine and the CLI", () => {
       const t = await cli("trace", "--page-table", format, "--bs", "16k", "--json");
       expect(t.code).toBe(0);
       const steps = (JSON.parse(t.out) as { steps: { step: string; data: unknown }[] }).steps;
-      const map = steps.find((s) => s.step === "DMA mapping")?.data as {
-        ptes: { fields: { name: string }[] }[];
+      const pt = steps.find((s) => s.step === "page tables")?.data as {
+        format: string;
+        tables: { entries: { kind: string; fields: { name: string }[] }[] }[];
       };
-      expect(map.ptes.length).toBeGreaterThan(0);
-      expect(map.ptes[0]!.fields.length).toBeGreaterThan(3);
+      expect(pt.format).toBe(format);
+      const leaves = pt.tables.flatMap((x) => x.entries).filter((e) => e.kind !== "table");
+      expect(leaves.length).toBeGreaterThan(0);
+      expect(leaves[0]!.fields.length).toBeGreaterThan(3);
     });
   }
 
