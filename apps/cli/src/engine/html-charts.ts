@@ -28,6 +28,74 @@ export function esc(s: string): string {
     .replaceAll('"', "&quot;");
 }
 
+/** Where a chart plots: its left and top margins and the plot's size inside them. */
+interface Plot {
+  readonly left: number;
+  readonly top: number;
+  readonly w: number;
+  readonly h: number;
+}
+
+/** The plot of a `width` × `height` chart with `left` and `bottom` margins (right 16, top 12). */
+function plotIn(width: number, height: number, left: number, bottom: number): Plot {
+  const top = 12;
+  return { left, top, w: width - left - 16, h: height - top - bottom };
+}
+
+/** The decades a log axis spans for `values` (their positive ones): 10^lo to 10^hi. */
+function decades(values: readonly number[]): { lo: number; hi: number } {
+  const positive = values.filter((v) => v > 0);
+  const lo = Math.floor(Math.log10(Math.min(...positive, 1)));
+  return { lo, hi: Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...positive, 10)))) };
+}
+
+/** The x position of `v` on a log axis over decades lo..hi (values below 10^lo at its start). */
+function logX(p: Plot, lo: number, hi: number): (v: number) => number {
+  return (v) => p.left + ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * p.w;
+}
+
+/** A vertical grid line and its label under the axis, at each decade. */
+function decadeGrid(
+  p: Plot,
+  lo: number,
+  hi: number,
+  x: (v: number) => number,
+  tick: (v: number) => string,
+): string[] {
+  const out: string[] = [];
+  for (let d = lo; d <= hi; d++) {
+    const gx = x(10 ** d).toFixed(1);
+    out.push(
+      `<line x1="${gx}" y1="${p.top}" x2="${gx}" y2="${p.top + p.h}" stroke="#e5e5e5"/><text x="${gx}" y="${p.top + p.h + 14}" font-size="10" text-anchor="middle">${esc(tick(10 ** d))}</text>`,
+    );
+  }
+  return out;
+}
+
+/** The two axes and their labels (`x-label`, `y-label`, the latter turned up the left side). */
+function axes(p: Plot, xLabel: string, yLabel: string, xLabelGap = 30): string {
+  const bottom = p.top + p.h;
+  const mid = p.top + p.h / 2;
+  return `<line x1="${p.left}" y1="${bottom}" x2="${p.left + p.w}" y2="${bottom}" stroke="#888"/><line x1="${p.left}" y1="${p.top}" x2="${p.left}" y2="${bottom}" stroke="#888"/><text class="x-label" x="${p.left + p.w / 2}" y="${bottom + xLabelGap}" font-size="11" text-anchor="middle">${esc(xLabel)}</text><text class="y-label" x="12" y="${mid}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${mid})">${esc(yLabel)}</text>`;
+}
+
+/** A legend: a swatch in the series' colour and its label, `perRow` to a row `step` apart. */
+function legend(
+  series: readonly { readonly label: string }[],
+  left: number,
+  top: number,
+  perRow: number,
+  step: number,
+): string {
+  return series
+    .map((s, i) => {
+      const lx = left + (i % perRow) * step;
+      const ly = top + Math.floor(i / perRow) * 16;
+      return `<rect x="${lx}" y="${ly}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/><text x="${lx + 14}" y="${ly + 9}" font-size="11">${esc(s.label)}</text>`;
+    })
+    .join("");
+}
+
 /** One CDF series: its label and its points (µs, fraction of I/Os at or below). */
 export interface CdfSeries {
   readonly label: string;
@@ -53,24 +121,13 @@ export function cdfChart(
   width = 900,
   height = 300,
 ): string {
-  const left = 56;
-  const right = 16;
-  const top = 12;
   const bottom = 44 + Math.ceil(series.length / 4) * 16;
-  const all = series.flatMap((s) => s.points.map((p) => p.us)).filter((u) => u > 0);
-  const lo = Math.floor(Math.log10(Math.min(...all, 1)));
-  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...all, 10))));
-  const plotW = width - left - right;
-  const plotH = height - top - bottom;
-  const x = (us: number) => left + ((Math.log10(Math.max(us, 10 ** lo)) - lo) / (hi - lo)) * plotW;
+  const p = plotIn(width, height, 56, bottom);
+  const { left, top, w: plotW, h: plotH } = p;
+  const { lo, hi } = decades(series.flatMap((s) => s.points.map((q) => q.us)));
+  const x = logX(p, lo, hi);
   const y = (f: number) => top + (1 - f) * plotH;
-  const grid: string[] = [];
-  for (let d = lo; d <= hi; d++) {
-    const gx = x(10 ** d).toFixed(1);
-    grid.push(
-      `<line x1="${gx}" y1="${top}" x2="${gx}" y2="${top + plotH}" stroke="#e5e5e5"/><text x="${gx}" y="${top + plotH + 14}" font-size="10" text-anchor="middle">${esc(timeTick(10 ** d))}</text>`,
-    );
-  }
+  const grid = decadeGrid(p, lo, hi, x, timeTick);
   for (const f of [0, 0.25, 0.5, 0.75, 0.9, 1]) {
     const gy = y(f).toFixed(1);
     grid.push(
@@ -90,15 +147,9 @@ export function cdfChart(
       return `<path class="series" d="${d}" fill="none" stroke="${PALETTE[i % PALETTE.length]}" stroke-width="2"><title>${esc(s.label)}</title></path>`;
     })
     .join("");
-  const legend = series
-    .map((s, i) => {
-      const lx = left + (i % 4) * 210;
-      const ly = height - bottom + 30 + Math.floor(i / 4) * 16;
-      return `<rect x="${lx}" y="${ly}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/><text x="${lx + 14}" y="${ly + 9}" font-size="11">${esc(s.label)}</text>`;
-    })
-    .join("");
-  const axes = `<line x1="${left}" y1="${top + plotH}" x2="${left + plotW}" y2="${top + plotH}" stroke="#888"/><line x1="${left}" y1="${top}" x2="${left}" y2="${top + plotH}" stroke="#888"/><text class="x-label" x="${left + plotW / 2}" y="${top + plotH + 30}" font-size="11" text-anchor="middle">latency (lat), log scale</text><text class="y-label" x="12" y="${top + plotH / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${top + plotH / 2})">I/Os at or below</text>`;
-  return `<svg id="${esc(id)}" data-series="${series.length}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="latency CDF">${grid.join("")}${axes}${lines}${legend}</svg>`;
+  const legendHtml = legend(series, left, height - bottom + 30, 4, 210);
+  const frame = axes(p, "latency (lat), log scale", "I/Os at or below");
+  return `<svg id="${esc(id)}" data-series="${series.length}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="latency CDF">${grid.join("")}${frame}${lines}${legendHtml}</svg>`;
 }
 
 /**
@@ -160,25 +211,13 @@ export function histogramChart(
   width = 900,
   height = 260,
 ): string {
-  const left = 64;
-  const right = 16;
-  const top = 12;
-  const bottom = 44;
-  const positive = bins.flatMap((b) => [b.low, b.high]).filter((v) => v > 0);
-  const lo = Math.floor(Math.log10(Math.min(...positive, 1)));
-  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...positive, 10))));
-  const plotW = width - left - right;
-  const plotH = height - top - bottom;
-  const x = (v: number) => left + ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * plotW;
+  const p = plotIn(width, height, 64, 44);
+  const { left, top, h: plotH } = p;
+  const { lo, hi } = decades(bins.flatMap((b) => [b.low, b.high]));
+  const x = logX(p, lo, hi);
   const maxCount = Math.max(1, ...bins.map((b) => b.count));
   const y = (n: number) => top + (1 - n / maxCount) * plotH;
-  const grid: string[] = [];
-  for (let d = lo; d <= hi; d++) {
-    const gx = x(10 ** d).toFixed(1);
-    grid.push(
-      `<line x1="${gx}" y1="${top}" x2="${gx}" y2="${top + plotH}" stroke="#e5e5e5"/><text x="${gx}" y="${top + plotH + 14}" font-size="10" text-anchor="middle">${esc(tick(10 ** d))}</text>`,
-    );
-  }
+  const grid = decadeGrid(p, lo, hi, x, tick);
   for (const f of [0, 0.5, 1]) {
     const n = Math.round(f * maxCount);
     grid.push(
@@ -192,8 +231,8 @@ export function histogramChart(
       return `<rect class="bin" x="${x0.toFixed(1)}" y="${y(b.count).toFixed(1)}" width="${w.toFixed(1)}" height="${(top + plotH - y(b.count)).toFixed(1)}" fill="${PALETTE[0]}"><title>${esc(tick(b.low))} – ${esc(tick(b.high))}: ${b.count}</title></rect>`;
     })
     .join("");
-  const axes = `<line x1="${left}" y1="${top + plotH}" x2="${left + plotW}" y2="${top + plotH}" stroke="#888"/><line x1="${left}" y1="${top}" x2="${left}" y2="${top + plotH}" stroke="#888"/><text class="x-label" x="${left + plotW / 2}" y="${top + plotH + 32}" font-size="11" text-anchor="middle">${esc(xLabel)}</text><text class="y-label" x="12" y="${top + plotH / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${top + plotH / 2})">${esc(yLabel)}</text>`;
-  return `<svg id="${esc(id)}" data-series="1" data-bins="${bins.length}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="${esc(xLabel)}">${grid.join("")}${axes}${bars}</svg>`;
+  const frame = axes(p, xLabel, yLabel, 32);
+  return `<svg id="${esc(id)}" data-series="1" data-bins="${bins.length}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="${esc(xLabel)}">${grid.join("")}${frame}${bars}</svg>`;
 }
 
 /** One line of a line chart: its label and its points (x as a number or a category). */
@@ -253,12 +292,9 @@ export function lineChart(
   width = 900,
   height = 340,
 ): string {
-  const left = 64;
-  const right = 16;
-  const top = 12;
   const bottom = 48 + Math.ceil(series.length / 3) * 16;
-  const plotW = width - left - right;
-  const plotH = height - top - bottom;
+  const p = plotIn(width, height, 64, bottom);
+  const { left, top, w: plotW, h: plotH } = p;
   const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.x)))];
   const cats = xScale === "category" ? xs.map(String) : [];
   const nums = xs.filter((v): v is number => typeof v === "number");
@@ -320,14 +356,8 @@ export function lineChart(
       return `<path class="series" data-points="${marks.length}" d="${d}" fill="none" stroke="${colour}" stroke-width="2"><title>${esc(s.label)}</title></path>${marks.join("")}`;
     })
     .join("");
-  const legend = series
-    .map((s, i) => {
-      const lx = left + (i % 3) * 280;
-      const ly = height - bottom + 36 + Math.floor(i / 3) * 16;
-      return `<rect x="${lx}" y="${ly}" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/><text x="${lx + 14}" y="${ly + 9}" font-size="11">${esc(s.label)}</text>`;
-    })
-    .join("");
+  const legendHtml = legend(series, left, height - bottom + 36, 3, 280);
   const scaleNote = xScale === "log2" ? " (log scale)" : "";
-  const axes = `<line x1="${left}" y1="${top + plotH}" x2="${left + plotW}" y2="${top + plotH}" stroke="#888"/><line x1="${left}" y1="${top}" x2="${left}" y2="${top + plotH}" stroke="#888"/><text class="x-label" x="${left + plotW / 2}" y="${top + plotH + 30}" font-size="11" text-anchor="middle">${esc(xLabel + scaleNote)}</text><text class="y-label" x="12" y="${top + plotH / 2}" font-size="11" text-anchor="middle" transform="rotate(-90 12 ${top + plotH / 2})">${esc(yLabel)}</text>`;
-  return `<svg id="${esc(id)}" data-series="${series.length}" data-scale="${xScale}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="${esc(`${yLabel} against ${xLabel}`)}">${grid.join("")}${axes}${lines}${legend}</svg>`;
+  const frame = axes(p, xLabel + scaleNote, yLabel);
+  return `<svg id="${esc(id)}" data-series="${series.length}" data-scale="${xScale}" viewBox="0 0 ${width} ${height}" width="100%" style="max-width:${width}px" role="img" aria-label="${esc(`${yLabel} against ${xLabel}`)}">${grid.join("")}${frame}${lines}${legendHtml}</svg>`;
 }
