@@ -140,26 +140,23 @@ export type AccessKind =
   | "PRP list read"
   | "SGL segment read"
   | "data read"
-  | "data write"
-  | "doorbell buffer";
+  | "data write";
 
-/** A device access of the trace, with what it was and the page-table reads it cost. */
-export interface TraceAccess {
+/**
+ * A device access of the trace (`DmaAccessEvent`'s range, direction, runs, lookups and stale
+ * hits), with what it was, its IOTLB hits and misses, and the page-table reads it cost.
+ */
+export interface TraceAccess extends Pick<
+  DmaAccessEvent,
+  "addr" | "len" | "write" | "runs" | "translated" | "pages" | "staleHits" | "ok"
+> {
   readonly kind: AccessKind;
-  readonly addr: number;
-  readonly len: number;
-  readonly write: boolean;
-  readonly runs: readonly { readonly phys: number; readonly len: number }[];
-  readonly translated: boolean;
-  /** IOTLB lookups (pages), hits, misses (each a page-table walk) and stale hits. */
-  readonly pages: number;
+  /** IOTLB lookups that hit, and misses (each a page-table walk). */
   readonly iotlbHits: number;
   readonly iotlbMisses: number;
-  readonly staleHits: number;
   /** Page-table entries the walks read, and of them those the walk cache served. */
   readonly pteReads: number;
   readonly walkCacheHits: number;
-  readonly ok: boolean;
   /** The fault's reason, or the bus error, when the access failed. */
   readonly failure: string | null;
 }
