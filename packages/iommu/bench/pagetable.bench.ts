@@ -1,6 +1,7 @@
 import { PhysMemory } from "@dmasim/bvec";
 import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
 import { IOMMU_PROT, IoPageTable, iommuMapRaw, iommuUnmapRaw } from "../src/index.ts";
+import { formatCases } from "./pagetable-cases.ts";
 
 const RW = IOMMU_PROT.READ + IOMMU_PROT.WRITE;
 const OPS = 1000;
@@ -43,4 +44,5 @@ export default defineBenchmarks([
       }
     },
   },
+  ...formatCases("arm-lpae"),
 ]);

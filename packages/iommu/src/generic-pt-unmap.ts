@@ -33,6 +33,40 @@ function clearLeaf(pt: PtIommu, t: PtTable, level: number, idx: number, contig: 
 }
 
 /**
+ * Clears the run of single-item leaves from `idx` (a leaf at `idx` is known), up to `end` or
+ * the first entry that is not one; returns how many it cleared. The counts are taken once.
+ */
+function clearItems(pt: PtIommu, t: PtTable, level: number, idx: number, end: number): number {
+  const fmt = pt.gfmt;
+  let i = idx;
+  let reads = 0;
+  for (;;) {
+    const v = pt.viewFor(t, i);
+    const o = 2 * pt.viewOffset(i);
+    v[o] = 0;
+    v[o + 1] = 0;
+    i++;
+    if (i >= end) break;
+    const v2 = pt.viewFor(t, i);
+    const o2 = 2 * pt.viewOffset(i);
+    const lo = v2[o2] as number;
+    const hi = v2[o2 + 1] as number;
+    reads++;
+    if (fmt.entryType(lo, hi, level) !== PT_ENTRY.OA || fmt.leafContigLg2(lo, hi, level) !== 0)
+      break;
+  }
+  // The entry the run stopped at is read again by the caller.
+  const n = i - idx;
+  const c = pt.counters.c;
+  c.pteReads += reads - (i < end ? 1 : 0);
+  c.pteWrites += n;
+  c.leavesUnmapped += n;
+  t.live -= n;
+  pt.countLeaves(pt.itemLg2[level] as number, -n);
+  return n;
+}
+
+/**
  * The 4 KiB case through the walk cache: when the leaf table of `va` is the one the last CPU
  * walk ended in, its entry is read there. Returns the bytes unmapped, or -1 to take the full
  * walk (no cached table).
@@ -41,11 +75,23 @@ function unmapCachedPage(pt: PtIommu, va: number): number {
   const t = pt.cachedLeafTable(Math.floor(va / pt.leafSpan), false);
   if (t === undefined) return -1;
   const idx = pt.index(t, 0, va);
-  const lo = pt.lo(t, idx);
-  const hi = pt.hi(t, idx);
+  const v = pt.viewFor(t, idx);
+  const o = 2 * pt.viewOffset(idx);
+  const lo = v[o] as number;
+  const hi = v[o + 1] as number;
   pt.counters.c.pteReads++;
-  if (pt.gfmt.entryType(lo, hi, 0) !== PT_ENTRY.OA) return 0;
-  const contig = pt.gfmt.leafContigLg2(lo, hi, 0);
+  const fmt = pt.gfmt;
+  if (fmt.entryType(lo, hi, 0) !== PT_ENTRY.OA) return 0;
+  const contig = fmt.leafContigLg2(lo, hi, 0);
+  if (contig === 0) {
+    v[o] = 0;
+    v[o + 1] = 0;
+    pt.counters.c.pteWrites++;
+    t.live--;
+    pt.countLeaves(12, -1);
+    pt.counters.c.leavesUnmapped++;
+    return 4096;
+  }
   // A start in the middle of a contiguous entry: "Unmap of a partial large IOPTE" is EINVAL.
   if (floorMod(va, 4096 * 2 ** contig) !== 0) return 0;
   return clearLeaf(pt, t, 0, idx, contig) * 4096;
@@ -86,7 +132,19 @@ function unmapRange(
     if (type === PT_ENTRY.OA) {
       // A range whose last byte falls inside the entry removes the entry whole: the length
       // returned is then larger than asked.
-      const n = clearLeaf(pt, t, level, idx, fmt.leafContigLg2(lo, hi, level));
+      const contig = fmt.leafContigLg2(lo, hi, level);
+      if (contig === 0) {
+        const n = clearItems(pt, t, level, idx, end);
+        items += n;
+        idx += n;
+        if (idx >= end) break;
+        lo = pt.lo(t, idx);
+        hi = pt.hi(t, idx);
+        type = fmt.entryType(lo, hi, level);
+        c.pteReads++;
+        continue;
+      }
+      const n = clearLeaf(pt, t, level, idx, contig);
       items += n;
       idx += n;
     } else if (type === PT_ENTRY.TABLE) {

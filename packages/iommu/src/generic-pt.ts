@@ -22,7 +22,7 @@
  *   table may not widen a flush over a gap (PT_FEAT_FLUSH_RANGE_NO_GAPS).
  */
 import { type PhysMemory, hex, lowestSetBit } from "@dmasim/bvec";
-import { IommuError } from "./errors.ts";
+import { IommuError, type IommuErrorCode } from "./errors.ts";
 import {
   type FreedTablePage,
   type IotlbGather,
@@ -31,9 +31,10 @@ import {
   iommuIotlbGatherInit,
   iommuIotlbGatherIsDisjoint,
 } from "./iotlb-gather.ts";
-import { IOMMU_PROT, type IommuProt } from "./prot.ts";
-import { type MappedBytes, PtCore, type PtOps, type PtTable, floorMod } from "./pt-core.ts";
-import { type GenericPtFormat, PT_ENTRY } from "./pt-format.ts";
+import { IOMMU_PROT, IOMMU_PROT_ALL, type IommuProt } from "./prot.ts";
+import { type MappedBytes, PtCore, type PtOps, type PtTable } from "./pt-core.ts";
+import type { GenericPtFormat } from "./pt-format.ts";
+import { mapRange, mapRangeLeaf, mapSinglePage } from "./generic-pt-map.ts";
 import { ptPruneEmpty, ptUnmapRange } from "./generic-pt-unmap.ts";
 
 /** The configuration a driver gives `pt_iommu_<fmt>_init`. */
@@ -83,14 +84,24 @@ export class PtIommu extends PtCore implements PtOps {
   readonly apertureEnd: number;
   /** Bytes unmapped by the running `unmap_pages` (`unmap->unmapped`). */
   unmapped = 0;
+  /** 2^max_oasz: output addresses are below it. */
+  private readonly paLimit: number;
+  /** The current top range's end (exclusive; its lower half with sign extension). */
+  private topEnd: number;
+  /** The attribute bits `pt_iommu_set_prot` gives each prot value 0..63. */
+  private readonly protLoOf: number[] = [];
+  private readonly protHiOf: number[] = [];
+  private readonly protErrOf: ({ code: IommuErrorCode; message: string } | undefined)[] = [];
   /** The next output address of the running `map_pages` (`map->oa`). */
-  private mapOa = 0;
-  private attrLo = 0;
-  private attrHi = 0;
-  private leafLg2 = 0;
-  private leafLevel = 0;
+  mapOa = 0;
+  attrLo = 0;
+  attrHi = 0;
+  leafLg2 = 0;
+  /** 2^leafLg2. */
+  leafSize = 0;
+  leafLevel = 0;
   /** `map_pages`'s own gather: tables replaced by leaves, synced before it returns. */
-  private readonly mapGather = new Gather();
+  readonly mapGather = new Gather();
   private readonly unmapFree: FreedTablePage[] = [];
   /** Level 0 holds PAGE_SIZE items (`pt_has_system_page_size`). */
   private readonly systemPage: boolean;
@@ -112,6 +123,12 @@ export class PtIommu extends PtCore implements PtOps {
     this.maxVasz = maxVasz;
     this.maxOasz = Math.min(cfg.oaBits, fmt.maxOaLg2);
     this.freeEmptyTables = cfg.freeEmptyTables ?? false;
+    this.paLimit = 2 ** this.maxOasz;
+    for (let p = 0; p <= IOMMU_PROT_ALL; p++) {
+      this.protLoOf.push(fmt.protLo(p));
+      this.protHiOf.push(fmt.protHi(p));
+      this.protErrOf.push(fmt.protError(p));
+    }
     this.systemPage = mem.pageSize === 4096;
     // get_info: every level's possible sizes (all levels the top can grow to with
     // DYNAMIC_TOP), hiding sizes of 2^max_oasz and above; then the driver's narrowing.
@@ -125,6 +142,7 @@ export class PtIommu extends PtCore implements PtOps {
     this.pageSizes = [...sizes]
       .filter((s) => mask === undefined || mask % (2 * s) >= s)
       .sort((a, b) => a - b);
+    this.topEnd = this.rangeEnd(cfg.topLevel);
     // pt_iommu_init_domain: the whole range the top can grow to, or the lower half; an Sv57
     // lower half (2^56) is cut to the model's 52-bit addresses.
     this.apertureEnd = Math.min(2 ** (cfg.signExtend ? maxVasz - 1 : maxVasz), 2 ** 52) - 1;
@@ -137,13 +155,16 @@ export class PtIommu extends PtCore implements PtOps {
     return this.maxVasz;
   }
 
+  /** The end (exclusive) of the range a top at `level` covers (its lower half when sign-extended). */
+  private rangeEnd(level: number): number {
+    return 2 ** (this.cfg.signExtend ? this.maxVasz - 1 : this.topVasz(level));
+  }
+
   /** Linux `pt_check_range` with the top at `level`: both ends in the range, one half. */
   private rangeOk(va: number, last: number, level: number): boolean {
-    if (this.cfg.signExtend) {
-      const half = 2 ** (this.maxVasz - 1);
-      return va >= 0 ? last < half : va >= -half && last < 0;
-    }
-    return va >= 0 && last < 2 ** this.topVasz(level);
+    const end = level === this.topLevel ? this.topEnd : this.rangeEnd(level);
+    if (this.cfg.signExtend) return va >= 0 ? last < end : va >= -end && last < 0;
+    return va >= 0 && last < end;
   }
 
   inRange(iova: number): boolean {
@@ -188,38 +209,39 @@ export class PtIommu extends PtCore implements PtOps {
     // eslint-disable-next-line no-bitwise -- prot is a 6-bit flag set
     if ((prot & (IOMMU_PROT.READ | IOMMU_PROT.WRITE)) === 0)
       throw new IommuError("EINVAL", `map_pages: prot ${hex(prot)} has neither READ nor WRITE`);
-    if (paddr >= 2 ** this.maxOasz) {
+    if (paddr >= this.paLimit) {
       throw new IommuError(
         "ERANGE",
         `paddr ${hex(paddr)} is beyond the ${this.maxOasz}-bit output address size`,
       );
     }
-    const fmt = this.gfmt;
-    const err = fmt.protError(prot);
+    const err = this.protErrOf[prot];
     if (err !== undefined) throw new IommuError(err.code, err.message);
-    this.attrLo = fmt.protLo(prot);
-    this.attrHi = fmt.protHi(prot);
+    this.attrLo = this.protLoOf[prot] as number;
+    this.attrHi = this.protHiOf[prot] as number;
     const len = pgsize * pgcount;
     if (len === 0) throw new IommuError("EINVAL", "map_pages of 0 bytes");
     const last = iova + len - 1;
     const single = this.systemPage && pgsize === 4096 && pgcount === 1;
     if (single) {
       this.leafLg2 = 12;
+      this.leafSize = 4096;
       this.leafLevel = 0;
     } else {
       const lg = this.bestPgsizeLg2(iova, last, paddr);
       if (lg === 0)
         throw new IommuError("ENXIO", `no page size maps iova ${hex(iova)} to ${hex(paddr)}`);
       this.leafLg2 = lg;
+      this.leafSize = 2 ** lg;
       this.leafLevel = Math.floor((lg - 12) / ITEM_LG2);
     }
     this.checkMapRangeTop(iova, last);
     this.mapOa = paddr;
     try {
-      if (!single || !this.mapSinglePage(iova)) {
+      if (!single || !mapSinglePage(this, iova)) {
         const top = this.liveTop();
-        if (this.leafLevel === this.topLevel) this.mapRangeLeaf(top, this.topLevel, iova, last);
-        else this.mapRange(top, this.topLevel, iova, last);
+        if (this.leafLevel === this.topLevel) mapRangeLeaf(this, top, this.topLevel, iova, last);
+        else mapRange(this, top, this.topLevel, iova, last);
       }
     } finally {
       // Table levels were freed and replaced with large items: flush any walk cache that
@@ -241,6 +263,8 @@ export class PtIommu extends PtCore implements PtOps {
 
   /** `check_map_range`: ERANGE outside the table, or grows the top until the range fits. */
   private checkMapRangeTop(va: number, last: number): void {
+    // The common case: within the lower range the top already spans.
+    if (va >= 0 && last < this.topEnd && this.leafLevel <= this.topLevel) return;
     for (;;) {
       const ok = this.rangeOk(va, last, this.topLevel);
       if (!this.cfg.dynamicTop) {
@@ -293,49 +317,7 @@ export class PtIommu extends PtCore implements PtOps {
     }
     this.top = top;
     this.topLevel = level;
-  }
-
-  /** `__map_single_page`: one 4 KiB page into an existing leaf table; false to take the full path. */
-  private mapSinglePage(iova: number): boolean {
-    const key = Math.floor(iova / this.leafSpan);
-    let t = this.cachedLeafTable(key, false);
-    if (t === undefined) {
-      t = this.liveTop();
-      for (let level = this.topLevel; level > 0; level--) {
-        const idx = this.index(t, level, iova);
-        const v = this.viewFor(t, idx);
-        const o = 2 * this.viewOffset(idx);
-        if (this.gfmt.entryType(v[o] as number, v[o + 1] as number, level) !== PT_ENTRY.TABLE)
-          return false;
-        t = this.child(t, idx);
-      }
-      this.pathTables[0] = t;
-      this.wcKey = key;
-    }
-    const idx = this.index(t, 0, iova);
-    const v = this.viewFor(t, idx);
-    const o = 2 * this.viewOffset(idx);
-    if (this.gfmt.entryType(v[o] as number, v[o + 1] as number, 0) !== PT_ENTRY.EMPTY)
-      throw this.inUse(iova);
-    this.installLeaf(t, 0, idx, 1);
-    return true;
-  }
-
-  private inUse(iova: number): IommuError {
-    return new IommuError("EADDRINUSE", `iova ${hex(iova)} is already mapped`);
-  }
-
-  /** Writes one leaf entry of `step` items at `idx` (the next `mapOa`), and advances `mapOa`. */
-  private installLeaf(t: PtTable, level: number, idx: number, step: number): void {
-    const fmt = this.gfmt;
-    const lg = this.leafLg2;
-    const lo = fmt.leafLo(this.mapOa, level, lg, this.attrLo);
-    const hi = fmt.leafHi(this.mapOa, level, lg, this.attrHi);
-    for (let i = 0; i < step; i++) this.writePte(t, idx + i, lo, hi);
-    t.live += step;
-    this.countLeaves(lg, 1);
-    this.counters.c.leavesMapped++;
-    this.mapOa += 2 ** lg;
+    this.topEnd = this.rangeEnd(level);
   }
 
   /** One past the last index of `t` the range [va, last] touches (`pt_range_to_end_index`). */
@@ -345,93 +327,6 @@ export class PtIommu extends PtCore implements PtOps {
     return Math.floor(va / span) === Math.floor(last / span)
       ? this.index(t, level, last) + 1
       : t.entries;
-  }
-
-  /** `__map_range`: descends through (or creates) the tables above the leaf level. */
-  private mapRange(t: PtTable, level: number, va: number, last: number): void {
-    const isz = this.geo.itemSize[level] as number;
-    const end = this.endIndex(t, level, va, last);
-    let idx = this.index(t, level, va);
-    let cur = va;
-    for (;;) {
-      const v = this.viewFor(t, idx);
-      const o = 2 * this.viewOffset(idx);
-      const type = this.gfmt.entryType(v[o] as number, v[o + 1] as number, level);
-      let child: PtTable;
-      if (type === PT_ENTRY.TABLE) child = this.child(t, idx);
-      else if (type !== PT_ENTRY.EMPTY) throw this.inUse(cur);
-      else child = this.newTable(t, level, idx, cur);
-      if (this.leafLevel === level - 1) this.mapRangeLeaf(child, level - 1, cur, last);
-      else this.mapRange(child, level - 1, cur, last);
-      idx++;
-      if (idx >= end) return;
-      cur = cur - floorMod(cur, isz) + isz;
-    }
-  }
-
-  /** `pt_iommu_new_table`: a new lower table linked at `idx` of `t`. */
-  private newTable(t: PtTable, level: number, idx: number, va: number): PtTable {
-    const nt = this.allocTable(level - 1, 2 ** ITEM_LG2);
-    if (nt === undefined)
-      throw new IommuError(
-        "ENOMEM",
-        `no memory for a level-${level - 1} table mapping iova ${hex(va)}`,
-      );
-    this.writePte(t, idx, this.gfmt.tableLo(nt.phys, level), this.gfmt.tableHi(nt.phys, level));
-    this.link(t, idx, nt);
-    t.live++;
-    return nt;
-  }
-
-  /** `__map_range_leaf`: installs the leaves of the range at their level. */
-  private mapRangeLeaf(t: PtTable, level: number, va: number, last: number): void {
-    const step = 2 ** (this.leafLg2 - (this.itemLg2[level] as number));
-    const end = this.endIndex(t, level, va, last);
-    let idx = this.index(t, level, va);
-    let cur = va;
-    do {
-      const v = this.viewFor(t, idx);
-      const o = 2 * this.viewOffset(idx);
-      const type = this.gfmt.entryType(v[o] as number, v[o + 1] as number, level);
-      if (type !== PT_ENTRY.EMPTY || step > 1) this.clearContig(t, level, idx, step, cur);
-      this.installLeaf(t, level, idx, step);
-      idx += step;
-      cur += 2 ** this.leafLg2;
-    } while (idx < end);
-  }
-
-  /**
-   * `clear_contig`: where a leaf of `step` items goes, empty tables are unlinked and freed
-   * through the map's gather; anything mapped (a leaf, or a table holding one) is EADDRINUSE.
-   */
-  private clearContig(t: PtTable, level: number, idx: number, step: number, va: number): void {
-    const isz = this.geo.itemSize[level] as number;
-    for (let i = 0; i < step; i++) {
-      const v = this.viewFor(t, idx + i);
-      const o = 2 * this.viewOffset(idx + i);
-      const type = this.gfmt.entryType(v[o] as number, v[o + 1] as number, level);
-      if (type === PT_ENTRY.EMPTY) continue;
-      if (type !== PT_ENTRY.TABLE || this.holdsLeaves(this.child(t, idx + i)))
-        throw this.inUse(va + i * isz);
-      const sub = this.child(t, idx + i);
-      this.clearPte(t, idx + i);
-      this.link(t, idx + i, undefined);
-      t.live--;
-      const list: FreedTablePage[] = [];
-      this.retireTables(sub, list);
-      this.gatherRangePages(this.mapGather, va + i * isz, isz, list, this.mapGather.freelist);
-    }
-  }
-
-  /** True when a leaf is mapped anywhere under `t` (`__collect_tables` with check_mapped). */
-  private holdsLeaves(t: PtTable): boolean {
-    if (t.live === 0) return false;
-    for (let i = 0; i < t.entries; i++) {
-      const type = this.gfmt.entryType(this.lo(t, i), this.hi(t, i), t.level);
-      if (type === PT_ENTRY.OA) return true;
-      if (type === PT_ENTRY.TABLE && this.holdsLeaves(this.child(t, i))) return true;
-    }
-    return false;
   }
 
   /** Retires `t` and every table below it (their pages go to `freed`, entries untouched). */
@@ -480,9 +375,10 @@ export class PtIommu extends PtCore implements PtOps {
     if (len === 0 || !this.rangeOk(iova, last, this.topLevel)) return 0;
     this.unmapped = 0;
     const list = this.unmapFree;
-    list.length = 0;
+    if (list.length > 0) list.length = 0;
     ptUnmapRange(this, iova, last, list);
-    this.gatherRangePages(gather, iova, len, list, freed);
+    if (gather !== undefined || list.length > 0)
+      this.gatherRangePages(gather, iova, len, list, freed);
     return this.unmapped;
   }
 }

@@ -123,6 +123,8 @@ export class PtCore {
   /** Live leaves by log2 of their size (a contiguous entry counts once). */
   readonly leafLive: number[] = Array.from({ length: 64 }, () => 0);
   pendingFree = 0;
+  /** The item size of each level (`geo.itemSize`, held here for the walks). */
+  readonly itemSize: readonly number[];
   /** Log2 of the item size of each level. */
   readonly itemLg2: number[];
   /** IOVA span of one leaf table (the item size of level 1). */
@@ -153,6 +155,7 @@ export class PtCore {
     this.entriesPerView = Math.min(geo.tableBytes, this.cpuPage) / 8;
     this.topLevel = geo.topLevel;
     this.leafSpan = geo.itemSize[1] ?? Infinity;
+    this.itemSize = geo.itemSize;
     this.itemLg2 = geo.itemSize.map((s) => Math.log2(s));
     const top = this.allocTable(geo.topLevel, geo.topEntries);
     if (top === undefined) throw new IommuError("ENOMEM", "no memory for the root page table");
@@ -170,7 +173,7 @@ export class PtCore {
 
   /** Index of `iova` in table `t` (of level `level`). */
   index(t: PtTable, level: number, iova: number): number {
-    const q = Math.floor(iova / (this.geo.itemSize[level] as number));
+    const q = Math.floor(iova / (this.itemSize[level] as number));
     return iova >= 0 ? fastMod(q, t.entries) : floorMod(q, t.entries);
   }
 

@@ -33,6 +33,7 @@ export {
   PROFILE_NAMES,
   type PageTableFormatInputs,
   type ProfileName,
+  jobCosts,
   pageTableFormat,
   profileCosts,
 } from "./profiles.ts";

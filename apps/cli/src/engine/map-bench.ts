@@ -21,8 +21,8 @@ import {
 import { type CostTable, Pricer } from "./cost.ts";
 import { JobError } from "./errors.ts";
 import { parseJob } from "./job.ts";
-import { buildMachine, counterRef, counterSources } from "./machine.ts";
-import { type ProfileName, profileCosts } from "./profiles.ts";
+import { buildMachine, counterRef, counterSources, effectiveIommuMode } from "./machine.ts";
+import { type ProfileName, jobCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
 import { type Timeline, Timelines, timelineFields } from "./timeline.ts";
 
@@ -124,7 +124,9 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
   const m = buildMachine(job);
   m.dev.setMaskBits(o.bits);
   const sources = counterSources(m);
-  const pricer = new Pricer(o.costs ?? profileCosts(profile), (n) => counterRef(m, sources, n));
+  const pricer = new Pricer(o.costs ?? jobCosts(job, effectiveIommuMode(job)), (n) =>
+    counterRef(m, sources, n),
+  );
   const res = new ResourceSet(job, Math.ceil(o.threads / job.machine.cpus));
   const ps = m.memory.pageSize;
   const size = o.granule * ps;

@@ -27,6 +27,7 @@ import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
 import { type Job, jobIos, rampOf } from "./job.ts";
 import {
+  effectiveIommuMode,
   type Machine,
   buildMachine,
   counterRef,
@@ -35,7 +36,7 @@ import {
   queueOfCpu,
   snapshotCounters,
 } from "./machine.ts";
-import { profileCosts } from "./profiles.ts";
+import { jobCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
 import type { RunResult } from "./results.ts";
 import { type WindowEnd, summarise } from "./summary.ts";
@@ -61,7 +62,7 @@ export type { RunOptions } from "./run-options.ts";
 export function runJob(job: Job, options: RunOptions = {}): RunResult {
   const wall = options.now ?? (() => performance.now());
   const t0 = wall();
-  const costs = options.costs ?? profileCosts(job.machine.profile);
+  const costs = options.costs ?? jobCosts(job, effectiveIommuMode(job));
   const rng = new Rng(job.seed);
   const timing = new DeviceTiming(job, new Rng(job.seed + 2));
   const nCpus = job.machine.cpus;

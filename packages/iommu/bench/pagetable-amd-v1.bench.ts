@@ -1,0 +1,4 @@
+import { defineBenchmarks } from "../../../scripts/bench-harness.ts";
+import { formatCases } from "./pagetable-cases.ts";
+
+export default defineBenchmarks(formatCases("amd-v1"));
