@@ -49,7 +49,7 @@ export class VtdSsFormat implements GenericPtFormat {
   readonly maxTopLevel = 4;
   readonly maxOaLg2 = 52;
 
-  /** Linux's reading: any non-zero entry is present. */
+  /** Linux's reading: every non-zero entry is present. */
   entryType(lo: number, hi: number, level: number): PtEntryType {
     if (lo === 0 && hi === 0) return PT_ENTRY.EMPTY;
     return level === 0 || (level <= 2 && loBit(lo, PS)) ? PT_ENTRY.OA : PT_ENTRY.TABLE;

@@ -93,6 +93,17 @@ export class ArmLpaeIoPgtable extends PtCore implements PtOps {
   }
 
   /**
+   * Where map and unmap start their walk for `pgsize` at leaf key `key`: level 0 on a walk
+   * cache hit (`pathTables[0]` is the leaf table), else the top level with `pathTables[top]`
+   * set to the live top table. Returns the level; its table is `pathTables[level]`.
+   */
+  private walkStart(pgsize: number, key: number): number {
+    if (this.walkCacheHit(pgsize, key)) return 0;
+    this.pathTables[this.topLevel] = this.liveTop();
+    return this.topLevel;
+  }
+
+  /**
    * `arm_lpae_map_pages` + `__arm_lpae_map`: walks to the level of `pgsize`, creating tables,
    * and installs up to `count` leaves without crossing the end of the table, adding the bytes
    * to `mapped`. All target entries are checked before any is written (EEXIST maps nothing).
@@ -111,15 +122,9 @@ export class ArmLpaeIoPgtable extends PtCore implements PtOps {
     const pt = this.pathTables;
     const pi = this.pathIdx;
     const itemSize = this.geo.itemSize;
-    let t: PtTable;
-    let l0 = this.topLevel;
     const key = Math.floor(iova / this.leafSpan);
-    if (this.walkCacheHit(pgsize, key)) {
-      t = pt[0] as PtTable;
-      l0 = 0;
-    } else {
-      t = this.liveTop();
-    }
+    const l0 = this.walkStart(pgsize, key);
+    let t = pt[l0] as PtTable;
     for (let level = l0; ; level--) {
       const size = itemSize[level] as number;
       const idx = fastMod(Math.floor(iova / size), t.entries);
@@ -217,15 +222,9 @@ export class ArmLpaeIoPgtable extends PtCore implements PtOps {
     const pi = this.pathIdx;
     const itemSize = this.geo.itemSize;
     const c = this.counters.c;
-    let t: PtTable;
-    let l0 = this.topLevel;
     const key = Math.floor(iova / this.leafSpan);
-    if (this.walkCacheHit(pgsize, key)) {
-      t = pt[0] as PtTable;
-      l0 = 0;
-    } else {
-      t = this.liveTop();
-    }
+    const l0 = this.walkStart(pgsize, key);
+    let t = pt[l0] as PtTable;
     for (let level = l0; ; level--) {
       const size = itemSize[level] as number;
       const idx = fastMod(Math.floor(iova / size), t.entries);
