@@ -39,6 +39,8 @@ describe("iommu.cachingMode (a virtualised IOMMU)", () => {
   it("the report says the mode was forced and why", () => {
     const r = runJob(job({ mode: "lazy", cachingMode: true }));
     expect(jobLine(r)).toContain(`IOMMU strict (asked lazy; ${VTD_CM})`);
+    // The JSON's iommu field, as for an untrusted device.
+    expect(r.iommu).toEqual({ asked: "lazy", effective: "strict", reason: VTD_CM });
     const plain = runJob(job({ mode: "lazy" }));
     expect(jobLine(plain)).toContain("IOMMU lazy |");
   });

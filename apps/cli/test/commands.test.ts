@@ -360,7 +360,7 @@ describe("dmasim trace", () => {
     const r = await cli("trace", "--bs", "2m", "--buffers", "hugepage");
     expect(r.code).toBe(2);
     expect(r.err).toContain("would be split after 131072 bytes");
-    expect(r.err).toContain("max_hw_sectors 256 = 131072 bytes");
+    expect(r.err).toContain("max_sectors 256 = 131072 bytes");
     // A gap inside a page splits at the virt boundary without an SGL-capable controller.
     const gap = await cli(
       "trace",

@@ -76,6 +76,51 @@ describe("a device that cannot reach all RAM", () => {
   });
 });
 
+describe("the largest request without an IOMMU (dma_direct_max_mapping_size)", () => {
+  it("a 64-bit device with the job's SWIOTLB pool sends a 1 MiB read as one command", () => {
+    for (const mode of ["none", "passthrough"] as const) {
+      const r = runJob(
+        parseJob({
+          iommu: { mode },
+          controller: { namespaceGiB: 1 / 16 },
+          workload: { rw: "randread", bs: "1m", iodepth: 1, ios: 20, buffers: "hugepage" },
+        }),
+      );
+      expect(r.job.device.swiotlbMiB, mode).toBeGreaterThan(0);
+      expect(r.errors, mode).toBe(0);
+      // Linux: no SWIOTLB limit for a device that reaches all RAM, so max_hw_sectors is MDTS
+      // (2 MiB) and 1 MiB is one command; the pool's 252 KiB cap would make it 5.
+      expect(r.perIo["nvmehost.submitted"], mode).toBe(1);
+    }
+  });
+});
+
+describe("shadow doorbells end to end (controller.shadowDoorbells)", () => {
+  it("the host configures Doorbell Buffer Config and the device makes five more translations per I/O", () => {
+    const run = (shadowDoorbells: boolean) =>
+      runJob(
+        parseJob({
+          iommu: { mode: "strict" },
+          controller: { shadowDoorbells, namespaceGiB: 1 / 64 },
+          workload: { rw: "randread", bs: "4k", iodepth: 1, ios: 300, ramp: 0 },
+        }),
+      );
+    const off = run(false);
+    const on = run(true);
+    for (const r of [off, on]) {
+      expect(r.errors).toBe(0);
+      expect(r.verify.ok).toBe(true);
+    }
+    expect(off.perIo["nvmehost.shadowWrites"]).toBeUndefined();
+    expect(on.perIo["nvmehost.shadowWrites"]).toBe(2); // SQ tail and CQ head
+    expect(on.perIo["nvmectrl.shadowReads"]).toBeGreaterThan(0);
+    // QEMU's nvme_process_sq / nvme_post_cqes: shadow tail read, event index write and tail
+    // re-read per command, CQ event index write and head read per completion.
+    const t = (r: typeof on) => r.perIo["domain.translations"] ?? 0;
+    expect(t(on) - t(off)).toBe(5);
+  });
+});
+
 describe("failed I/Os say why", () => {
   it("counts them by block status and the NVMe status the device gave", () => {
     const r = runJob(parseJob({ workload: { ios: 2000 } }), {

@@ -26,6 +26,20 @@ describe("kernel versions on the command line", () => {
     expect(d.out).toContain("dma-debug on");
   });
 
+  it("trace maps as run does: without dma-debug a coherent direct device records no dma_vec", async () => {
+    // Two pages, no IOMMU, PRPs: a production kernel needs nothing to unmap (dma_need_unmap
+    // false), so nvme_pci_prp_save_mapping records nothing; dma-debug makes it record both.
+    const bufs = ["--iommu", "none", "--buf", "0x1_2345_6000:4096", "--buf", "0x2_0000_0000:4096"];
+    const off = await cli("trace", ...bufs);
+    expect(off.code).toBe(0);
+    expect(off.out).toContain("(nothing to unmap)");
+    expect(off.out).toContain("dma_vec records 0");
+    expect(off.out).not.toContain("mempool.vec.allocs");
+    const on = await cli("trace", "--debug", ...bufs);
+    expect(on.out).toContain("dma_vec records 2 (array from the mempool)");
+    expect(on.out).toContain("mempool.vec.allocs +1");
+  });
+
   it("trace --kernel a,b traces the same I/O under both and shows what changes", async () => {
     const r = await cli("trace", "--kernel", "6.18,6.19", ...GAP);
     expect(r.code).toBe(0);

@@ -111,8 +111,10 @@ export class Bio {
 /**
  * Linux `bio_add_page`: appends `len` bytes at `offset` in page `page`; merges into the last
  * bvec when physically contiguous with it (`bvec_try_merge_page`). Returns `len`, or 0 when the
- * bio is full or cloned. `sameRegion`, when given, must say whether two physical addresses lie
- * in the same memory region (zone-device pages of different providers never merge).
+ * bio is full or cloned. `samePgmap`, when given, is Linux `zone_device_pages_have_same_pgmap`
+ * for the last bvec's address and the new one (false for host memory and P2P memory, or for two
+ * P2P providers): such a page is refused (0; the caller starts a new bio), so one bio never
+ * mixes them ("block: don't merge different kinds of P2P transfers in a single bio", 6.17).
  */
 export function bioAddPage(
   bio: Bio,
@@ -120,21 +122,19 @@ export function bioAddPage(
   len: number,
   offset: number,
   pageSize = 4096,
-  sameRegion?: (a: number, b: number) => boolean,
+  samePgmap?: (a: number, b: number) => boolean,
 ): number {
   const bv = bvec(page, offset, len, pageSize);
   if (bio.cloned) return 0;
   if (bio.iter.size > UINT_MAX - len) return 0;
   const last = bio.bvecs[bio.bvecs.length - 1];
   const phys = bvecPhys(bv);
-  if (
-    last !== undefined &&
-    last.pageSize === pageSize &&
-    (sameRegion === undefined || sameRegion(bvecPhys(last), phys)) &&
-    bvecTryMergePhys(last, phys, len)
-  ) {
-    bio.iter.size += len;
-    return len;
+  if (last !== undefined) {
+    if (samePgmap !== undefined && !samePgmap(bvecPhys(last), phys)) return 0;
+    if (last.pageSize === pageSize && bvecTryMergePhys(last, phys, len)) {
+      bio.iter.size += len;
+      return len;
+    }
   }
   if (bio.bvecs.length >= bio.maxVecs) return 0;
   bio.bvecs.push(bv);

@@ -60,16 +60,14 @@ function bvecSplitSegs(
  * Linux `bio_split_io_at`: decides whether and where `bio` must be split to respect the queue
  * limits (max segments, `maxBytes`, the virt boundary, segment size and boundary), counts its
  * segments, and records the gap bit of the part that stays (`bio.gapBit`). Throws EINVAL for a
- * bvec that breaks the DMA alignment or `lenAlignMask`, or when no whole block fits.
- *
- * Deliberate difference: when the part that fits rounds down to zero whole logical blocks,
- * Linux's `bio_submit_split` lets the bio through unsplit (a split of 0 sectors means "no
- * split"), so it then breaks the limits further down; the model refuses such a bio instead.
+ * bvec that breaks the DMA alignment or `lenAlignMask`, or when no whole block fits (as Linux:
+ * `if (!bytes) return -EINVAL`). `maxBytes` defaults to `max_sectors`, what `bio_split_rw`
+ * passes for regular I/O (`get_max_io_size`).
  */
 export function bioSplitIoAt(
   bio: Bio,
   lim: QueueLimits,
-  maxBytes = lim.maxHwSectors * SECTOR_SIZE,
+  maxBytes = lim.maxSectors * SECTOR_SIZE,
   lenAlignMask = lim.dmaAlignment,
 ): SplitPoint {
   const sectors = splitIoAt(bio, lim, maxBytes, lenAlignMask);
@@ -156,16 +154,17 @@ export function splitIoAt(
 
 /**
  * Splits `bio` into bios that each respect the limits (Linux `__bio_split_to_limits` applied
- * until nothing is left). The pieces are chained to the original, which is returned last.
+ * until nothing is left), at `max_sectors` as regular I/O is. The pieces are chained to the
+ * original, which is returned last.
  */
 export function bioSplitToLimits(bio: Bio, lim: QueueLimits): Bio[] {
   const out: Bio[] = [];
   for (;;) {
-    const sectors = splitIoAt(bio, lim, lim.maxHwSectors * SECTOR_SIZE, lim.dmaAlignment);
+    const sectors = splitIoAt(bio, lim, lim.maxSectors * SECTOR_SIZE, lim.dmaAlignment);
     if (sectors === 0) break;
     const piece = bioSplit(bio, sectors);
     bioChain(piece, bio);
-    splitIoAt(piece, lim, lim.maxHwSectors * SECTOR_SIZE, lim.dmaAlignment);
+    splitIoAt(piece, lim, lim.maxSectors * SECTOR_SIZE, lim.dmaAlignment);
     out.push(piece);
   }
   out.push(bio);

@@ -70,6 +70,7 @@ export {
   mpBvecIterBvec,
 } from "./bvec.ts";
 export {
+  BLK_DEF_MAX_SECTORS_CAP,
   BLK_MAX_SEGMENTS,
   BLK_MAX_SEGMENT_SIZE,
   BLK_MIN_SEGMENT_SIZE,

@@ -17,6 +17,12 @@ export const BLK_MAX_SEGMENTS = 128;
 export const UINT_MAX = 0xffffffff;
 /** Bytes per sector (Linux `SECTOR_SIZE`). */
 export const SECTOR_SIZE = 512;
+/**
+ * Linux `BLK_DEF_MAX_SECTORS_CAP`: the default cap of the soft `max_sectors` limit that regular
+ * file-system I/O is split at, 4 MiB since 9b8b84879d4a "block: Increase
+ * BLK_DEF_MAX_SECTORS_CAP" (6.17; 1280 KiB before), so in every modelled release.
+ */
+export const BLK_DEF_MAX_SECTORS_CAP = 8192;
 
 /** Linux `struct queue_limits`, the fields the data path uses. */
 export interface QueueLimits {
@@ -30,8 +36,15 @@ export interface QueueLimits {
   readonly virtBoundaryMask: number;
   /** Largest number of physical segments per request. */
   readonly maxSegments: number;
-  /** Largest request in 512-byte sectors. */
+  /** Largest request in 512-byte sectors (the hardware's and the driver's limit). */
   readonly maxHwSectors: number;
+  /**
+   * Linux `max_sectors`: the soft limit regular I/O is split at (`get_max_io_size`),
+   * `min(max_hw_sectors, BLK_DEF_MAX_SECTORS_CAP)` unless set (then it is `max_user_sectors`),
+   * rounded down to whole logical blocks. Passthrough requests (`blk_rq_append_bio`) may use up
+   * to `maxHwSectors`.
+   */
+  readonly maxSectors: number;
   /** Buffers must be aligned to `dmaAlignment + 1` bytes (a mask). */
   readonly dmaAlignment: number;
 }
@@ -44,6 +57,7 @@ export const DEFAULT_QUEUE_LIMITS: QueueLimits = {
   virtBoundaryMask: 0,
   maxSegments: BLK_MAX_SEGMENTS,
   maxHwSectors: 255,
+  maxSectors: 255,
   dmaAlignment: 511,
 };
 
@@ -66,13 +80,16 @@ export function queueLimits(partial: Partial<QueueLimits> = {}): QueueLimits {
     }
     maxSegmentSize = UINT_MAX;
   }
+  const logicalBlockSize = partial.logicalBlockSize ?? DEFAULT_QUEUE_LIMITS.logicalBlockSize;
+  const maxHwSectors = partial.maxHwSectors ?? DEFAULT_QUEUE_LIMITS.maxHwSectors;
   const lim: QueueLimits = {
-    logicalBlockSize: partial.logicalBlockSize ?? DEFAULT_QUEUE_LIMITS.logicalBlockSize,
+    logicalBlockSize,
     maxSegmentSize,
     segBoundaryMask: partial.segBoundaryMask ?? BLK_SEG_BOUNDARY_MASK,
     virtBoundaryMask,
     maxSegments: partial.maxSegments ?? BLK_MAX_SEGMENTS,
-    maxHwSectors: partial.maxHwSectors ?? DEFAULT_QUEUE_LIMITS.maxHwSectors,
+    maxHwSectors,
+    maxSectors: maxSectorsOf(partial.maxSectors, maxHwSectors, logicalBlockSize),
     dmaAlignment: partial.dmaAlignment ?? DEFAULT_QUEUE_LIMITS.dmaAlignment,
   };
   checkInt(lim.logicalBlockSize, "logical_block_size", 512);
@@ -111,6 +128,31 @@ export function queueLimits(partial: Partial<QueueLimits> = {}): QueueLimits {
   }
   checkMask(lim.dmaAlignment, "dma_alignment");
   return lim;
+}
+
+/**
+ * `blk_validate_limits`' `max_sectors`: the user's limit when given (`max_user_sectors`: at
+ * least a page of sectors and at most `max_hw_sectors`, else EINVAL), otherwise
+ * `min(max_hw_sectors, BLK_DEF_MAX_SECTORS_CAP)`; then rounded down to whole logical blocks.
+ * (A queue's `io_opt` or a large `io_min` would also set it; the modelled devices set neither.)
+ */
+/** `PAGE_SIZE / SECTOR_SIZE` with 4 KiB pages: the smallest `max_user_sectors`. */
+const MIN_USER_SECTORS = 4096 / SECTOR_SIZE;
+
+function maxSectorsOf(user: number | undefined, maxHw: number, lbs: number): number {
+  let ms = Math.min(maxHw, BLK_DEF_MAX_SECTORS_CAP);
+  if (user !== undefined) {
+    checkInt(user, "max_user_sectors", 1);
+    if (user > maxHw || user < MIN_USER_SECTORS) {
+      throw new BvecError(
+        "EINVAL",
+        `max_user_sectors ${user} is outside ${MIN_USER_SECTORS}..max_hw_sectors ${maxHw}`,
+      );
+    }
+    ms = user;
+  }
+  const perBlock = Math.max(1, lbs / SECTOR_SIZE);
+  return ms - fastMod(ms, perBlock);
 }
 
 /**

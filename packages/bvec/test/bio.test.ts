@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
+  BLK_DEF_MAX_SECTORS_CAP,
   BLK_STS,
+  UINT_MAX,
   blkStatusName,
   Bio,
   and53,
@@ -47,11 +49,16 @@ describe("bioAddPage", () => {
     expect(bioAddPage(clone, 102, 512, 0)).toBe(0);
   });
 
-  it("does not merge across memory regions when told how to tell them apart", () => {
+  it("refuses a page of another pgmap (host and P2P memory never share a bio)", () => {
     const bio = new Bio("read", 0, 4);
-    const sameRegion = (a: number, b: number) => a < 0x90000000 === b < 0x90000000;
-    bioAddPage(bio, 0x8ffff, 4096, 0, 4096, sameRegion);
-    bioAddPage(bio, 0x90000, 4096, 0, 4096, sameRegion);
+    const samePgmap = (a: number, b: number) => a < 0x90000000 === b < 0x90000000;
+    expect(bioAddPage(bio, 0x8ffff, 4096, 0, 4096, samePgmap)).toBe(4096);
+    // Contiguous, but from another pgmap: refused, not merged and not appended.
+    expect(bioAddPage(bio, 0x90000, 4096, 0, 4096, samePgmap)).toBe(0);
+    expect(bio.vcnt).toBe(1);
+    expect(bio.size).toBe(4096);
+    // The same pgmap, not contiguous: a new bvec.
+    expect(bioAddPage(bio, 0x80000, 4096, 0, 4096, samePgmap)).toBe(4096);
     expect(bio.vcnt).toBe(2);
   });
 
@@ -156,6 +163,21 @@ describe("bioSplitIoAt", () => {
     expect(single.gapBit).toBe(0);
   });
 
+  it("splits regular I/O at max_sectors (4 MiB by default), not at max_hw_sectors", () => {
+    // NVMe without MDTS and without an IOMMU: max_hw_sectors is NVME_MAX_BYTES, 8 MiB.
+    const lim = queueLimits({ maxHwSectors: 16384, maxSegments: 256, maxSegmentSize: UINT_MAX });
+    expect(lim.maxSectors).toBe(BLK_DEF_MAX_SECTORS_CAP);
+    const bvs = Array.from({ length: 3 }, (_, i) => bvec(pfnHigh + 1024 * i, 0, 4 * 1024 * 1024));
+    const mib12 = bioFromBvecs("read", 0, bvs);
+    expect(bioSplitIoAt(mib12, lim).sectors).toBe(8192);
+    const pieces = bioSplitToLimits(mib12, lim);
+    expect(pieces.map((p) => p.size / 1024 / 1024)).toEqual([4, 4, 4]);
+    // Passthrough (blk_rq_append_bio) checks max_hw_sectors: an 8 MiB bio fits one request.
+    const mib8 = bioFromBvecs("read", 0, bvs.slice(0, 2));
+    expect(bioSplitIoAt(mib8, lim, lim.maxHwSectors * 512).sectors).toBe(0);
+    expect(blkRqFromBios(lim, [mib8]).dataLen).toBe(8 * 1024 * 1024);
+  });
+
   it("splits to limits preserving every byte, pieces chained to the original", () => {
     const bvs = Array.from({ length: 300 }, (_, i) => bvec(pfnHigh + 3 * i, 0, 4096));
     const bio = bioFromBvecs("read", 0, bvs);
@@ -239,6 +261,21 @@ describe("queueLimits", () => {
       maxSegments: 128,
       logicalBlockSize: 512,
     });
+  });
+
+  it("derives max_sectors from max_hw_sectors, the 4 MiB cap and the logical block size", () => {
+    expect(queueLimits().maxSectors).toBe(255);
+    expect(queueLimits({ maxHwSectors: 4096 }).maxSectors).toBe(4096);
+    expect(queueLimits({ maxHwSectors: 65536 }).maxSectors).toBe(8192);
+    // A user limit (max_user_sectors) wins, rounded down to whole 4 KiB blocks.
+    expect(queueLimits({ maxHwSectors: 65536, maxSectors: 1000 }).maxSectors).toBe(1000);
+    expect(
+      queueLimits({ maxHwSectors: 65536, maxSectors: 1001, logicalBlockSize: 4096 }).maxSectors,
+    ).toBe(1000);
+    expect(() => queueLimits({ maxHwSectors: 256, maxSectors: 512 })).toThrow(
+      "max_user_sectors 512 is outside 8..max_hw_sectors 256",
+    );
+    expect(() => queueLimits({ maxHwSectors: 256, maxSectors: 4 })).toThrow(/max_user_sectors 4/);
   });
 
   it("forces UINT_MAX segments with a virt boundary and refuses a conflicting size", () => {

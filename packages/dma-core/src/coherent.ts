@@ -39,7 +39,9 @@ function coherentOrder(dev: Device, size: number): number {
 /**
  * Linux `dma_alloc_coherent`: allocates whole pages (order from the size, at least one IOMMU
  * granule), zeroed, reachable under the coherent mask. Throws ENOMEM when memory or IOVA space
- * is exhausted (Linux returns NULL); nothing stays allocated after a failure.
+ * is exhausted (Linux returns NULL); nothing stays allocated after a failure. Simpler than
+ * Linux on purpose: under an IOMMU the block is contiguous and mapped whole, where a blocking
+ * `iommu_dma_alloc` takes the remap path (pages of any IOMMU order, `iova_align(size)`).
  */
 export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer {
   checkInt(size, "coherent allocation size", 1);

@@ -1,7 +1,8 @@
 /**
  * dma-debug (kernel/dma/debug.c), extended to the two-step IOVA API, which upstream does not
- * check at all (that half is debug-iova.ts). Every report is a structured record; optionally
- * the first error throws.
+ * check at all (that half is debug-iova.ts). Every report is a structured record (Linux prints
+ * only the first, `num_errors = 1`); optionally the first error throws. dma-debug is attached
+ * per device at run time, where Linux builds it in (CONFIG_DMA_API_DEBUG).
  */
 import { hex, kernelHas } from "@dmasim/bvec";
 import { DMA_ATTR, DMA_DIRECTION, type DmaDirection, directionName, hasAttr } from "./constants.ts";
@@ -330,7 +331,12 @@ export class DmaDebug {
     this.unmapped.remember(dev, e.addr, e.size);
   }
 
-  /** Linux `check_sync`: the range must lie in one mapping, in a compatible direction. */
+  /**
+   * Linux `check_sync`: the range must lie in one mapping, in a compatible direction.
+   * Deliberately stricter: "outside allocated range" tests the sync's end against the
+   * mapping's (Linux compares the sizes only), and the first live mapping containing `addr` is
+   * used (Linux's best fit reports "not allocated" when several contain it and none fits).
+   */
   sync(dev: DebugDevice, addr: number, size: number, dir: DmaDirection, forCpu: boolean): void {
     const call = forCpu ? "dma_sync_single_for_cpu" : "dma_sync_single_for_device";
     const bad = this.at(dev, call, addr, size);

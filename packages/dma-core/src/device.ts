@@ -21,6 +21,9 @@ import { DmaError } from "./errors.ts";
 import { type IommuDmaCookie, domainIovaCookie } from "./iommu-dma-cookie.ts";
 import type { Swiotlb } from "./swiotlb.ts";
 
+/** The segment boundary `pci_device_add` gives every PCI function (`dma_set_seg_boundary`). */
+const PCI_SEG_BOUNDARY_MASK = 0xffffffff;
+
 /** How a device reaches a P2P provider's memory (Linux `enum pci_p2pdma_map_type`). */
 export const P2P_MAP = {
   /** Not P2P memory (normal RAM). */
@@ -60,11 +63,18 @@ export interface DeviceOptions {
   readonly coherent?: boolean;
   /** An untrusted (external-facing) PCI device: sub-granule buffers are bounced under an IOMMU. */
   readonly untrusted?: boolean;
-  /** A PCI device (default true): gets the 32-bit-first IOVA policy. */
+  /**
+   * A PCI device (default true): gets the 32-bit-first IOVA policy and PCI's default segment
+   * boundary (4 GiB).
+   */
   readonly pci?: boolean;
   /** Linux `dma_set_max_seg_size` (default 64 KiB). */
   readonly maxSegmentSize?: number;
-  /** Linux `dma_set_seg_boundary` (default: none). */
+  /**
+   * Linux `dma_set_seg_boundary`. Default: 0xffffffff for a PCI device, as `pci_device_add`
+   * sets it (`dma_set_seg_boundary(&dev->dev, 0xffffffff)`), else none (`dma_get_seg_boundary`
+   * without `dma_parms`: ULONG_MAX).
+   */
   readonly segmentBoundaryMask?: number;
   /** Linux `dma_set_min_align_mask` (default 0). */
   readonly minAlignMask?: number;
@@ -197,7 +207,7 @@ export class Device {
     this.pci = o.pci ?? true;
     this.maxSegmentSize = o.maxSegmentSize ?? 65536;
     this.segmentBoundaryMask = checkMask(
-      o.segmentBoundaryMask ?? MAX_ADDR,
+      o.segmentBoundaryMask ?? (this.pci ? PCI_SEG_BOUNDARY_MASK : MAX_ADDR),
       "segment boundary mask",
     );
     this.minAlignMask = checkMask(o.minAlignMask ?? 0, "min_align_mask");
@@ -233,6 +243,9 @@ export class Device {
   setMaskBits(bits: number): void {
     this.dmaMaskBits = bits;
     this.dmaMask = dmaBitMask(bits);
+    // dma_set_mask -> dma_setup_need_sync: on the direct and the IOMMU path the device skips
+    // syncs again exactly when it is coherent (the next SWIOTLB mapping clears it again).
+    this.dmaSkipSync = this.coherent;
   }
 
   /** Linux `dma_get_seg_boundary`. */

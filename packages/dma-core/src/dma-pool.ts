@@ -7,6 +7,9 @@ import { type CoherentBuffer, dmaAllocCoherent, dmaFreeCoherent } from "./cohere
 import type { Device } from "./device.ts";
 import { DmaError } from "./errors.ts";
 
+/** Linux `sizeof(struct dma_block)` on 64-bit: the smallest block a pool hands out. */
+const DMA_BLOCK_BYTES = 16;
+
 /** A block from a pool: CPU (physical) and DMA address. */
 export interface DmaPoolBlock {
   readonly cpuAddr: number;
@@ -49,7 +52,8 @@ export class DmaPool {
     const a = align === 0 ? 1 : align;
     if (!isPow2(a))
       throw new DmaError("EINVAL", `dma_pool ${name}: align ${hex(align)} is not a power of two`);
-    const sz = Math.ceil(Math.max(size, 8) / a) * a;
+    // A block is at least `sizeof(struct dma_block)` (a next pointer and a dma_addr_t).
+    const sz = Math.ceil(Math.max(size, DMA_BLOCK_BYTES) / a) * a;
     const allocation = Math.max(sz, dev.memory.pageSize);
     let b = boundary === 0 ? allocation : boundary;
     if (boundary !== 0 && (boundary < sz || !isPow2(boundary))) {

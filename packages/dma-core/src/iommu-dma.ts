@@ -52,6 +52,8 @@ export function iommuSetupDmaOps(dev: Device, options: Partial<IommuDmaOptions> 
  * smallest page size, IOVA page 0 is never handed out, the MSI window and the host bridge
  * windows (MMIO and P2P regions of the physical map) are reserved. A lazy domain gets a flush
  * queue; without a clock it is downgraded to strict, as Linux does when the queue cannot be set up.
+ * Not reserved (the model has none of them): a PCI hole outside the memory map, `dma-ranges`
+ * gaps, RMRRs, AMD's HyperTransport hole.
  */
 function iommuDmaInitDomain(
   domain: IommuDomain,

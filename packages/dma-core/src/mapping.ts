@@ -20,6 +20,7 @@ import {
   dmaDirectSyncSingleForCpu,
   dmaDirectSyncSingleForDevice,
   dmaDirectUnmapPhys,
+  dmaToPhys,
 } from "./direct.ts";
 import { DmaError } from "./errors.ts";
 import {
@@ -296,11 +297,17 @@ export function dmaNeedUnmap(dev: Device): boolean {
   return !dev.dmaSkipSync || dev.debug !== null;
 }
 
-/** Linux `dma_need_sync` for one address. */
+/**
+ * Linux `dma_need_sync` for one address: false while the device skips syncs (dma-debug off);
+ * under an IOMMU always true; on the direct path `dma_direct_need_sync`: a non-coherent device,
+ * or an address whose physical address (`dma_to_phys`, so bus offsets count) is a bounce slot.
+ */
 export function dmaNeedSync(dev: Device, addr: number): boolean {
   if (dev.dmaSkipSync && dev.debug === null) return false;
   if (dev.dmaIommu) return true;
-  return !dev.coherent || (dev.swiotlb?.isSwiotlbBuffer(addr) ?? false);
+  if (!dev.coherent) return true;
+  const phys = dmaToPhys(dev, addr);
+  return phys >= 0 && (dev.swiotlb?.isSwiotlbBuffer(phys) ?? false);
 }
 
 /** Linux `dma_get_merge_boundary`: granule - 1 under an IOMMU DMA domain, else 0 ("cannot merge"). */

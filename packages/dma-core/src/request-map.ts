@@ -65,7 +65,11 @@ export function rqDmaDir(req: Request): DmaDirection {
   return req.op === REQ_OP.WRITE ? DMA_DIRECTION.TO_DEVICE : DMA_DIRECTION.FROM_DEVICE;
 }
 
-/** Linux `errno_to_blk_status`. */
+/**
+ * Linux `errno_to_blk_status` (the `blk_errors` table, block/blk-core.c) for the errors the DMA
+ * layer gives: ENOMEM, EOPNOTSUPP, EREMOTEIO, EINVAL, ENODEV and EBUSY have their own status;
+ * every other one (EIO, EPERM, EFAULT, EEXIST) is BLK_STS_IOERR.
+ */
 export function errnoToBlkStatus(code: DmaErrorCode): BlkStatus {
   switch (code) {
     case "ENOMEM":
@@ -76,6 +80,10 @@ export function errnoToBlkStatus(code: DmaErrorCode): BlkStatus {
       return BLK_STS.TARGET;
     case "EINVAL":
       return BLK_STS.INVAL;
+    case "ENODEV":
+      return BLK_STS.OFFLINE;
+    case "EBUSY":
+      return BLK_STS.DEV_RESOURCE;
     default:
       return BLK_STS.IOERR;
   }

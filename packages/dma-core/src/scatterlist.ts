@@ -114,6 +114,9 @@ function directMapSg(
           `device ${dev.name} cannot reach P2P memory at ${hex(s.phys)}`,
         );
       } else {
+        // Host-bridge P2P is mapped by its CPU physical address with DMA_ATTR_MMIO. Deliberate
+        // difference: 6.18's dma_direct_map_sg only `break`s for PCI_P2PDMA_MAP_THRU_HOST_BRIDGE
+        // and never sets the entry's DMA address (fixed upstream later); dmasim maps it.
         s.dmaAddress = dmaDirectMapPhys(
           dev,
           s.phys,
@@ -265,6 +268,8 @@ function iommuMapSg(
     const s = sgt.sgl[i] as ScatterlistEntry;
     const p2p = dev.p2pState(s.phys);
     if (p2p === P2P_MAP.BUS_ADDR) {
+      // Deliberate difference: Linux sets `sg_dma_len(s) = sg->length`, the length of the
+      // list's first entry (a slip in iommu_dma_map_sg); dmasim gives each entry its own.
       s.dmaAddress = dev.p2pBusAddr(s.phys);
       s.dmaLength = s.length;
       s.busAddr = true;
@@ -315,17 +320,20 @@ function iommuMapSg(
   try {
     for (let i = 0; i < nents; i++) {
       const s = sgt.sgl[i] as ScatterlistEntry;
-      if (s.busAddr) continue;
-      if (runLen > 0 && runStart + runLen === s.phys) {
-        runLen += s.length;
-        continue;
-      }
-      if (runLen > 0) {
+      // The contiguity test comes before the bus-address skip, as in Linux: a bus-address
+      // entry ends the run unless it happens to start where the run ends.
+      if (runLen > 0 && runStart + runLen !== s.phys) {
         domain.mapNosync(iova + mapped, runStart, runLen, prot);
         mapped += runLen;
+        runLen = 0;
       }
-      runStart = s.phys;
-      runLen = s.length;
+      if (s.busAddr) continue;
+      if (runLen > 0) {
+        runLen += s.length;
+      } else {
+        runStart = s.phys;
+        runLen = s.length;
+      }
     }
     if (runLen > 0) {
       domain.mapNosync(iova + mapped, runStart, runLen, prot);

@@ -181,7 +181,10 @@ export class IovaDomain {
     return n === null || n === this.anchor ? undefined : rangeOf(n);
   }
 
-  /** Linux `free_iova`: frees the range containing `pfn`. Throws EINVAL when there is none. */
+  /**
+   * Linux `free_iova`: frees the range containing `pfn`. Throws EINVAL when there is none
+   * (misuse; Linux returns silently).
+   */
   freeIova(pfn: number): void {
     const n = this.tree.findContaining(pfn);
     if (n === null || n === this.anchor) {

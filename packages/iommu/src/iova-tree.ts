@@ -3,6 +3,8 @@
  * `struct iova`). This is a treap with parent pointers, augmented with the free gap below each
  * node and the largest such gap in each subtree, so the top-down first-fit search that iova.c
  * does with a linear `rb_prev` walk runs in O(log n) while finding exactly the same range.
+ * The engine prices each tree operation at a constant: the linear walk's cost in a fragmented
+ * or nearly full space, and the domain-wide lock, are not modelled.
  */
 
 /** An allocated or reserved IOVA range, in granule-sized page frames, both ends inclusive. */

@@ -20,6 +20,8 @@ export {
   CQE_SIZE,
   NVME_ADMIN,
   NVME_CMD,
+  NVME_MAX_NAMESPACES,
+  NVME_NSID_BROADCAST,
   NVME_PSDT,
   NVME_QUEUE_PHYS_CONTIG,
   NVME_SC,
@@ -45,6 +47,7 @@ export {
   rwSlba,
   setCqe,
   setRwLbas,
+  sqeFuse,
   sqePsdt,
 } from "./spec/commands.ts";
 export { type NvmeQueueKind, decodeCqe, decodeSqe } from "./spec/decode.ts";

@@ -164,14 +164,14 @@ export function traceIo(job: Job, o: TraceOptions = {}): TraceStep[] {
   }
   if (split !== 0)
     throw new TraceSplitError(
-      `trace follows one request, and ${total} bytes in ${bv.length} bvec${bv.length === 1 ? "" : "s"} would be split after ${split * SECTOR_SIZE} bytes under the queue limits (max_hw_sectors ${lim.maxHwSectors} = ${lim.maxHwSectors * SECTOR_SIZE} bytes, max_segments ${lim.maxSegments}, virt_boundary ${hex(lim.virtBoundaryMask)}); trace what fits in one request`,
+      `trace follows one request, and ${total} bytes in ${bv.length} bvec${bv.length === 1 ? "" : "s"} would be split after ${split * SECTOR_SIZE} bytes under the queue limits (max_sectors ${lim.maxSectors} = ${lim.maxSectors * SECTOR_SIZE} bytes, max_segments ${lim.maxSegments}, virt_boundary ${hex(lim.virtBoundaryMask)}); trace what fits in one request`,
     );
   const req = blkRqFromBios(lim, [bio]);
   const segs = blkRqPhysSegments(req);
   steps.push({
     step: "physical segments",
     lines: [
-      `  queue limits: max_segments ${lim.maxSegments}, max_hw_sectors ${lim.maxHwSectors}, virt_boundary ${hex(lim.virtBoundaryMask)}, seg_boundary ${hex(lim.segBoundaryMask)}`,
+      `  queue limits: max_segments ${lim.maxSegments}, max_hw_sectors ${lim.maxHwSectors}, max_sectors ${lim.maxSectors}, virt_boundary ${hex(lim.virtBoundaryMask)}, seg_boundary ${hex(lim.segBoundaryMask)}`,
       `  nr_phys_segments ${req.nrPhysSegments}, gap bit ${req.physGapBit}`,
       ...segs.map((s, i) => `  segment ${i}: ${hex(s.paddr)} + ${hex(s.len)}`),
     ],

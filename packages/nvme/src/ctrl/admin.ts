@@ -17,6 +17,7 @@ import {
   cdw11Cqid,
   getAddr64,
   identifyCns,
+  sqeFuse,
   sqePsdt,
 } from "../spec/commands.ts";
 import {
@@ -41,13 +42,35 @@ const ID_CQES = 0x44;
 
 const dnr = (sc: number) => sc + NVME_STATUS_DNR;
 
-/** QEMU `nvme_admin_cmd`: runs the admin command in `n.cmd`; returns its status. */
+/** The admin opcodes the controller implements (QEMU's `nvme_cse_acs` with CSUPP). */
+function adminOpcodeSupported(n: NvmeCtrlState, op: number): boolean {
+  switch (op) {
+    case NVME_ADMIN.IDENTIFY:
+    case NVME_ADMIN.CREATE_CQ:
+    case NVME_ADMIN.CREATE_SQ:
+    case NVME_ADMIN.DELETE_SQ:
+    case NVME_ADMIN.DELETE_CQ:
+      return true;
+    case NVME_ADMIN.DBBUF:
+      return n.shadowDoorbells;
+    default:
+      return false;
+  }
+}
+
+/**
+ * QEMU `nvme_admin_cmd`: runs the admin command in `n.cmd`; returns its status. In QEMU's
+ * order: an unsupported opcode (Invalid Opcode), then PSDT (NVMe over PCIe: PRPs only; Invalid
+ * Field), then fused operations (Invalid Field without DNR).
+ */
 export function nvmeAdminCmd(n: NvmeCtrlState): number {
   n.counters.c.adminCommands++;
   const op = n.cmd[SQE.OPCODE] as number;
-  // NVMe over PCIe: admin commands use PRPs only.
+  if (!adminOpcodeSupported(n, op))
+    return n.fail(NVME_ERR.INVALID_ADMIN_OPC, dnr(NVME_SC.INVALID_OPCODE));
   if (sqePsdt(n.cmd) !== NVME_PSDT.PRP)
     return n.fail(NVME_ERR.ADMIN_PSDT, dnr(NVME_SC.INVALID_FIELD));
+  if (sqeFuse(n.cmd) !== 0) return n.fail(NVME_ERR.FUSE, NVME_SC.INVALID_FIELD);
   switch (op) {
     case NVME_ADMIN.IDENTIFY:
       return nvmeIdentify(n);
@@ -60,8 +83,6 @@ export function nvmeAdminCmd(n: NvmeCtrlState): number {
     case NVME_ADMIN.DELETE_CQ:
       return nvmeDelCq(n);
     case NVME_ADMIN.DBBUF:
-      if (!n.shadowDoorbells)
-        return n.fail(NVME_ERR.INVALID_ADMIN_OPC, dnr(NVME_SC.INVALID_OPCODE));
       return nvmeDbbufConfig(n);
     default:
       return n.fail(NVME_ERR.INVALID_ADMIN_OPC, dnr(NVME_SC.INVALID_OPCODE));
@@ -182,14 +203,16 @@ function nvmeDelSq(n: NvmeCtrlState): number {
   return 0;
 }
 
-/** QEMU `nvme_del_cq`: refused while a submission queue still posts to it. */
+/**
+ * QEMU `nvme_del_cq`: an unknown CQ is Invalid Completion Queue (with DNR); one that a
+ * submission queue still posts to is Invalid Queue Deletion (without DNR).
+ */
 function nvmeDelCq(n: NvmeCtrlState): number {
   const qid = cdw10Qid(getU32(n.cmd, SQE.CDW10));
   if (qid === 0 || !n.cqs.has(qid))
-    return n.fail(NVME_ERR.INVALID_DEL_CQ_CQID, dnr(NVME_SC.QID_INVALID));
+    return n.fail(NVME_ERR.INVALID_DEL_CQ_CQID, dnr(NVME_SC.CQ_INVALID));
   for (const sq of n.sqs.values())
-    if (sq.cqid === qid)
-      return n.fail(NVME_ERR.INVALID_DEL_CQ_NOTEMPTY, dnr(NVME_SC.INVALID_FIELD));
+    if (sq.cqid === qid) return n.fail(NVME_ERR.INVALID_DEL_CQ_NOTEMPTY, NVME_SC.INVALID_QUEUE_DEL);
   n.cqs.delete(qid);
   return 0;
 }

@@ -10,6 +10,11 @@
  * or writes to host memory goes through `DeviceDma` (so the IOMMU translates and faults). A
  * translation fault during a transfer is a Data Transfer Error (04h), never an exception; a
  * fault on a queue access sets CSTS.CFS.
+ *
+ * Deliberately simpler than QEMU (which moves data asynchronously through its block backend):
+ * a command's data moves when it is fetched, inside the doorbell write, and only its completion
+ * waits for the service time; the device never touches memory late (the lazy exposure window
+ * comes from timestamps, not from a late DMA).
  */
 import { type CounterSet, type SimClock, TWO_POW_32, getU16, getU32, hex } from "@dmasim/bvec";
 import type { Device, DeviceDma } from "@dmasim/dma-core";
@@ -350,7 +355,8 @@ export class NvmeController implements NvmeBar {
   /**
    * QEMU `nvme_process_db`: a submission queue tail doorbell runs the queue, a completion queue
    * head doorbell frees entries (and posts what waited for room). A write to a queue that does
-   * not exist, or beyond its size, is a fatal host error in this model.
+   * not exist, or beyond its size, sets CSTS.CFS: deliberately, as QEMU ignores it and reports
+   * an Invalid Doorbell asynchronous event only if an AER is outstanding (the model has no AER).
    */
   private nvmeProcessDb(off: number, value: number): void {
     const n = this.n;

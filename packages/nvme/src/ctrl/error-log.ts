@@ -57,6 +57,10 @@ export const NVME_ERR = {
   // I/O commands (QEMU `nvme_io_cmd`, `nvme_rw`).
   INVALID_OPC: "pci_nvme_err_invalid_opc",
   INVALID_NSID: "dmasim_nvme_err_invalid_nsid",
+  /** A valid namespace ID with no active namespace (QEMU: Invalid Field, no trace event). */
+  INACTIVE_NS: "dmasim_nvme_err_inactive_ns",
+  /** Fused operations are not supported (QEMU: Invalid Field, no trace event). */
+  FUSE: "dmasim_nvme_err_fuse",
   MDTS: "pci_nvme_err_mdts",
   INVALID_LBA_RANGE: "pci_nvme_err_invalid_lba_range",
   // Fault injection (`NvmeFaultPlan`).

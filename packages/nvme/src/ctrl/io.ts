@@ -17,6 +17,8 @@
 import { getU32, pow2 } from "@dmasim/bvec";
 import {
   NVME_CMD,
+  NVME_MAX_NAMESPACES,
+  NVME_NSID_BROADCAST,
   NVME_PSDT,
   NVME_SC,
   NVME_STATUS_DNR,
@@ -24,6 +26,7 @@ import {
   getAddr64,
   rwNlb,
   rwSlba,
+  sqeFuse,
   sqePsdt,
 } from "../spec/commands.ts";
 import { NVME_ERR } from "./error-log.ts";
@@ -33,7 +36,12 @@ import { nvmeMapPrp, nvmeMapSgl } from "./walker.ts";
 
 const dnr = (sc: number) => sc + NVME_STATUS_DNR;
 
-/** QEMU `nvme_io_cmd`: runs the I/O command in `n.cmd`; returns its status. */
+/**
+ * QEMU `nvme_io_cmd`: runs the I/O command in `n.cmd`; returns its status. The checks come in
+ * QEMU's order: Flush first (`nvme_flush`: the broadcast NSID, or an active namespace, else
+ * Invalid Field), then the NSID (0, broadcast or above 256: Invalid Namespace), an inactive
+ * namespace (Invalid Field), the opcode, and fused operations (Invalid Field without DNR).
+ */
 export function nvmeIoCmd(n: NvmeCtrlState): number {
   const c = n.counters.c;
   c.ioCommands++;
@@ -43,11 +51,19 @@ export function nvmeIoCmd(n: NvmeCtrlState): number {
     c.injectedFailures++;
     return n.fail(NVME_ERR.INJECTED, injected);
   }
-  if (op === NVME_CMD.FLUSH) return 0;
+  const nsid = getU32(n.cmd, SQE.NSID);
+  if (op === NVME_CMD.FLUSH) {
+    if (nsid !== NVME_NSID_BROADCAST && n.namespaces[nsid - 1] === undefined)
+      return n.fail(NVME_ERR.INACTIVE_NS, dnr(NVME_SC.INVALID_FIELD));
+    return 0;
+  }
+  if (nsid === 0 || nsid === NVME_NSID_BROADCAST || nsid > NVME_MAX_NAMESPACES)
+    return n.fail(NVME_ERR.INVALID_NSID, dnr(NVME_SC.INVALID_NS));
+  const ns = n.namespaces[nsid - 1];
+  if (ns === undefined) return n.fail(NVME_ERR.INACTIVE_NS, dnr(NVME_SC.INVALID_FIELD));
   if (op !== NVME_CMD.READ && op !== NVME_CMD.WRITE)
     return n.fail(NVME_ERR.INVALID_OPC, dnr(NVME_SC.INVALID_OPCODE));
-  const ns = n.namespaces[getU32(n.cmd, SQE.NSID) - 1];
-  if (ns === undefined) return n.fail(NVME_ERR.INVALID_NSID, dnr(NVME_SC.INVALID_NS));
+  if (sqeFuse(n.cmd) !== 0) return n.fail(NVME_ERR.FUSE, NVME_SC.INVALID_FIELD);
   const slba = rwSlba(n.cmd);
   const nlb = rwNlb(n.cmd);
   const len = nlb * ns.lbaSize;

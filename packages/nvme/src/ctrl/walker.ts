@@ -119,6 +119,11 @@ function readDescriptors(
  * than one page remains. Returns 0 or a status (13h with DNR for a non-zero offset, 04h for a
  * failed list read).
  *
+ * A list page is read as far as the transfer needs it (the entries used, and the link). QEMU
+ * reads the first list page to its end (`MIN(max_prp_ents, nents)` entries) whatever the
+ * length; the model keeps the smaller read on purpose, as a controller fetching by need, so
+ * `descriptorBytes` counts what the walk used.
+ *
  * PRP1's bits 1:0 are treated as 00b: NVMe Base 2.2 §4.3.1 (PRP Entry) lets a controller either
  * fail them with PRP Offset Invalid or operate as if they were cleared; QEMU `nvme_map_prp` does
  * not check them (it keeps them in the offset, which the specification does not allow), so the

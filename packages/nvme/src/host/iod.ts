@@ -38,7 +38,8 @@ export function iodHas(flags: number, flag: number): boolean {
  * style: command 64, flags and counts 2, total length 8, IOVA state 16, 5 descriptor pointers
  * 40, vec pointer and count 12, one inline DMA pair 16, request header 32. Scatterlist style
  * (v6.8): command 64, counts 8, first_dma/dma_len 16, meta 8, sg_table 16, 5 list pointers 40,
- * request header 32.
+ * request header 32. The two-step figure is the model's iod, not upstream's: upstream has no
+ * inline pair and carries metadata fields the model leaves out (about 224 bytes on x86-64).
  */
 export const IOD_BYTES = { "two-step": 190, scatterlist: 184 } as const;
 

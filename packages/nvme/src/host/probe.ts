@@ -66,6 +66,11 @@ const NVME_MAX_SEG_SIZE = 0xffffffff;
  * CC.MPS = 0 (refusing a controller whose minimum page exceeds 4 KiB), Identify Controller and
  * Namespaces, set the queue limits, create the I/O queue pairs (CQ before SQ), and configure
  * doorbell buffers when the controller offers them.
+ *
+ * Simplified on purpose: `nvme_enable_ctrl` writes CC without EN, re-reads CAP, sets EN and
+ * polls CSTS.RDY for up to CAP.TO; here one CC write sets EN and the controller is ready at
+ * once. There is no Set Features (Number of Queues) negotiation: the host creates the pairs it
+ * wants and the controller offers 64.
  */
 export function nvmePciEnable(d: NvmeDev): void {
   if (d.enabled) throw new NvmeError("EBUSY", "the host is already enabled");
@@ -243,7 +248,8 @@ function nvmeDbbufSet(d: NvmeDev): void {
 /**
  * Shuts down (Linux `nvme_dev_disable` and `nvme_remove`): deletes the I/O queues (SQ before
  * CQ), disables the controller, and frees every queue ring and descriptor pool. Throws EBUSY
- * with requests in flight.
+ * with requests in flight. Simplified on purpose: CC is cleared; Linux's shutdown
+ * (`nvme_disable_ctrl(ctrl, true)`) sets CC.SHN and waits for CSTS.SHST.
  */
 export function nvmeDevShutdown(d: NvmeDev): void {
   if (!d.enabled) return;

@@ -61,7 +61,12 @@ function nvmePciUseSglsSg(ctx: MapContext, req: Request, qid: number, nseg: numb
   return avg >= ctx.sglThreshold;
 }
 
-/** v6.8 `nvme_setup_prp_simple` / `nvme_setup_sgl_simple`: one `dma_map_bvec` (the page API). */
+/**
+ * v6.8 `nvme_setup_prp_simple` / `nvme_setup_sgl_simple`: one `dma_map_bvec` (the page API).
+ * The PRP test masks the offset to the controller page, as upstream 1bd293fcf3af ("adjust
+ * bv_offset by NVME_CTRL_PAGE_SIZE") did in the 6.8 stable series; v6.8.0 compared the whole
+ * `bv_offset` (a difference only with CPU pages above 4 KiB).
+ */
 function nvmeSetupSimple(ctx: MapContext, iod: NvmeIod, req: Request): BlkStatus {
   const bio = req.bio;
   if (bio === null) return BLK_STS.IOERR;

@@ -142,7 +142,10 @@ function nvmePciSetupDataSimple(
  * Linux `nvme_pci_prp_save_mapping`: records a mapped segment for unmap when unmapping is
  * needed and the IOVA path was not used. The first record lives inline in the iod; the array
  * of records comes from the mempool only when a second segment arrives
- * (docs/review-points.md#inline-pair-in-iod).
+ * (docs/review-points.md#inline-pair-in-iod). Deliberate difference: upstream's iod has no
+ * inline pair, so its first record already takes the `dma_vecs` array from the mempool; dmasim
+ * keeps the review's shape, so single-segment iterator-path I/Os (offset buffers on PRP-only
+ * controllers, per-segment mapping, SWIOTLB) hold no array where Linux holds one.
  */
 function nvmePciPrpSaveMapping(ctx: MapContext, iod: NvmeIod, iter: BlkDmaIter): boolean {
   if (dmaUseIova(iod.dmaState) || !dmaNeedUnmap(ctx.dev) || iodHas(iod.flags, IOD.DATA_P2P))

@@ -68,6 +68,16 @@ export function sqePsdt(cmd: Uint8Array): number {
   return Math.floor((cmd[SQE.FLAGS] as number) / 64);
 }
 
+/** The command's FUSE field (the flags byte, bits 1:0; QEMU `NVME_CMD_FLAGS_FUSE`): 0 normal. */
+export function sqeFuse(cmd: Uint8Array): number {
+  return (cmd[SQE.FLAGS] as number) % 4;
+}
+
+/** NVMe's broadcast namespace ID, FFFFFFFFh (QEMU `NVME_NSID_BROADCAST`). */
+export const NVME_NSID_BROADCAST = 0xffffffff;
+/** The namespace IDs QEMU accepts as valid, 1..256 (QEMU `NVME_MAX_NAMESPACES`). */
+export const NVME_MAX_NAMESPACES = 256;
+
 /** 2^53 / 2^32: a 64-bit field whose high dword reaches this is at or above 2^53. */
 export const ADDR_HI_LIMIT = 2 ** 53 / TWO_POW_32;
 
@@ -232,6 +242,8 @@ export const NVME_SC = {
   CQ_INVALID: 0x100,
   QID_INVALID: 0x101,
   QUEUE_SIZE: 0x102,
+  /** Invalid Queue Deletion (a CQ that still has SQs). */
+  INVALID_QUEUE_DEL: 0x10c,
   /** Media errors (SCT 2). */
   WRITE_FAULT: 0x280,
   READ_ERROR: 0x281,
@@ -265,6 +277,7 @@ export const NVME_SC_NAMES: Readonly<Record<number, string>> = {
   0x100: "Invalid Completion Queue",
   0x101: "Invalid Queue Identifier",
   0x102: "Invalid Queue Size",
+  0x10c: "Invalid Queue Deletion",
   0x280: "Write Fault",
   0x281: "Unrecovered Read Error",
 };
