@@ -21,6 +21,18 @@ export interface BenchCase {
   readonly targetNs?: number;
   /** What the figure means, for BENCHMARKS.md. */
   readonly note?: string;
+  /**
+   * For a case whose one call takes seconds: the samples to take (after one warm-up call)
+   * instead of tinybench's at least 64 samples and 16 warm-up calls.
+   */
+  readonly samples?: number;
+  /**
+   * Rounds in which this case and its `baseline` are timed alternately (after one warm-up
+   * round): the ratio is then the median of this case's rounds over the median of the
+   * baseline's, taken in the same rounds, so both see the same host load and the same JIT
+   * state instead of whichever the order of the file gave them.
+   */
+  readonly interleaved?: number;
 }
 
 /** Declares the benchmarks of one file. */
@@ -31,6 +43,9 @@ export function defineBenchmarks(cases: readonly BenchCase[]): readonly BenchCas
     seen.add(c.name);
   }
   for (const c of cases) {
+    if (c.interleaved !== undefined && c.baseline === undefined) {
+      throw new Error(`benchmark ${c.name} is interleaved but names no baseline`);
+    }
     if (c.baseline !== undefined && !seen.has(c.baseline)) {
       throw new Error(
         `benchmark ${c.name} names baseline ${c.baseline}, which is not in the same file`,
