@@ -22,11 +22,6 @@ export interface BenchCase {
   /** What the figure means, for BENCHMARKS.md. */
   readonly note?: string;
   /**
-   * For a case whose one call takes seconds: the samples to take (after one warm-up call)
-   * instead of tinybench's at least 64 samples and 16 warm-up calls.
-   */
-  readonly samples?: number;
-  /**
    * Rounds in which this case and its `baseline` are timed alternately (after one warm-up
    * round): the ratio is then the median of this case's rounds over the median of the
    * baseline's, taken in the same rounds, so both see the same host load and the same JIT

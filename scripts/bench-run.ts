@@ -19,42 +19,25 @@ for (const file of files) {
   const mod = (await import(pathToFileURL(file).href)) as { default: readonly BenchCase[] };
   const cases = mod.default;
   const ns = new Map<string, number>();
-  // Cases run in the order they are declared: consecutive ordinary cases share one Bench, and a
-  // case with `samples` gets a Bench of its own that takes exactly that many samples.
-  const measure = async (group: readonly BenchCase[], samples?: number): Promise<void> => {
-    const bench =
-      samples === undefined
-        ? new Bench({ time: timeMs, warmupTime: Math.min(200, timeMs / 2) })
-        : new Bench({ time: 0, iterations: samples, warmupTime: 0, warmupIterations: 1 });
-    for (const c of group) bench.add(c.name, c.fn);
-    await bench.run();
-    for (const c of group) {
-      const task = bench.getTask(c.name);
-      const r = task?.result as
-        | { period?: number; latency?: { p50?: number; samplesCount?: number }; error?: unknown }
-        | undefined;
-      if (r?.error !== undefined)
-        throw r.error instanceof Error
-          ? r.error
-          : new Error(`benchmark ${c.name} failed`, { cause: r.error });
-      if (r?.period === undefined) throw new Error(`benchmark ${c.name} produced no result`);
-      // The median sample, not the mean: on a shared machine a few samples stretched by another
-      // process or a major GC would otherwise move the figure (and every ratio) by tens of percent.
-      ns.set(c.name, ((r.latency?.p50 ?? r.period) * 1e6) / (c.ops ?? 1));
-    }
-  };
-  let group: BenchCase[] = [];
-  for (const c of cases) {
-    if (c.interleaved !== undefined) continue;
-    if (c.samples === undefined) {
-      group.push(c);
-      continue;
-    }
-    if (group.length > 0) await measure(group);
-    group = [];
-    await measure([c], c.samples);
+  // Every case that is not interleaved (those are timed below, in rounds with their baseline).
+  const bench = new Bench({ time: timeMs, warmupTime: Math.min(200, timeMs / 2) });
+  const plain = cases.filter((c) => c.interleaved === undefined);
+  for (const c of plain) bench.add(c.name, c.fn);
+  await bench.run();
+  for (const c of plain) {
+    const task = bench.getTask(c.name);
+    const r = task?.result as
+      | { period?: number; latency?: { p50?: number; samplesCount?: number }; error?: unknown }
+      | undefined;
+    if (r?.error !== undefined)
+      throw r.error instanceof Error
+        ? r.error
+        : new Error(`benchmark ${c.name} failed`, { cause: r.error });
+    if (r?.period === undefined) throw new Error(`benchmark ${c.name} produced no result`);
+    // The median sample, not the mean: on a shared machine a few samples stretched by another
+    // process or a major GC would otherwise move the figure (and every ratio) by tens of percent.
+    ns.set(c.name, ((r.latency?.p50 ?? r.period) * 1e6) / (c.ops ?? 1));
   }
-  if (group.length > 0) await measure(group);
   /** Interleaved cases: their figure and their baseline's, from the same rounds. */
   const pairs = new Map<string, { ns: number; baseNs: number }>();
   for (const c of cases) {
