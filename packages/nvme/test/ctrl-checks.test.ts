@@ -9,6 +9,7 @@ import {
   NVME_ADMIN,
   NVME_CMD,
   NVME_NSID_BROADCAST,
+  NVME_PSDT,
   NVME_SC,
   NVME_STATUS_DNR,
   SQE,
@@ -107,6 +108,37 @@ describe("nvme_admin_cmd", () => {
     expect(r.rawCommand(admin(NVME_ADMIN.DELETE_CQ, 1, 21), 0)).toBe(NVME_SC.INVALID_QUEUE_DEL);
     // The queue pair still works.
     expect(r.rawCommand(read(r, 1))).toBe(0);
+    expect(r.checkNoLeaks()).toEqual([]);
+  });
+});
+
+describe("nvme_map_dptr: descriptor counts", () => {
+  it("a command refused before any walk (PSDT 11b, SGLs unsupported) counts no descriptor reads", () => {
+    const { r } = walkMachine();
+    const c = r.ctrl.counters.c;
+    // A three-page read: PRP1, and PRP2 pointing at a PRP list of two entries.
+    const [p0, p1, p2, list] = r.highPages(4) as [number, number, number, number];
+    const lb = new Uint8Array(16);
+    setU64(lb, 0, p1);
+    setU64(lb, 8, p2);
+    r.memory.write(list, lb);
+    const cmd = rawRw(NVME_CMD.READ, 0, 3 * (4096 / 512), TAG);
+    setU32(cmd, SQE.NSID, 1);
+    setU64(cmd, SQE.PRP1, p0);
+    setU64(cmd, SQE.PRP2, list);
+    expect(r.rawCommand(cmd)).toBe(0);
+    const reads = c.descriptorReads;
+    const bytes = c.descriptorBytes;
+    expect(reads).toBe(1);
+    expect(bytes).toBe(16);
+    // PSDT 11b: refused before the data pointer is walked.
+    const bad = read(r, 1, NVME_PSDT.RESERVED * 64);
+    expect(r.rawCommand(bad)).toBe(NVME_SC.INVALID_FIELD + DNR);
+    // SGL on a controller without SGL support (the rig's default): refused the same way.
+    const sgl = read(r, 1, NVME_PSDT.SGL_MPTR_CONTIGUOUS * 64);
+    expect(r.rawCommand(sgl)).toBe(NVME_SC.INVALID_FIELD + DNR);
+    expect(c.descriptorReads).toBe(reads);
+    expect(c.descriptorBytes).toBe(bytes);
     expect(r.checkNoLeaks()).toEqual([]);
   });
 });

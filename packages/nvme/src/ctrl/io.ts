@@ -99,6 +99,7 @@ export function nvmeTransfer(
   const psdt = sqePsdt(n.cmd);
   const r = n.ranges;
   let st: number;
+  let walked = true;
   if (psdt === NVME_PSDT.PRP) {
     c.prpWalks++;
     const prp1 = getAddr64(n.cmd, SQE.PRP1);
@@ -107,19 +108,22 @@ export function nvmeTransfer(
     if (st !== 0) n.reason = r.reason;
   } else if (psdt === NVME_PSDT.RESERVED) {
     // QEMU `nvme_map_dptr`; a read or write adds DNR below.
+    walked = false;
     st = n.fail(NVME_ERR.INVALID_PSDT, NVME_SC.INVALID_FIELD);
   } else if (n.sgl === "none") {
+    walked = false;
     st = n.fail(NVME_ERR.SGL_UNSUPPORTED, dnr(NVME_SC.INVALID_FIELD));
   } else {
     c.sglWalks++;
     st = nvmeMapSgl(n.dma, n.cmd, SQE.SGL_ADDR, len, n.sglCaps, toHost, r, n.faults.descriptorHook);
     if (st !== 0) n.reason = r.reason;
   }
-  // Without a walk (PSDT 11b, or SGLs unsupported) these are the previous walk's counts: the
-  // model has always added them again (a known overcount of invalid commands, kept so that
-  // behaviour does not change with this file's split).
-  c.descriptorReads += r.descriptorReads;
-  c.descriptorBytes += r.descriptorBytes;
+  // Only a walk read descriptors: a command refused before one (PSDT 11b, or SGLs unsupported)
+  // must not count the previous walk's again.
+  if (walked) {
+    c.descriptorReads += r.descriptorReads;
+    c.descriptorBytes += r.descriptorBytes;
+  }
   if (st !== 0) {
     if (st === NVME_SC.DATA_XFER_ERROR) c.dmaFaults++;
     // QEMU `nvme_read` / `nvme_do_write`: a mapping failure of a read or write carries DNR
