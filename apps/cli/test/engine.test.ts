@@ -158,3 +158,26 @@ describe("a run whose every request is refused at once", () => {
     expect(r.errors).toBe(r.ios);
   });
 });
+
+describe("gauges are reported as levels, not as per-I/O differences", () => {
+  it("a lazy run gives the flush queue's and the allocator's levels in gauges, none in perIo", () => {
+    const r = runJob(
+      parseJob({
+        iommu: { mode: "lazy" },
+        workload: { rw: "randread", bs: "16k", iodepth: 8, ios: 300 },
+      }),
+    );
+    for (const g of ["fq.pending", "iova.liveRanges", "iova.depotSize", "memory.pagesInUse"]) {
+      expect(r.gauges[g], g).toBeDefined();
+      expect(r.perIo[g], g).toBeUndefined();
+    }
+    // 300 I/Os at QD8 never fill a 256-entry flush queue: every freed IOVA is still pending.
+    expect(r.gauges["fq.pending"]).toBeGreaterThan(0);
+    expect(r.gauges["iova.liveRanges"]).toBeGreaterThanOrEqual(r.gauges["fq.pending"] ?? 0);
+    expect(r.gauges["memory.pagesInUse"]).toBeGreaterThan(0);
+    // 16 KiB over scattered pages needs a PRP list: its descriptor memory is in flight.
+    expect(r.gauges["nvmehost.peakInflightBytes"]).toBeGreaterThan(0);
+    // The event counters stay per I/O.
+    expect(r.perIo["fq.queued"]).toBeCloseTo(1, 5);
+  });
+});

@@ -1,7 +1,9 @@
 /**
  * Event counters. Each layer owns a `CounterSet` with a fixed list of names and increments its
  * fields directly (`counters.c.pteWrites++`), which costs no more than a property update.
- * Snapshots and differences let the engine measure what one I/O or one run caused.
+ * Snapshots and differences let the engine measure what one I/O or one run caused. A few names
+ * are gauges instead (a level such as ranges live or slots in use, or a high-water mark): the
+ * set says which, since a difference of a gauge is not a count of events.
  */
 import { BvecError } from "./errors.ts";
 
@@ -16,16 +18,23 @@ export class CounterSet<K extends string> {
   readonly names: readonly K[];
   /** The live values: increment them directly (`set.c.hits++`). */
   readonly c: Record<K, number>;
+  /** The names that are gauges (levels or high-water marks), not counts of events. */
+  readonly gauges: readonly K[];
 
-  constructor(scope: string, names: readonly K[]) {
+  constructor(scope: string, names: readonly K[], gauges: readonly K[] = []) {
     const seen = new Set<string>();
     for (const n of names) {
       if (seen.has(n))
         throw new BvecError("EINVAL", `counter ${JSON.stringify(n)} declared twice in ${scope}`);
       seen.add(n);
     }
+    for (const g of gauges) {
+      if (!seen.has(g))
+        throw new BvecError("EINVAL", `gauge ${JSON.stringify(g)} is not a counter of ${scope}`);
+    }
     this.scope = scope;
     this.names = names;
+    this.gauges = gauges;
     // Built with JSON.parse so that V8 gives the object fast properties whatever the number of
     // counters (an object filled key by key turns into a slow dictionary past ~16 keys).
     this.c = JSON.parse(`{${names.map((n) => `${JSON.stringify(n)}:0`).join(",")}}`) as Record<
@@ -56,6 +65,11 @@ export function diffCounters<K extends string>(
   for (const k of Object.keys(after) as K[])
     out[k] = after[k] - ((before[k] as number | undefined) ?? 0);
   return out;
+}
+
+/** The gauges of several counter sets, as `"scope.name"`. */
+export function collectGauges(sets: readonly CounterSet<string>[]): string[] {
+  return sets.flatMap((s) => s.gauges.map((g) => `${s.scope}.${g}`));
 }
 
 /** Flattens several counter sets into one `{ "scope.name": value }` record. */

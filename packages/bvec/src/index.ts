@@ -39,7 +39,13 @@ export {
 } from "./addr.ts";
 export { getU16, getU32, getU64, getU64Hi, leU32View, setU16, setU32, setU64 } from "./le.ts";
 export { BvecError, type BvecErrorCode, InternalError, SimError } from "./errors.ts";
-export { CounterSet, type CounterSnapshot, collectCounters, diffCounters } from "./counters.ts";
+export {
+  CounterSet,
+  type CounterSnapshot,
+  collectCounters,
+  collectGauges,
+  diffCounters,
+} from "./counters.ts";
 export { SimClock, type TimerId } from "./clock.ts";
 export { Rng } from "./random.ts";
 export { type MemoryCounter, PhysMemory, type PhysMemoryOptions } from "./memory.ts";

@@ -79,16 +79,20 @@ export class PhysMemory {
   /** Bytes per storage chunk (64 KiB, or the page size when larger). */
   readonly chunkBytes: number;
   /** Event counters: bytes moved, pages touched, allocations. */
-  readonly counters = new CounterSet<MemoryCounter>("memory", [
-    "bytesRead",
-    "bytesWritten",
-    "chunksMaterialized",
-    "pagesInUse",
-    "pagesAllocated",
-    "pagesFreed",
-    "allocCalls",
-    "allocFailures",
-  ]);
+  readonly counters = new CounterSet<MemoryCounter>(
+    "memory",
+    [
+      "bytesRead",
+      "bytesWritten",
+      "chunksMaterialized",
+      "pagesInUse",
+      "pagesAllocated",
+      "pagesFreed",
+      "allocCalls",
+      "allocFailures",
+    ],
+    ["pagesInUse"],
+  );
 
   private readonly map: RegionMap;
   private readonly pages: PageAllocator;

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { CounterSet, SimClock, collectCounters, diffCounters } from "../src/index.ts";
+import {
+  CounterSet,
+  SimClock,
+  collectCounters,
+  collectGauges,
+  diffCounters,
+} from "../src/index.ts";
 
 describe("SimClock", () => {
   it("fires callbacks in time order, ties in scheduling order", () => {
@@ -120,5 +126,16 @@ describe("CounterSet", () => {
 
   it("refuses duplicate names", () => {
     expect(() => new CounterSet("x", ["a", "a"])).toThrow(/declared twice/);
+  });
+
+  it("says which of its names are gauges, and refuses a gauge it does not count", () => {
+    const cs = new CounterSet("iova", ["allocs", "liveRanges"] as const, ["liveRanges"]);
+    const fq = new CounterSet("fq", ["queued", "pending"] as const, ["pending"]);
+    expect(cs.gauges).toEqual(["liveRanges"]);
+    expect(collectGauges([cs, fq, new CounterSet("x", ["a"])])).toEqual([
+      "iova.liveRanges",
+      "fq.pending",
+    ]);
+    expect(() => new CounterSet("x", ["a"], ["b" as "a"])).toThrow(/gauge "b" is not a counter/);
   });
 });

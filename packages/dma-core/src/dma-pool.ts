@@ -29,13 +29,11 @@ export class DmaPool {
   readonly boundary: number;
   /** Bytes per backing coherent allocation: max(size, page size). */
   readonly allocation: number;
-  readonly counters = new CounterSet<DmaPoolCounter>("dmapool", [
-    "allocs",
-    "frees",
-    "pages",
-    "blocksInUse",
-    "failures",
-  ]);
+  readonly counters = new CounterSet<DmaPoolCounter>(
+    "dmapool",
+    ["allocs", "frees", "pages", "blocksInUse", "failures"],
+    ["blocksInUse"],
+  );
   /** Fault injection: return true to make the next allocation fail (Linux returns NULL). */
   faultHook: (() => boolean) | undefined = undefined;
   private readonly pages: CoherentBuffer[] = [];

@@ -100,15 +100,19 @@ export function swiotlbNareas(size: number, pageSize: number, cpus: number): num
 export class Swiotlb {
   readonly memory: PhysMemory;
   readonly size: number;
-  readonly counters = new CounterSet<SwiotlbCounter>("swiotlb", [
-    "maps",
-    "unmaps",
-    "bouncedBytesToDevice",
-    "bouncedBytesFromDevice",
-    "slotsInUse",
-    "slotsHighWater",
-    "failures",
-  ]);
+  readonly counters = new CounterSet<SwiotlbCounter>(
+    "swiotlb",
+    [
+      "maps",
+      "unmaps",
+      "bouncedBytesToDevice",
+      "bouncedBytesFromDevice",
+      "slotsInUse",
+      "slotsHighWater",
+      "failures",
+    ],
+    ["slotsInUse", "slotsHighWater"],
+  );
   /** Fault injection: return true to make the next mapping fail as if the pool were full. */
   faultHook: ((size: number) => boolean) | undefined = undefined;
   private readonly areas: Area[] = [];

@@ -152,16 +152,20 @@ export class FlushQueue {
   /** True for the single shared ring. */
   readonly single: boolean;
   /** Event counters (`flushStart`/`flushFinish` are Linux's fq_flush_start_cnt/finish_cnt). */
-  readonly counters = new CounterSet<FlushQueueCounter>("fq", [
-    "queued",
-    "reclaimed",
-    "flushStart",
-    "flushFinish",
-    "fullRingFlushes",
-    "timerFlushes",
-    "timerArms",
-    "pending",
-  ]);
+  readonly counters = new CounterSet<FlushQueueCounter>(
+    "fq",
+    [
+      "queued",
+      "reclaimed",
+      "flushStart",
+      "flushFinish",
+      "fullRingFlushes",
+      "timerFlushes",
+      "timerArms",
+      "pending",
+    ],
+    ["pending"],
+  );
   private readonly domain: FlushQueueDomain;
   private readonly iovad: IovaDomain;
   private readonly clock: SimClock;

@@ -83,26 +83,30 @@ export class IovaDomain {
   /** CPUs with rcaches. */
   readonly numCpus: number;
   /** Event counters and gauges. */
-  readonly counters = new CounterSet<IovaCounter>("iova", [
-    "allocFastCalls",
-    "allocRcacheHit",
-    "allocTree",
-    "allocTreeRetry",
-    "allocAfterDrain",
-    "allocFailures",
-    "fail32Fast",
-    "rcacheMisses",
-    "drains",
-    "freeFastCalls",
-    "freeRcache",
-    "freeTree",
-    "depotPushes",
-    "depotPops",
-    "depotTrims",
-    "liveRanges",
-    "cachedRanges",
-    "depotSize",
-  ]);
+  readonly counters = new CounterSet<IovaCounter>(
+    "iova",
+    [
+      "allocFastCalls",
+      "allocRcacheHit",
+      "allocTree",
+      "allocTreeRetry",
+      "allocAfterDrain",
+      "allocFailures",
+      "fail32Fast",
+      "rcacheMisses",
+      "drains",
+      "freeFastCalls",
+      "freeRcache",
+      "freeTree",
+      "depotPushes",
+      "depotPops",
+      "depotTrims",
+      "liveRanges",
+      "cachedRanges",
+      "depotSize",
+    ],
+    ["liveRanges", "cachedRanges", "depotSize"],
+  );
   /** Linux `max32_alloc_size`: ≤4 GiB requests of this size or more fail fast. */
   max32AllocSize: number;
 

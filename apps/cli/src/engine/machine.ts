@@ -364,6 +364,18 @@ export function counterGetter(
   };
 }
 
+/**
+ * The counters of `sources` that are gauges (levels such as `iova.liveRanges`, or high-water
+ * marks such as `nvmehost.peakInflightBytes`), as `"scope.name"`: their value, not a difference,
+ * is what a run reports.
+ */
+export function gaugeNames(sources: Map<string, CounterSet<string>[]>): Set<string> {
+  const out = new Set<string>();
+  for (const [scope, sets] of sources)
+    for (const set of sets) for (const g of set.gauges) out.add(`${scope}.${g}`);
+  return out;
+}
+
 /** A flat snapshot of every counter (summed over controllers). */
 export function snapshotCounters(
   m: Machine,

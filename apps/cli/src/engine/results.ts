@@ -110,8 +110,14 @@ export interface RunResult {
     readonly commandUtilisation: number;
     readonly walkNsPerIo: number;
   };
-  /** Per-I/O means of every counter that moved. */
+  /** Per-I/O means of every event counter that moved during the measured window. */
   readonly perIo: Readonly<Record<string, number>>;
+  /**
+   * The gauges at the end of the measured window (levels such as `iova.liveRanges` or
+   * `fq.pending`, high-water marks such as `nvmehost.peakInflightBytes`), summed over the
+   * machine's controllers where each has its own.
+   */
+  readonly gauges: Readonly<Record<string, number>>;
   /** Host memory per in-flight I/O, bytes (iod + descriptors + vec arrays + scatterlists). */
   readonly hostMemoryPerIo: number;
   readonly iotlbHitRate: number | null;

@@ -5,7 +5,13 @@
 import { COST_CATEGORIES, type CostCategory, type CostTable } from "./cost.ts";
 import type { DeviceTiming } from "./device-time.ts";
 import type { Job } from "./job.ts";
-import { type Machine, effectiveIommuMode, forcedModeReason } from "./machine.ts";
+import {
+  type Machine,
+  counterSources,
+  effectiveIommuMode,
+  forcedModeReason,
+  gaugeNames,
+} from "./machine.ts";
 import type { ResourceReport } from "./resources.ts";
 import type { HistogramBin, HistogramSummary } from "@dmasim/iommu";
 import { type DirectionReport, type RunResult, boundOf, shortPercentiles } from "./results.ts";
@@ -84,8 +90,14 @@ export function summarise(x: Measured): RunResult {
 
   const endCounters = x.end.counters;
   const endCat = x.end.cat;
+  const gaugeSet = gaugeNames(counterSources(m));
   const perIo: Record<string, number> = {};
+  const gauges: Record<string, number> = {};
   for (const [k, v] of Object.entries(endCounters)) {
+    if (gaugeSet.has(k)) {
+      gauges[k] = v;
+      continue;
+    }
     const d = v - (startCounters[k] ?? 0);
     if (d !== 0 && counted > 0) perIo[k] = d / counted;
   }
@@ -198,6 +210,7 @@ export function summarise(x: Measured): RunResult {
       walkNsPerIo: counted > 0 ? devBusy.reduce((a, d) => a + d.walk, 0) / counted : 0,
     },
     perIo,
+    gauges,
     hostMemoryPerIo: hostMem,
     iotlbHitRate: iotlb && iotlb.lookups > 0 ? iotlb.hits / iotlb.lookups : null,
     pageTables: m.domain?.pgtable ? tables : null,

@@ -81,27 +81,31 @@ export class NvmeDev {
   readonly maxRetries: number;
   readonly wantIoQueues: number;
   readonly wantDepth: number | undefined;
-  readonly counters = new CounterSet<NvmeHostCounter>("nvmehost", [
-    "submitted",
-    "completed",
-    "failed",
-    "retries",
-    "requeues",
-    "sqDoorbells",
-    "cqDoorbells",
-    "prpCommands",
-    "sglCommands",
-    "singleSegment",
-    "iovaCoalesced",
-    "smallDescriptors",
-    "largeDescriptors",
-    "vecArrays",
-    "sgTables",
-    "inflightBytes",
-    "peakInflightBytes",
-    "shadowWrites",
-    "mmioDoorbellsSkipped",
-  ]);
+  readonly counters = new CounterSet<NvmeHostCounter>(
+    "nvmehost",
+    [
+      "submitted",
+      "completed",
+      "failed",
+      "retries",
+      "requeues",
+      "sqDoorbells",
+      "cqDoorbells",
+      "prpCommands",
+      "sglCommands",
+      "singleSegment",
+      "iovaCoalesced",
+      "smallDescriptors",
+      "largeDescriptors",
+      "vecArrays",
+      "sgTables",
+      "inflightBytes",
+      "peakInflightBytes",
+      "shadowWrites",
+      "mmioDoorbellsSkipped",
+    ],
+    ["inflightBytes", "peakInflightBytes"],
+  );
   /** Descriptor pools (Linux "nvme descriptor small" / "nvme descriptor page"), made at enable. */
   small!: DmaPool;
   large!: DmaPool;

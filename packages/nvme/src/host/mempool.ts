@@ -22,13 +22,11 @@ export type MempoolCounter = "allocs" | "frees" | "failures" | "inUse" | "bytesI
 export class Mempool<T> {
   readonly name: string;
   readonly objectBytes: number;
-  readonly counters = new CounterSet<MempoolCounter>("mempool", [
-    "allocs",
-    "frees",
-    "failures",
-    "inUse",
-    "bytesInUse",
-  ]);
+  readonly counters = new CounterSet<MempoolCounter>(
+    "mempool",
+    ["allocs", "frees", "failures", "inUse", "bytesInUse"],
+    ["inUse", "bytesInUse"],
+  );
   /** Fault injection: return true to fail the next allocation (GFP_ATOMIC failure). */
   faultHook: (() => boolean) | undefined = undefined;
   private readonly free: T[] = [];
