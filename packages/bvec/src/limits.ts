@@ -130,15 +130,15 @@ export function queueLimits(partial: Partial<QueueLimits> = {}): QueueLimits {
   return lim;
 }
 
+/** `PAGE_SIZE / SECTOR_SIZE` with 4 KiB pages: the smallest `max_user_sectors`. */
+const MIN_USER_SECTORS = 4096 / SECTOR_SIZE;
+
 /**
  * `blk_validate_limits`' `max_sectors`: the user's limit when given (`max_user_sectors`: at
  * least a page of sectors and at most `max_hw_sectors`, else EINVAL), otherwise
  * `min(max_hw_sectors, BLK_DEF_MAX_SECTORS_CAP)`; then rounded down to whole logical blocks.
  * (A queue's `io_opt` or a large `io_min` would also set it; the modelled devices set neither.)
  */
-/** `PAGE_SIZE / SECTOR_SIZE` with 4 KiB pages: the smallest `max_user_sectors`. */
-const MIN_USER_SECTORS = 4096 / SECTOR_SIZE;
-
 function maxSectorsOf(user: number | undefined, maxHw: number, lbs: number): number {
   let ms = Math.min(maxHw, BLK_DEF_MAX_SECTORS_CAP);
   if (user !== undefined) {
