@@ -52,8 +52,8 @@ export function blkStatusName(status: number): string {
 
 /** Linux `struct bio`, the fields the data path uses. */
 export class Bio {
-  /** The operation. */
-  readonly op: ReqOp;
+  /** The operation (set again by `bioReset`). */
+  op: ReqOp;
   /** The bvec table (shared with clones made by `bioSplit`). */
   readonly bvecs: BioVec[];
   /** Linux `bi_max_vecs`: the table's capacity. */
@@ -140,6 +140,30 @@ export function bioAddPage(
   bio.bvecs.push(bv);
   bio.iter.size += len;
   return len;
+}
+
+/**
+ * Linux `bio_reset`: makes a bio whose I/O has ended ready to be used again, for operation `op`
+ * at `sector`: an empty table (its capacity, `maxVecs`, kept), no chain, no gap bit, status OK,
+ * one completion expected and no `endIo`. A clone shares another bio's table and cannot be reset
+ * (EINVAL). Callers that submit many I/Os keep one bio per slot this way instead of allocating
+ * one per I/O.
+ */
+export function bioReset(bio: Bio, op: ReqOp, sector: number): void {
+  if (bio.cloned) throw new BvecError("EINVAL", "cannot reset a cloned bio (it shares a table)");
+  checkInt(sector, "bio start sector");
+  bio.op = op;
+  bio.bvecs.length = 0;
+  bio.iter.size = 0;
+  bio.iter.idx = 0;
+  bio.iter.done = 0;
+  bio.iter.sector = sector;
+  bio.next = null;
+  bio.gapBit = 0;
+  bio.parent = null;
+  bio.remaining = 1;
+  bio.status = BLK_STS.OK;
+  bio.endIo = undefined;
 }
 
 /** Adds `len` bytes at physical address `phys` (Linux `bio_add_phys`-style helper over `bioAddPage`). */

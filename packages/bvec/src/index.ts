@@ -102,6 +102,7 @@ export {
   bioChain,
   bioEndio,
   bioFromBvecs,
+  bioReset,
   bioSegments,
   bioSplit,
 } from "./bio.ts";
@@ -110,6 +111,7 @@ export {
   Request,
   blkRqAppendBio,
   blkRqFromBios,
+  blkRqInit,
   blkRqNrPhysSegments,
   blkRqPayloadBytes,
   reqPhysGapMask,

@@ -154,9 +154,26 @@ export const KERNEL_GATES = {
 /** The name of a gated behaviour. */
 export type KernelGateName = keyof typeof KERNEL_GATES;
 
+/**
+ * The table by release: `GATES_OF[v][gate]` is whether release `v` has `gate`. Made once, so
+ * that `kernelHas` (asked on every mapping and unmapping) is two property loads, not a search
+ * of the gate's release list.
+ */
+const GATES_OF: Readonly<Record<string, Readonly<Record<string, boolean>>>> = Object.fromEntries(
+  KERNEL_VERSIONS.map((v) => [
+    v,
+    Object.fromEntries(
+      Object.entries(KERNEL_GATES).map(([name, g]) => [
+        name,
+        (g.versions as readonly KernelVersion[]).includes(v),
+      ]),
+    ),
+  ]),
+);
+
 /** Whether release `v` has the gated behaviour `gate`. */
 export function kernelHas(v: KernelVersion, gate: KernelGateName): boolean {
-  return (KERNEL_GATES[gate].versions as readonly KernelVersion[]).includes(v);
+  return GATES_OF[v]?.[gate] ?? false;
 }
 
 /** Whether `s` names a modelled release. */

@@ -6,10 +6,12 @@ import { checkInt } from "./addr.ts";
 
 /** A deterministic random source. */
 export class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
+  /**
+   * The generator's four 32-bit words (a, b, c, d) in one typed array: as object fields, values
+   * of 2^30 and above are boxed numbers to V8, so every step read and replaced boxes; here each
+   * is a plain 32-bit load or store (the bits, and so the sequence, are the same).
+   */
+  private readonly s = new Int32Array(4);
 
   constructor(seed: number) {
     checkInt(seed, "seed");
@@ -23,30 +25,31 @@ export class Rng {
       z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
       return (z ^ (z >>> 16)) >>> 0;
     };
-    this.a = next();
-    this.b = next();
-    this.c = next();
-    this.d = next();
-    if ((this.a | this.b | this.c | this.d) === 0) this.a = 1;
+    const st = this.s;
+    st[0] = next();
+    st[1] = next();
+    st[2] = next();
+    st[3] = next();
+    if ((st[0] | st[1] | st[2] | st[3]) === 0) st[0] = 1;
     /* eslint-enable no-bitwise */
   }
 
-  /** A uniformly distributed 32-bit unsigned integer. */
   nextU32(): number {
     /* eslint-disable no-bitwise -- 32-bit generator state, not addresses */
-    const r = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;
-    const t = this.b << 9;
-    this.c ^= this.a;
-    this.d ^= this.b;
-    this.b ^= this.c;
-    this.a ^= this.d;
-    this.c ^= t;
-    this.d = rotl(this.d, 11);
+    const st = this.s;
+    const a = st[0] as number;
+    const b = st[1] as number;
+    const c = (st[2] as number) ^ a;
+    const d = (st[3] as number) ^ b;
+    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9) >>> 0;
+    st[0] = a ^ d;
+    st[1] = b ^ c;
+    st[2] = c ^ (b << 9);
+    st[3] = rotl(d, 11);
     return r;
     /* eslint-enable no-bitwise */
   }
 
-  /** A float in [0, 1) with 53 random bits. */
   nextFloat(): number {
     const hi = Math.floor(this.nextU32() / 32); // 27 bits
     const lo = Math.floor(this.nextU32() / 64); // 26 bits
@@ -77,5 +80,5 @@ export class Rng {
 
 function rotl(x: number, k: number): number {
   // eslint-disable-next-line no-bitwise -- 32-bit rotate
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
+  return (x << k) | (x >>> (32 - k));
 }

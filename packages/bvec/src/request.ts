@@ -10,8 +10,8 @@ import { type QueueLimits, SECTOR_SIZE, bvecGapToPrev } from "./limits.ts";
 
 /** Linux `struct request`, the data-path fields. */
 export class Request {
-  /** The operation. */
-  readonly op: ReqOp;
+  /** The operation (set again by `blkRqInit`). */
+  op: ReqOp;
   /** The queue limits the request was built under. */
   readonly limits: QueueLimits;
   /** First and last bio. */
@@ -89,6 +89,23 @@ export function blkRqAppendBio(req: Request, bio: Bio): void {
   req.biotail = bio;
   req.dataLen += bio.size;
   req.nrPhysSegments += segs;
+}
+
+/**
+ * Linux `blk_rq_init` (what `blk_mq_rq_ctx_init` does for a preallocated request of a tag):
+ * makes a request whose I/O has ended empty again, for operation `op` under the same limits: no
+ * bios, sector 0, no data, no segments, no gap, no tag. `blkRqAppendBio` then fills it as it
+ * fills a new one. The request must no longer be queued anywhere.
+ */
+export function blkRqInit(req: Request, op: ReqOp): void {
+  req.op = op;
+  req.bio = null;
+  req.biotail = null;
+  req.sector = 0;
+  req.dataLen = 0;
+  req.nrPhysSegments = 0;
+  req.physGapBit = 0;
+  req.tag = -1;
 }
 
 /** Builds a request from bios that each respect the limits (Linux `blk_mq_bio_to_request` + appends). */

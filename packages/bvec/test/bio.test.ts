@@ -11,12 +11,14 @@ import {
   bioChain,
   bioEndio,
   bioFromBvecs,
+  bioReset,
   bioSegments,
   bioSplit,
   bioSplitIoAt,
   bioSplitToLimits,
   blkRqAppendBio,
   blkRqFromBios,
+  blkRqInit,
   blkRqPayloadBytes,
   bvec,
   bvecPhys,
@@ -303,5 +305,57 @@ describe("blkStatusName", () => {
     expect(blkStatusName(BLK_STS.IOERR)).toBe("BLK_STS_IOERR");
     expect(blkStatusName(BLK_STS.RESOURCE)).toBe("BLK_STS_RESOURCE");
     expect(blkStatusName(99)).toBe("blk_status 99");
+  });
+});
+
+describe("bioReset and blkRqInit", () => {
+  it("make a finished bio and request as good as new ones, above 2^32", () => {
+    const lim = queueLimits({ maxHwSectors: 8, maxSegments: 4 });
+    const bio = new Bio("write", 8, 4);
+    bioAddPage(bio, pfnHigh, 4096, 0);
+    bioAddPage(bio, pfnHigh + 9, 4096, 0);
+    const pieces = bioSplitToLimits(bio, lim);
+    expect(pieces).toHaveLength(2);
+    const req = blkRqFromBios(lim, [pieces[0] as Bio]);
+    bioEndio(pieces[0] as Bio, BLK_STS.IOERR);
+    bioEndio(bio);
+    expect([bio.status, bio.remaining]).toEqual([BLK_STS.IOERR, 0]);
+
+    bioReset(bio, "read", 2 ** 33);
+    expect(bio.op).toBe("read");
+    expect(bio.vcnt).toBe(0);
+    expect(bio.size).toBe(0);
+    expect(bio.maxVecs).toBe(4);
+    expect(bio.iter).toEqual({ size: 0, idx: 0, done: 0, sector: 2 ** 33 });
+    expect([bio.status, bio.remaining, bio.gapBit, bio.next, bio.parent]).toEqual([
+      BLK_STS.OK,
+      1,
+      0,
+      null,
+      null,
+    ]);
+    bioAddPage(bio, pfnHigh + 2 ** 20, 2048, 512);
+    blkRqInit(req, "read");
+    expect([req.bio, req.dataLen, req.nrPhysSegments, req.tag]).toEqual([null, 0, 0, -1]);
+    blkRqAppendBio(req, bio);
+    const fresh = blkRqFromBios(lim, [
+      bioFromBvecs("read", 2 ** 33, [bvec(pfnHigh + 2 ** 20, 512, 2048)]),
+    ]);
+    expect([req.op, req.sector, req.dataLen, req.nrPhysSegments, req.physGapBit]).toEqual([
+      fresh.op,
+      fresh.sector,
+      fresh.dataLen,
+      fresh.nrPhysSegments,
+      fresh.physGapBit,
+    ]);
+  });
+
+  it("refuse to reset a clone, which shares its parent's table", () => {
+    const bio = new Bio("read", 0, 2);
+    bioAddPage(bio, pfnHigh, 4096, 0);
+    bioAddPage(bio, pfnHigh + 3, 4096, 0);
+    const clone = bioSplit(bio, 8);
+    expect(() => bioReset(clone, "read", 0)).toThrow(/cloned/);
+    expect(() => bioReset(bio, "read", -1)).toThrow();
   });
 });

@@ -192,6 +192,14 @@ export class Swiotlb {
     return Math.floor((a * this.areas.length) / this.nareas);
   }
 
+  /**
+   * Whether no slot is mapped: then no address is a live bounce buffer, so an unmap that only
+   * needs `isSwiotlbBuffer`'s answer can skip looking the physical address up.
+   */
+  get idle(): boolean {
+    return this.counters.c.slotsInUse === 0;
+  }
+
   /** Total slots in the pool. */
   get nslabs(): number {
     return this.size / IO_TLB_SIZE;

@@ -177,6 +177,14 @@ const IDENT = /^[A-Za-z_$][\w$]*$/;
 type Targets = readonly Readonly<Record<string, number>>[];
 
 /**
+ * A price as a literal of the compiled sums: a number's shortest decimal form reads back as the
+ * same double (parenthesised, so that an exponent or a sign stays one operand).
+ */
+function priceLiteral(ns: number): string {
+  return `(${Object.is(ns, -0) ? "-0" : String(ns)})`;
+}
+
+/**
  * A compiled pricer over live counters. The engine asks for totals several times per simulated
  * I/O, so each sum is compiled into one function of plain property reads (one object per counter
  * set, one literal key per term) rather than a loop of computed-key lookups; the terms and their
@@ -200,7 +208,6 @@ export class Pricer {
   constructor(table: CostTable, lookup: (name: string) => readonly CounterRef[]) {
     this.table = table;
     const targets: Readonly<Record<string, number>>[] = [];
-    const ns: number[] = [];
     const cpuParts: string[] = [];
     const deviceParts: string[] = [];
     const countParts: string[] = [];
@@ -209,8 +216,8 @@ export class Pricer {
       let ti = targets.indexOf(ref.target);
       if (ti < 0) ti = targets.push(ref.target) - 1;
       return IDENT.test(ref.key)
-        ? `(t[${ti}].${ref.key} ?? 0)`
-        : `(t[${ti}][${JSON.stringify(ref.key)}] ?? 0)`;
+        ? `(t${ti}.${ref.key} ?? 0)`
+        : `(t${ti}[${JSON.stringify(ref.key)}] ?? 0)`;
     };
     for (const [name, e] of Object.entries(table)) {
       const reads: string[] = [];
@@ -229,30 +236,31 @@ export class Pricer {
       if (reads.length === 0) continue;
       const sum = reads.join(" + ");
       if (e.on === "device") {
-        deviceParts.push(`(${sum}) * n[${ns.length}]`);
-        ns.push(e.ns);
+        deviceParts.push(`(${sum}) * ${priceLiteral(e.ns)}`);
       } else if (e.resource !== undefined) {
         countParts.push(`o[${resources.length}] = ${sum};`);
         resources.push({ name, kind: e.resource, ns: e.ns, category: e.category });
       } else {
-        cpuParts.push(`(${sum}) * n[${ns.length}]`);
-        ns.push(e.ns);
+        cpuParts.push(`(${sum}) * ${priceLiteral(e.ns)}`);
       }
     }
     this.resources = resources;
     // eslint-disable-next-line @typescript-eslint/no-implied-eval -- built from counter names checked above
     const compile = (params: string[], body: string) => new Function(...params, body);
+    // Each counter set is a variable of the closure (`t0`, `t1`, ...) and each price a literal
+    // (a number's decimal form reads back as the same double), so a term is one property read
+    // and one multiplication: no array loads on the way.
+    const bind = targets.map((_, i) => `const t${i} = t[${i}];`).join(" ");
     const sumOf = (parts: string[]) =>
       (
-        compile(["t", "n"], `return () => 0${parts.map((p) => ` + ${p}`).join("")};`) as (
+        compile(["t"], `${bind} return () => 0${parts.map((p) => ` + ${p}`).join("")};`) as (
           t: Targets,
-          n: readonly number[],
         ) => () => number
-      )(targets, ns);
+      )(targets);
     this.cpuSum = sumOf(cpuParts);
     this.deviceSum = sumOf(deviceParts);
     this.countInto = (
-      compile(["t"], `return (o) => { ${countParts.join(" ")} };`) as (
+      compile(["t"], `${bind} return (o) => { ${countParts.join(" ")} };`) as (
         t: Targets,
       ) => (o: Float64Array) => void
     )(targets);

@@ -112,21 +112,32 @@ export class DataPipe {
     if (this.tail === this.starts.length) {
       // Compact to the front, growing when more than half is live.
       const live = this.tail - this.head;
-      const size = live * 2 > this.starts.length ? this.starts.length * 2 : this.starts.length;
-      const s = new Float64Array(size);
-      const e = new Float64Array(size);
-      s.set(this.starts.subarray(this.head, this.tail));
-      e.set(this.ends.subarray(this.head, this.tail));
-      this.starts = s;
-      this.ends = e;
+      if (live * 2 > this.starts.length) {
+        const s = new Float64Array(this.starts.length * 2);
+        const e = new Float64Array(this.starts.length * 2);
+        s.set(this.starts.subarray(this.head, this.tail));
+        e.set(this.ends.subarray(this.head, this.tail));
+        this.starts = s;
+        this.ends = e;
+      } else {
+        // In place: no new arrays for a pipe whose live intervals stay few.
+        this.starts.copyWithin(0, this.head, this.tail);
+        this.ends.copyWithin(0, this.head, this.tail);
+      }
       i -= this.head;
       this.head = 0;
       this.tail = live;
     }
-    this.starts.copyWithin(i + 1, i, this.tail);
-    this.ends.copyWithin(i + 1, i, this.tail);
-    this.starts[i] = start;
-    this.ends[i] = end;
+    // Shift the later intervals up by one (a few at most, usually none: a plain loop costs less
+    // than copyWithin's call).
+    const s = this.starts;
+    const e = this.ends;
+    for (let k = this.tail; k > i; k--) {
+      s[k] = s[k - 1] as number;
+      e[k] = e[k - 1] as number;
+    }
+    s[i] = start;
+    e[i] = end;
     this.tail++;
   }
 }

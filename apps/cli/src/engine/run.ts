@@ -17,10 +17,12 @@ import {
   InternalError,
   Rng,
   bioAddPage,
+  bioReset,
   bioSplitToLimits,
-  blkRqFromBios,
+  blkRqAppendBio,
+  blkRqInit,
   fastMod,
-  type Request,
+  Request,
 } from "@dmasim/bvec";
 import { Pricer } from "./cost.ts";
 import { DeferredWork } from "./deferred.ts";
@@ -287,6 +289,16 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   });
   /** I/Os that ended outside completion work (refused at submission). */
   const failed: InFlight[] = [];
+  /**
+   * Each slot's bio (its table as large as the slot's buffer has pieces) and the requests its
+   * I/O was split into: a slot has one I/O at a time, and its requests are done with when the
+   * I/O completes.
+   */
+  const slotBio = Array.from(
+    { length: slots },
+    (_, s) => new Bio("read", 0, Math.max(1, buffers.ranges(s, workload.maxBs).length)),
+  );
+  const slotReqs: Request[][] = Array.from({ length: slots }, () => []);
 
   /** Queues one I/O from the CPU's next ready slot; returns its controller. */
   function submitIo(cpu: Cpu, t: number): number {
@@ -320,14 +332,25 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     workload.start(offset, bytes);
     const rs = buffers.ranges(slot, bytes);
     if (write && verifier) verifier.fill(rs, offset, bytes, io.gen);
-    const bio = new Bio(write ? "write" : "read", offset / 512, rs.length);
+    const op = write ? "write" : "read";
+    // The slot's bio and requests, whose last I/O has ended, are made new again (bio_reset,
+    // blk_rq_init) rather than allocated per I/O.
+    const bio = slotBio[slot] as Bio;
+    bioReset(bio, op, offset / 512);
     for (const r of rs) bioAddPage(bio, Math.floor(r.phys / ps), r.len, fastMod(r.phys, ps), ps);
     const pieces = bioSplitToLimits(bio, lim);
     io.pending = pieces.length;
     cpu.inflight++;
     cpu.segIos.push(io);
-    for (const piece of pieces) {
-      const req = blkRqFromBios(lim, [piece]);
+    const reqs = slotReqs[slot] as Request[];
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i] as Bio;
+      let req = reqs[i];
+      if (req === undefined) {
+        req = new Request(op, lim);
+        reqs[i] = req;
+      } else blkRqInit(req, op);
+      blkRqAppendBio(req, piece);
       if (job.host.mapping === "scatterlist" && req.nrPhysSegments > 1)
         m.engine.sgEntries += req.nrPhysSegments;
       const st = u.host.queueRq(req, io.done, cpu.submitOpts);
@@ -352,7 +375,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       }
       // The doorbell writes are the CPU's too (they cost what the table says, and hold nothing).
       cpu.cursor += price();
-      for (const io of failed.splice(0)) complete(io, cpu.cursor);
+      if (failed.length > 0) for (const io of failed.splice(0)) complete(io, cpu.cursor);
     } else if (cpu.segKind === SEG_COMPLETE) {
       for (const io of cpu.segIos) complete(io, t);
     }

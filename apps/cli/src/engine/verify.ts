@@ -11,38 +11,66 @@ import type { BufferRange } from "./workload.ts";
 const PATTERN_BYTES = 65536;
 /** Sectors one pattern slice may cover (the pattern repeats this many sectors past its end). */
 const RUN_SECTORS = 8;
-const ZERO_RUN = new Uint8Array(RUN_SECTORS * SECTOR_SIZE);
+const RUN_BYTES = RUN_SECTORS * SECTOR_SIZE;
+const ZERO_RUN = Buffer.alloc(RUN_BYTES);
+
+/**
+ * The patterns made lately, by seed: a sweep or a validation set runs many jobs with one seed,
+ * and making a pattern draws 64 Ki random numbers. Patterns are only ever read.
+ */
+const patterns = new Map<number, Buffer>();
+const PATTERNS_KEPT = 4;
+
+/** The verification pattern of `seed` (made once, then shared). */
+function patternOf(seed: number): Buffer {
+  const cached = patterns.get(seed);
+  if (cached !== undefined) return cached;
+  const pattern = Buffer.alloc(PATTERN_BYTES + RUN_BYTES);
+  const pr = new Rng(seed + 1);
+  for (let i = 0; i < PATTERN_BYTES; i++) pattern[i] = pr.nextU32() % 256;
+  pattern.copyWithin(PATTERN_BYTES, 0, RUN_BYTES);
+  if (patterns.size >= PATTERNS_KEPT) patterns.delete(patterns.keys().next().value as number);
+  patterns.set(seed, pattern);
+  return pattern;
+}
 
 /** The verifier of one run. */
 export class Verifier {
   checkedBytes = 0;
   mismatches = 0;
-  private readonly pattern = new Uint8Array(PATTERN_BYTES + RUN_SECTORS * SECTOR_SIZE);
+  private readonly pattern: Buffer;
   private readonly written = new SectorGens();
-  private readonly buf: Uint8Array;
+  private readonly buf: Buffer;
   private readonly mem: PhysMemory;
 
   constructor(seed: number, mem: PhysMemory, maxBs: number) {
-    const pr = new Rng(seed + 1);
-    for (let i = 0; i < PATTERN_BYTES; i++) this.pattern[i] = pr.nextU32() % 256;
-    this.pattern.copyWithin(PATTERN_BYTES, 0, RUN_SECTORS * SECTOR_SIZE);
-    this.buf = new Uint8Array(maxBs);
+    this.pattern = patternOf(seed);
+    this.buf = Buffer.alloc(maxBs);
     this.mem = mem;
   }
 
-  /** Fills the buffer of a write of generation `gen` at byte `offset`. */
+  /**
+   * Fills the buffer of a write of generation `gen` at byte `offset`: each run of up to
+   * RUN_SECTORS sectors is one slice of the pattern, copied straight into the buffer's pieces.
+   */
   fill(ranges: readonly BufferRange[], offset: number, bytes: number, gen: number): void {
-    const n = bytes / SECTOR_SIZE;
-    const buf = this.buf;
-    for (let s = 0; s < n; s += RUN_SECTORS) {
-      const k = Math.min(RUN_SECTORS, n - s);
-      const p = this.patternAt(offset / SECTOR_SIZE + s, gen);
-      buf.set(this.pattern.subarray(p, p + k * SECTOR_SIZE), s * SECTOR_SIZE);
-    }
-    let at = 0;
-    for (const r of ranges) {
-      this.mem.write(r.phys, buf, at, r.len);
-      at += r.len;
+    const first = offset / SECTOR_SIZE;
+    let ri = 0;
+    let r = ranges[0] as BufferRange;
+    let rDone = 0;
+    for (let at = 0; at < bytes; at += RUN_BYTES) {
+      const runLen = Math.min(RUN_BYTES, bytes - at);
+      const p = this.patternAt(first + at / SECTOR_SIZE, gen);
+      for (let done = 0; done < runLen;) {
+        if (rDone === r.len) {
+          r = ranges[++ri] as BufferRange;
+          rDone = 0;
+        }
+        const n = Math.min(runLen - done, r.len - rDone);
+        this.mem.write(r.phys + rDone, this.pattern, p + done, n);
+        done += n;
+        rDone += n;
+      }
     }
   }
 
@@ -69,17 +97,14 @@ export class Verifier {
     for (let s = 0; s < n;) {
       const g = gens.get(first + s);
       const k = gens.runLength(first + s, Math.min(RUN_SECTORS, n - s));
-      const got = buf.subarray(s * SECTOR_SIZE, (s + k) * SECTOR_SIZE);
+      const want = g === undefined ? ZERO_RUN : this.pattern;
       const p = g === undefined ? 0 : this.patternAt(first + s, g);
-      const want =
-        g === undefined
-          ? ZERO_RUN.subarray(0, k * SECTOR_SIZE)
-          : this.pattern.subarray(p, p + k * SECTOR_SIZE);
-      if (Buffer.compare(got, want) !== 0) {
+      const b = s * SECTOR_SIZE;
+      if (buf.compare(want, p, p + k * SECTOR_SIZE, b, b + k * SECTOR_SIZE) !== 0) {
         for (let j = 0; j < k; j++) {
-          const a = got.subarray(j * SECTOR_SIZE, (j + 1) * SECTOR_SIZE);
-          const b = want.subarray(j * SECTOR_SIZE, (j + 1) * SECTOR_SIZE);
-          if (Buffer.compare(a, b) !== 0) this.mismatches++;
+          const o = j * SECTOR_SIZE;
+          if (buf.compare(want, p + o, p + o + SECTOR_SIZE, b + o, b + o + SECTOR_SIZE) !== 0)
+            this.mismatches++;
         }
       }
       s += k;
