@@ -11,19 +11,7 @@
  * the simulated clock's own queue (device completions, timers); no step scans all CPUs.
  * The same job and seed give the same numbers.
  */
-import {
-  BLK_STS,
-  Bio,
-  InternalError,
-  Rng,
-  bioAddPage,
-  bioReset,
-  bioSplitToLimits,
-  blkRqAppendBio,
-  blkRqInit,
-  fastMod,
-  Request,
-} from "@dmasim/bvec";
+import { BLK_STS, InternalError, Rng, fastMod, type Request } from "@dmasim/bvec";
 import { Pricer } from "./cost.ts";
 import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
@@ -47,7 +35,7 @@ import type { RunOptions } from "./run-options.ts";
 import { REPORT_PERCENTILES } from "./stats.ts";
 import { type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
-import { SlotBuffers, SlotQueue, Workload } from "./workload.ts";
+import { SlotBuffers, SlotQueue, SlotRequests, Workload } from "./workload.ts";
 import {
   type Cpu,
   type InFlight,
@@ -289,16 +277,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   });
   /** I/Os that ended outside completion work (refused at submission). */
   const failed: InFlight[] = [];
-  /**
-   * Each slot's bio (its table as large as the slot's buffer has pieces) and the requests its
-   * I/O was split into: a slot has one I/O at a time, and its requests are done with when the
-   * I/O completes.
-   */
-  const slotBio = Array.from(
-    { length: slots },
-    (_, s) => new Bio("read", 0, Math.max(1, buffers.ranges(s, workload.maxBs).length)),
-  );
-  const slotReqs: Request[][] = Array.from({ length: slots }, () => []);
+  const slotRequests = new SlotRequests(buffers, slots, workload.maxBs, lim, ps);
 
   /** Queues one I/O from the CPU's next ready slot; returns its controller. */
   function submitIo(cpu: Cpu, t: number): number {
@@ -332,25 +311,12 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     workload.start(offset, bytes);
     const rs = buffers.ranges(slot, bytes);
     if (write && verifier) verifier.fill(rs, offset, bytes, io.gen);
-    const op = write ? "write" : "read";
-    // The slot's bio and requests, whose last I/O has ended, are made new again (bio_reset,
-    // blk_rq_init) rather than allocated per I/O.
-    const bio = slotBio[slot] as Bio;
-    bioReset(bio, op, offset / 512);
-    for (const r of rs) bioAddPage(bio, Math.floor(r.phys / ps), r.len, fastMod(r.phys, ps), ps);
-    const pieces = bioSplitToLimits(bio, lim);
-    io.pending = pieces.length;
+    const n = slotRequests.build(slot, write, offset, rs);
+    io.pending = n;
     cpu.inflight++;
     cpu.segIos.push(io);
-    const reqs = slotReqs[slot] as Request[];
-    for (let i = 0; i < pieces.length; i++) {
-      const piece = pieces[i] as Bio;
-      let req = reqs[i];
-      if (req === undefined) {
-        req = new Request(op, lim);
-        reqs[i] = req;
-      } else blkRqInit(req, op);
-      blkRqAppendBio(req, piece);
+    for (let i = 0; i < n; i++) {
+      const req = slotRequests.request(slot, i);
       if (job.host.mapping === "scatterlist" && req.nrPhysSegments > 1)
         m.engine.sgEntries += req.nrPhysSegments;
       const st = u.host.queueRq(req, io.done, cpu.submitOpts);

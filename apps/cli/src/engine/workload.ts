@@ -4,7 +4,19 @@
  * the blocks of I/Os in flight), and the buffers each queue slot reads into or writes from, laid
  * out in simulated memory as the job asks.
  */
-import { type PhysMemory, type Rng } from "@dmasim/bvec";
+import {
+  Bio,
+  type PhysMemory,
+  type QueueLimits,
+  Request,
+  type Rng,
+  bioAddPage,
+  bioReset,
+  bioSplitToLimits,
+  blkRqAppendBio,
+  blkRqInit,
+  fastMod,
+} from "@dmasim/bvec";
 import { JobError } from "./errors.ts";
 import { type Job, sizeOf } from "./job.ts";
 
@@ -238,5 +250,57 @@ export class SlotQueue {
     this.head = this.head + 1 === this.ring.length ? 0 : this.head + 1;
     this.size--;
     return slot;
+  }
+}
+
+/**
+ * The block-layer side of each queue slot: one bio (its table as large as the slot's buffer has
+ * pieces), made new for each I/O with `bioReset` (Linux `bio_reset`), and the requests its I/O
+ * is split into, emptied with `blkRqInit` (Linux `blk_rq_init`, as blk-mq reuses the request of
+ * a tag) and filled by `blkRqAppendBio`. A slot has one I/O at a time, and its requests are done
+ * with when that I/O completes, so nothing is allocated per I/O.
+ */
+export class SlotRequests {
+  private readonly bios: Bio[];
+  private readonly reqs: Request[][];
+  private readonly lim: QueueLimits;
+  private readonly ps: number;
+
+  constructor(buffers: SlotBuffers, slots: number, maxBs: number, lim: QueueLimits, ps: number) {
+    this.bios = Array.from(
+      { length: slots },
+      (_, s) => new Bio("read", 0, Math.max(1, buffers.ranges(s, maxBs).length)),
+    );
+    this.reqs = Array.from({ length: slots }, () => []);
+    this.lim = lim;
+    this.ps = ps;
+  }
+
+  /**
+   * Builds slot `slot`'s next I/O over the buffer pieces `rs`: its bio at byte `offset`, split
+   * to the queue limits, one request per piece. Returns the number of requests (`request`).
+   */
+  build(slot: number, write: boolean, offset: number, rs: readonly BufferRange[]): number {
+    const op = write ? "write" : "read";
+    const ps = this.ps;
+    const bio = this.bios[slot] as Bio;
+    bioReset(bio, op, offset / 512);
+    for (const r of rs) bioAddPage(bio, Math.floor(r.phys / ps), r.len, fastMod(r.phys, ps), ps);
+    const pieces = bioSplitToLimits(bio, this.lim);
+    const reqs = this.reqs[slot] as Request[];
+    for (let i = 0; i < pieces.length; i++) {
+      let req = reqs[i];
+      if (req === undefined) {
+        req = new Request(op, this.lim);
+        reqs[i] = req;
+      } else blkRqInit(req, op);
+      blkRqAppendBio(req, pieces[i] as Bio);
+    }
+    return pieces.length;
+  }
+
+  /** Request `i` of the slot's current I/O. */
+  request(slot: number, i: number): Request {
+    return (this.reqs[slot] as Request[])[i] as Request;
   }
 }
