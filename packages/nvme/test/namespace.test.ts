@@ -39,6 +39,42 @@ describe("NvmeNamespace", () => {
     expect(edge.subarray(200)).toEqual(data.subarray(0, 200));
   });
 
+  it("gives its memory back on release, and a namespace reusing it never shows the old bytes", () => {
+    const old = new NvmeNamespace(1, { blocks: 2 ** 22 });
+    // Two slabs full of 0xaa.
+    old.write(0, new Uint8Array(2 * SLAB_CHUNKS * CHUNK).fill(0xaa), 0, 2 * SLAB_CHUNKS * CHUNK);
+    old.release();
+    expect(old.backedBytes).toBe(0);
+    const back = new Uint8Array(CHUNK).fill(0xee);
+    old.read(3 * CHUNK, back, 0, CHUNK);
+    expect(back).toEqual(new Uint8Array(CHUNK));
+
+    // The next namespace takes the released slabs: chunks it writes in part read zeros around
+    // the data, chunks it writes whole read the data, chunks it never wrote read zeros.
+    const ns = new NvmeNamespace(2, { blocks: 2 ** 22 });
+    const small = pattern(100, 1);
+    ns.write(1000, small, 0, small.length);
+    const whole = pattern(CHUNK, 2);
+    ns.write(8 * CHUNK, whole, 0, CHUNK);
+    const across = pattern(20, 3);
+    ns.write(5 * CHUNK - 10, across, 0, across.length);
+    const got = new Uint8Array(9 * CHUNK);
+    ns.read(0, got, 0, got.length);
+    const want = new Uint8Array(9 * CHUNK);
+    want.set(small, 1000);
+    want.set(whole, 8 * CHUNK);
+    want.set(across, 5 * CHUNK - 10);
+    expect(got).toEqual(want);
+    expect(ns.backedBytes).toBe(4 * CHUNK);
+    // Past the first reused slab, into the second.
+    for (let i = 0; i < SLAB_CHUNKS; i++) ns.write(2 ** 28 + i * CHUNK + 7, pattern(1, i), 0, 1);
+    const last = new Uint8Array(CHUNK);
+    ns.read(2 ** 28 + (SLAB_CHUNKS - 1) * CHUNK, last, 0, CHUNK);
+    const lastWant = new Uint8Array(CHUNK);
+    lastWant.set(pattern(1, SLAB_CHUNKS - 1), 7);
+    expect(last).toEqual(lastWant);
+  });
+
   it("reads across written and unwritten chunks, and chunks written out of order", () => {
     const ns = new NvmeNamespace(1, { blocks: 2 ** 16 });
     const a = pattern(3 * CHUNK, 5);

@@ -16,7 +16,8 @@ export interface RunOptions {
   /**
    * Called once with the machine before the first I/O: to configure the controller's fault
    * injection, attach instrumentation, or tamper with a device model to see what the report
-   * makes of it.
+   * makes of it. The run releases the machine's namespaces when it returns (their data reads
+   * as zeros afterwards): their host memory goes to the next runs of the process.
    */
   readonly setup?: (m: Machine) => void;
   /**

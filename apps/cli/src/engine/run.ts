@@ -24,6 +24,7 @@ import {
   counterSources,
   ioQueuesOf,
   queueOfCpu,
+  releaseMachine,
   snapshotCounters,
 } from "./machine.ts";
 import { jobCosts } from "./profiles.ts";
@@ -467,7 +468,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   // Let the lazy timer run so the exposure window of the last unmaps is recorded (used only
   // when no flush happened within the window).
   m.clock.advance(2_000_000_000);
-  return summarise({
+  const result = summarise({
     job,
     m,
     costs,
@@ -485,4 +486,6 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     wallMs: wall() - t0,
     percentiles: options.percentiles ?? REPORT_PERCENTILES,
   });
+  releaseMachine(m);
+  return result;
 }

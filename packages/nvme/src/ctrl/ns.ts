@@ -31,6 +31,19 @@ const SLAB_CHUNKS = 256;
 /** Entries of the chunk view cache (a power of two). */
 const VIEWS = 256;
 
+/** Slabs the pool keeps at most (256 MiB). */
+const POOL_SLABS = 256;
+/**
+ * Slabs given back by released namespaces (`NvmeNamespace.release`), taken by the next
+ * namespaces of the process before any new one is allocated. A process that runs many jobs (a
+ * sweep, `dmasim validate`, the benchmarks) would otherwise have the host fault in and zero
+ * fresh memory on nearly every first write of every run: on a random-write workload over a
+ * large namespace that is one page fault every few I/Os, a few percent of the whole run. A
+ * reused slab still holds the bytes of its last namespace, so each of its chunks is zeroed when
+ * it is taken, unless the write that takes it covers it whole.
+ */
+const slabPool: Uint8Array[] = [];
+
 /** Options of a namespace. */
 export interface NamespaceOptions {
   /** Logical block size: 512 or 4096 (any power of two 512..65536). */
@@ -58,6 +71,8 @@ export class NvmeNamespace {
   private readonly dir: (Int32Array | undefined)[] = [];
   /** The slabs, in slot order. */
   private readonly slabs: Uint8Array[] = [];
+  /** Whether the last slab came from the pool (its chunks hold old bytes until taken). */
+  private lastReused = false;
   private chunkCount = 0;
   /**
    * Views of whole chunks read lately, direct-mapped by slot (`VIEWS` entries, `viewSlot` says
@@ -126,12 +141,12 @@ export class NvmeNamespace {
     while (done < len) {
       const p = at + done;
       const ci = Math.floor(p / CHUNK);
-      const slot = this.slotFor(ci);
+      const slot = this.slotFor(ci, at, len);
       let n = Math.min(CHUNK - (p - ci * CHUNK), len - done);
       // The run goes on while the next chunks (written by this call in any case) take the next
       // slots of the same slab.
       for (let k = 1; done + n < len; k++) {
-        const next = this.slotFor(ci + k);
+        const next = this.slotFor(ci + k, at, len);
         if (next !== slot + k || fastMod(next, SLAB_CHUNKS) === 0) break;
         n += Math.min(CHUNK, len - done - n);
       }
@@ -166,8 +181,11 @@ export class NvmeNamespace {
     return leaf === undefined ? -1 : (leaf[ci - li * LEAF] as number) - 1;
   }
 
-  /** The slot of chunk `ci`, taking a new one when it was never written. */
-  private slotFor(ci: number): number {
+  /**
+   * The slot of chunk `ci`, taking a new one when it was never written, for a write of `len`
+   * bytes at `at` (a new chunk it does not cover whole is zeroed first, if it holds old bytes).
+   */
+  private slotFor(ci: number, at: number, len: number): number {
     const li = Math.floor(ci / LEAF);
     let leaf = this.dir[li];
     if (leaf === undefined) {
@@ -177,19 +195,46 @@ export class NvmeNamespace {
     const k = ci - li * LEAF;
     let slot = (leaf[k] as number) - 1;
     if (slot < 0) {
-      slot = this.newChunk();
+      slot = this.newChunk(at > ci * CHUNK || at + len < (ci + 1) * CHUNK);
       leaf[k] = slot + 1;
     }
     return slot;
   }
 
-  /** Takes the next (zeroed) chunk slot, with a new slab when the last one is full. */
-  private newChunk(): number {
+  /**
+   * Takes the next chunk slot, with a slab from the pool or a new one when the last slab is
+   * full. The chunk reads as zeros, unless `zero` is false and it is about to be written whole.
+   */
+  private newChunk(zero: boolean): number {
     const slot = this.chunkCount;
-    if (slot === this.slabs.length * SLAB_CHUNKS)
-      this.slabs.push(new Uint8Array(SLAB_CHUNKS * CHUNK));
+    const si = Math.floor(slot / SLAB_CHUNKS);
+    if (si === this.slabs.length) {
+      const reused = slabPool.pop();
+      this.lastReused = reused !== undefined;
+      this.slabs.push(reused ?? new Uint8Array(SLAB_CHUNKS * CHUNK));
+    }
+    if (zero && this.lastReused) {
+      const b = (slot - si * SLAB_CHUNKS) * CHUNK;
+      (this.slabs[si] as Uint8Array).fill(0, b, b + CHUNK);
+    }
     this.chunkCount++;
     return slot;
+  }
+
+  /**
+   * Gives the namespace's host memory back: its slabs go to the pool the next namespaces of the
+   * process take theirs from (up to 256 MiB is kept), and the namespace reads as never written
+   * (zeros) from now on. Callers that are done with a machine (the engine, at the end of a run)
+   * release its namespaces so that the next run's first writes reuse pages already faulted in.
+   */
+  release(): void {
+    for (const slab of this.slabs) if (slabPool.length < POOL_SLABS) slabPool.push(slab);
+    this.slabs.length = 0;
+    this.dir.length = 0;
+    this.chunkCount = 0;
+    this.lastReused = false;
+    this.viewOf.length = 0;
+    this.viewSlot.fill(-1);
   }
 
   private check(at: number, len: number): void {
