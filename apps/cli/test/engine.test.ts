@@ -63,6 +63,47 @@ describe("engine verification", () => {
     expect(r.verify).toMatchObject({ ok: false, mismatches: 1 });
   });
 
+  it("counts a sector once when the buffer splits it across pages and both halves differ", () => {
+    // A buffer 300 bytes into its first page: a 4 KiB read's sector 7 lies 212 bytes in the
+    // first page and 300 in the next, which verification compares as two pieces.
+    let reads = 0;
+    let next = -1;
+    const r = runJob(
+      job({
+        workload: {
+          rw: "randrw",
+          bs: "4k",
+          iodepth: 4,
+          ios: 400,
+          buffers: "offset",
+          bufferOffset: 300,
+        },
+      }),
+      {
+        setup: (m) => {
+          const ns = m.ctrl.namespaces[0]!;
+          const read = ns.read.bind(ns);
+          ns.read = (at, dst, off, len) => {
+            read(at, dst, off, len);
+            // The device reads the two pages' pieces apart: the 40th read's first piece, and
+            // the piece after it on the namespace.
+            if (len === 3796 && ++reads === 40) {
+              dst[off + 3600] = 255 - (dst[off + 3600] ?? 0);
+              next = at + 3796;
+            } else if (at === next && len === 300) {
+              dst[off + 104] = 255 - (dst[off + 104] ?? 0);
+              next = -2;
+            }
+          };
+        },
+      },
+    );
+    expect(next).toBe(-2);
+    expect(reads).toBeGreaterThan(40);
+    expect(r.errors).toBe(0);
+    expect(r.verify).toMatchObject({ ok: false, mismatches: 1 });
+  });
+
   it("catches a write that lands one sector off", () => {
     // A 1 MiB namespace, so that reads come back to sectors written earlier.
     const small = job({

@@ -54,11 +54,14 @@ export interface Cpu extends Timeline {
   /** The driver's submission options of this CPU (its queue; doorbells wait for the commit). */
   readonly submitOpts: { readonly qid: number; readonly last: false };
   /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
-  readonly commits: number[];
+  readonly commits: WorkList<number>;
   /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
-  readonly segIos: InFlight[];
-  /** Completion queues with an interrupt pending (or posts a polling CPU will find). */
-  readonly cqPending: number[];
+  readonly segIos: WorkList<InFlight>;
+  /**
+   * Completion queues with an interrupt pending (or posts a polling CPU will find), oldest
+   * first, as unit × 256 + qid: each at most once.
+   */
+  readonly cqPending: SlotQueue;
   readonly softirq: SoftIrq[];
   /** Free queue slots ready for their next I/O, oldest first. */
   readonly ready: SlotQueue;
@@ -69,6 +72,29 @@ export interface Cpu extends Timeline {
   ios: number;
   busyNs: number;
   waitNs: number;
+}
+
+/**
+ * A list emptied and filled again by every piece of work. Its array keeps its capacity: setting
+ * an array's length to 0 gives V8's backing store up, and the next push allocates a new one.
+ * Entries past `size` are stale and never read.
+ */
+export class WorkList<T> {
+  readonly items: T[] = [];
+  size = 0;
+
+  push(x: T): void {
+    this.items[this.size++] = x;
+  }
+
+  clear(): void {
+    this.size = 0;
+  }
+
+  includes(x: T): boolean {
+    for (let i = 0; i < this.size; i++) if (this.items[i] === x) return true;
+    return false;
+  }
 }
 
 /**

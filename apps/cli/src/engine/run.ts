@@ -43,6 +43,7 @@ import {
   SEG_COMPLETE,
   SEG_SOFTIRQ,
   SEG_SUBMIT,
+  WorkList,
   slotRecords,
 } from "./cpu-state.ts";
 
@@ -143,9 +144,9 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       segUnit: 0,
       instance: (kind) => res.instance(kind, cpu.segUnit, c, qid),
       submitOpts: { qid, last: false },
-      commits: [],
-      segIos: [],
-      cqPending: [],
+      commits: new WorkList(),
+      segIos: new WorkList(),
+      cqPending: new SlotQueue(nUnits * (nQueues + 1)),
       softirq: [],
       ready: new SlotQueue(depth),
       backlog: [],
@@ -200,7 +201,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   function hasWork(cpu: Cpu): boolean {
     return (
       cpu.softirq.length > 0 ||
-      cpu.cqPending.length > 0 ||
+      cpu.cqPending.size > 0 ||
       (cpu.backlog.length > 0 ? cpu.retryBacklog : cpu.ready.size > 0)
     );
   }
@@ -212,14 +213,14 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       plan(cpu, SEG_SOFTIRQ, soft.unit, t, soft.cpuNs, soft.counts);
       return true;
     }
-    const key = cpu.cqPending.shift();
-    if (key !== undefined) {
+    if (cpu.cqPending.size > 0) {
+      const key = cpu.cqPending.shift();
       cqFlag[key] = 0;
       const unit = Math.floor(key / 256);
       const qid = key - unit * 256;
       const u = m.units[unit] as (typeof m.units)[number];
       u.dev.cpu = cpu.id;
-      if (cpu.segIos.length > 0) cpu.segIos.length = 0;
+      cpu.segIos.clear();
       doneNow = cpu.segIos;
       u.host.pollCq(qid);
       doneNow = null;
@@ -236,8 +237,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     }
     if (cpu.backlog.length > 0 && cpu.retryBacklog) {
       cpu.retryBacklog = false;
-      if (cpu.commits.length > 0) cpu.commits.length = 0;
-      if (cpu.segIos.length > 0) cpu.segIos.length = 0;
+      cpu.commits.clear();
+      cpu.segIos.clear();
       let unit = 0;
       while (cpu.backlog.length > 0) {
         const b = cpu.backlog[0] as { req: Request; io: InFlight; unit: number };
@@ -254,8 +255,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       return true;
     }
     if (cpu.backlog.length === 0 && cpu.ready.size > 0) {
-      if (cpu.commits.length > 0) cpu.commits.length = 0;
-      if (cpu.segIos.length > 0) cpu.segIos.length = 0;
+      cpu.commits.clear();
+      cpu.segIos.clear();
       let unit = 0;
       for (let k = 0; k < batch && cpu.ready.size > 0; k++) unit = submitIo(cpu, t);
       plan(cpu, SEG_SUBMIT, unit, t, price(), resCounts);
@@ -269,7 +270,7 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     if (!cpu.commits.includes(k)) cpu.commits.push(k);
   }
 
-  let doneNow: InFlight[] | null = null;
+  let doneNow: WorkList<InFlight> | null = null;
   /** One record per slot, made once; an I/O whose every request is done goes to the current
    * completion work, or (refused at submission) to `failed`. */
   const slotIo = slotRecords(slots, depth, queueOf, (io) => {
@@ -333,9 +334,11 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
   function finish(cpu: Cpu): void {
     const t = cpu.cursor;
     if (cpu.segKind === SEG_SUBMIT) {
-      for (const io of cpu.segIos) io.doorbellAt = t;
-      mx.doorbell(cpu.segIos.length, t);
-      for (const k of cpu.commits) {
+      const ios = cpu.segIos;
+      for (let i = 0; i < ios.size; i++) (ios.items[i] as InFlight).doorbellAt = t;
+      mx.doorbell(ios.size, t);
+      for (let i = 0; i < cpu.commits.size; i++) {
+        const k = cpu.commits.items[i] as number;
         const unit = Math.floor(k / 256);
         devMark = p.device();
         (m.units[unit] as (typeof m.units)[number]).host.commitRqs(k - unit * 256);
@@ -344,7 +347,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
       cpu.cursor += price();
       if (failed.length > 0) for (const io of failed.splice(0)) complete(io, cpu.cursor);
     } else if (cpu.segKind === SEG_COMPLETE) {
-      for (const io of cpu.segIos) complete(io, t);
+      const ios = cpu.segIos;
+      for (let i = 0; i < ios.size; i++) complete(ios.items[i] as InFlight, t);
     }
     account(cpu);
   }

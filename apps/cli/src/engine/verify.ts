@@ -5,7 +5,7 @@
  * slices of the pattern, and the pattern repeats its first RUN_SECTORS sectors after its end, so
  * up to RUN_SECTORS sectors are one slice: one copy when writing and one comparison when checking.
  */
-import { type PhysMemory, Rng, SECTOR_SIZE, fastMod } from "@dmasim/bvec";
+import { type ByteSink, type PhysMemory, Rng, SECTOR_SIZE, fastMod } from "@dmasim/bvec";
 import type { BufferRange } from "./workload.ts";
 
 const PATTERN_BYTES = 65536;
@@ -40,12 +40,21 @@ export class Verifier {
   mismatches = 0;
   private readonly pattern: Buffer;
   private readonly written = new SectorGens();
-  private readonly buf: Buffer;
   private readonly mem: PhysMemory;
+  /** The read being checked: its first sector and its sectors. */
+  private first = 0;
+  private sectors = 0;
+  /** Sectors of the read being checked found to differ (1), and whether there are any. */
+  private readonly bad: Uint8Array;
+  private anyBad = false;
+  /** What `check` hands `PhysMemory.readTo`: each piece of the read goes to `comparePiece`. */
+  private readonly sink: ByteSink = {
+    write: (at, src, srcOff, len) => this.comparePiece(at, src, srcOff, len),
+  };
 
   constructor(seed: number, mem: PhysMemory, maxBs: number) {
     this.pattern = patternOf(seed);
-    this.buf = Buffer.alloc(maxBs);
+    this.bad = new Uint8Array(Math.ceil(maxBs / SECTOR_SIZE));
     this.mem = mem;
   }
 
@@ -80,36 +89,69 @@ export class Verifier {
   }
 
   /**
-   * Checks the data of a completed read. Runs of up to RUN_SECTORS sectors last written together
-   * (or never) are compared as one slice; a run that differs is compared sector by sector to
-   * count the sectors that differ.
+   * Checks the data of a completed read, compared where it lies in simulated memory (read
+   * through `PhysMemory.readTo`, which counts the bytes as `read` does, without copying them
+   * out). Runs of up to RUN_SECTORS sectors last written together (or never) are compared as one
+   * slice; a slice that differs is compared sector by sector to count the sectors that differ.
    */
   check(ranges: readonly BufferRange[], offset: number, bytes: number): void {
-    const buf = this.buf;
+    this.first = offset / SECTOR_SIZE;
+    this.sectors = bytes / SECTOR_SIZE;
     let at = 0;
     for (const r of ranges) {
-      this.mem.read(r.phys, buf, at, r.len);
+      this.mem.readTo(r.phys, this.sink, at, r.len);
       at += r.len;
     }
-    const first = offset / SECTOR_SIZE;
-    const n = bytes / SECTOR_SIZE;
-    const gens = this.written;
-    for (let s = 0; s < n;) {
-      const g = gens.get(first + s);
-      const k = gens.runLength(first + s, Math.min(RUN_SECTORS, n - s));
-      const want = g === undefined ? ZERO_RUN : this.pattern;
-      const p = g === undefined ? 0 : this.patternAt(first + s, g);
-      const b = s * SECTOR_SIZE;
-      if (buf.compare(want, p, p + k * SECTOR_SIZE, b, b + k * SECTOR_SIZE) !== 0) {
-        for (let j = 0; j < k; j++) {
-          const o = j * SECTOR_SIZE;
-          if (buf.compare(want, p + o, p + o + SECTOR_SIZE, b + o, b + o + SECTOR_SIZE) !== 0)
-            this.mismatches++;
-        }
+    if (this.anyBad) {
+      const bad = this.bad;
+      for (let s = 0; s < this.sectors; s++) {
+        if (bad[s] === 1) this.mismatches++;
+        bad[s] = 0;
       }
-      s += k;
+      this.anyBad = false;
     }
     this.checkedBytes += bytes;
+  }
+
+  /** Compares bytes `[at, at + len)` of the read being checked, `src[srcOff..]`. */
+  private comparePiece(at: number, src: Uint8Array, srcOff: number, len: number): void {
+    const gens = this.written;
+    const end = at + len;
+    let pos = at;
+    while (pos < end) {
+      const s = Math.floor(pos / SECTOR_SIZE);
+      const sector = this.first + s;
+      const g = gens.get(sector);
+      const k = gens.runLength(sector, Math.min(RUN_SECTORS, this.sectors - s));
+      const n = Math.min(end, (s + k) * SECTOR_SIZE) - pos;
+      const want = g === undefined ? ZERO_RUN : this.pattern;
+      const p = (g === undefined ? 0 : this.patternAt(sector, g)) + pos - s * SECTOR_SIZE;
+      const o = srcOff + pos - at;
+      if (want.compare(src, o, o + n, p, p + n) !== 0) this.markBad(want, p, src, o, pos, n);
+      pos += n;
+    }
+  }
+
+  /** Marks the sectors of `[pos, pos + n)` (of the read) whose bytes differ from `want`'s. */
+  private markBad(
+    want: Buffer,
+    p: number,
+    src: Uint8Array,
+    o: number,
+    pos: number,
+    n: number,
+  ): void {
+    let done = 0;
+    while (done < n) {
+      const at = pos + done;
+      const s = Math.floor(at / SECTOR_SIZE);
+      const k = Math.min(n - done, (s + 1) * SECTOR_SIZE - at);
+      if (want.compare(src, o + done, o + done + k, p + done, p + done + k) !== 0) {
+        this.bad[s] = 1;
+        this.anyBad = true;
+      }
+      done += k;
+    }
   }
 
   private patternAt(sector: number, gen: number): number {

@@ -227,7 +227,10 @@ export class SlotBuffers {
   }
 }
 
-/** A FIFO of slot numbers with room for a CPU's queue depth (a ring: no shifting). */
+/**
+ * A FIFO of integers with a fixed room (a ring: no shifting): a CPU's ready queue slots, or its
+ * completion queues with work pending.
+ */
 export class SlotQueue {
   private readonly ring: Int32Array;
   private head = 0;
