@@ -5,8 +5,8 @@
 import { BLK_STS, type BlkStatus, type Request } from "@dmasim/bvec";
 import type { ResourceKind } from "./cost.ts";
 import type { Resource } from "./resources.ts";
-import type { Timeline } from "./timeline.ts";
-import type { SlotQueue } from "./workload.ts";
+import { Timeline } from "./timeline.ts";
+import { SlotQueue } from "./workload.ts";
 
 /**
  * The I/O of one queue slot (a slot has at most one in flight, so each slot keeps one record and
@@ -43,37 +43,6 @@ export interface SoftIrq {
   readonly counts: Float64Array;
 }
 
-/** One simulated CPU: its timeline and what it has to do. */
-export interface Cpu extends Timeline {
-  /** The queue this CPU submits to (1-based), the same on every controller. */
-  readonly qid: number;
-  segKind: number;
-  segUnit: number;
-  /** The instance of a resource kind this CPU's current piece of work uses. */
-  readonly instance: (kind: ResourceKind) => Resource;
-  /** The driver's submission options of this CPU (its queue; doorbells wait for the commit). */
-  readonly submitOpts: { readonly qid: number; readonly last: false };
-  /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
-  readonly commits: WorkList<number>;
-  /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
-  readonly segIos: WorkList<InFlight>;
-  /**
-   * Completion queues with an interrupt pending (or posts a polling CPU will find), oldest
-   * first, as unit × 256 + qid: each at most once.
-   */
-  readonly cqPending: SlotQueue;
-  readonly softirq: SoftIrq[];
-  /** Free queue slots ready for their next I/O, oldest first. */
-  readonly ready: SlotQueue;
-  readonly backlog: { req: Request; io: InFlight; unit: number }[];
-  retryBacklog: boolean;
-  /** I/Os submitted and not yet completed. */
-  inflight: number;
-  ios: number;
-  busyNs: number;
-  waitNs: number;
-}
-
 /**
  * A list emptied and filled again by every piece of work. Its array keeps its capacity: setting
  * an array's length to 0 gives V8's backing store up, and the next push allocates a new one.
@@ -94,6 +63,56 @@ export class WorkList<T> {
   includes(x: T): boolean {
     for (let i = 0; i < this.size; i++) if (this.items[i] === x) return true;
     return false;
+  }
+}
+
+/** One simulated CPU: its timeline and what it has to do. */
+export class Cpu extends Timeline {
+  /** The queue this CPU submits to (1-based), the same on every controller. */
+  readonly qid: number;
+  segKind = 0;
+  segUnit = 0;
+  /** The instance of a resource kind this CPU's current piece of work uses. */
+  readonly instance: (kind: ResourceKind) => Resource;
+  /** The driver's submission options of this CPU (its queue; doorbells wait for the commit). */
+  readonly submitOpts: { readonly qid: number; readonly last: false };
+  /** Submissions of this piece of work, to ring at its end (unit × 256 + qid). */
+  readonly commits = new WorkList<number>();
+  /** I/Os submitted (SEG_SUBMIT) or completed (SEG_COMPLETE) by this piece of work. */
+  readonly segIos = new WorkList<InFlight>();
+  /**
+   * Completion queues with an interrupt pending (or posts a polling CPU will find), oldest
+   * first, as unit × 256 + qid: each at most once.
+   */
+  readonly cqPending: SlotQueue;
+  readonly softirq: SoftIrq[] = [];
+  /** Free queue slots ready for their next I/O, oldest first. */
+  readonly ready: SlotQueue;
+  readonly backlog: { req: Request; io: InFlight; unit: number }[] = [];
+  retryBacklog = false;
+  /** I/Os submitted and not yet completed. */
+  inflight = 0;
+  ios = 0;
+  busyNs = 0;
+  waitNs = 0;
+
+  /**
+   * CPU `id`, submitting to queue `qid`, with `depth` queue slots and room for the completion
+   * queues of `keys` (controller, queue) pairs; `instance` picks the resources its work uses.
+   */
+  constructor(
+    id: number,
+    qid: number,
+    depth: number,
+    keys: number,
+    instance: (cpu: Cpu, kind: ResourceKind) => Resource,
+  ) {
+    super(id);
+    this.qid = qid;
+    this.instance = (kind) => instance(this, kind);
+    this.submitOpts = { qid, last: false };
+    this.cqPending = new SlotQueue(keys);
+    this.ready = new SlotQueue(depth);
   }
 }
 

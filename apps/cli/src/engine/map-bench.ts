@@ -24,7 +24,7 @@ import { parseJob } from "./job.ts";
 import { buildMachine, counterRef, counterSources, effectiveIommuMode } from "./machine.ts";
 import { type ProfileName, jobCosts } from "./profiles.ts";
 import { ResourceSet } from "./resources.ts";
-import { type Timeline, Timelines, timelineFields } from "./timeline.ts";
+import { Timeline, Timelines } from "./timeline.ts";
 
 /** Options, as the user tool takes them. */
 export interface MapBenchOptions {
@@ -99,14 +99,22 @@ function isqrt(n: number): number {
 const MAP = 0;
 const UNMAP = 1;
 
-interface Thread extends Timeline {
+/** One benchmark thread: its timeline, buffer and where it is in its map/unmap loop. */
+class Thread extends Timeline {
   readonly cpu: number;
   readonly buf: number;
   readonly sg: SgTable | null;
-  addr: number;
+  addr = 0;
   /** The operation in progress or next: MAP or UNMAP. */
-  stage: number;
-  done: boolean;
+  stage = MAP;
+  done = false;
+
+  constructor(id: number, cpu: number, buf: number, sg: SgTable | null) {
+    super(id);
+    this.cpu = cpu;
+    this.buf = buf;
+    this.sg = sg;
+  }
 }
 
 /** Runs the benchmark. */
@@ -148,15 +156,7 @@ export function runMapBench(o: MapBenchOptions): MapBenchResult {
     } else {
       buf = m.memory.allocPages(order) * ps;
     }
-    return {
-      ...timelineFields(t),
-      cpu: t % job.machine.cpus,
-      buf,
-      sg,
-      addr: 0,
-      stage: MAP,
-      done: false,
-    };
+    return new Thread(t, t % job.machine.cpus, buf, sg);
   });
   const limit = o.seconds * 1e9;
   const maxLoops = o.maxLoops ?? Infinity;

@@ -12,7 +12,7 @@
  * The same job and seed give the same numbers.
  */
 import { BLK_STS, InternalError, Rng, fastMod, type Request } from "@dmasim/bvec";
-import { Pricer } from "./cost.ts";
+import { Pricer, type ResourceKind } from "./cost.ts";
 import { DeferredWork } from "./deferred.ts";
 import { DeviceTiming } from "./device-time.ts";
 import { type Job, jobIos, rampOf } from "./job.ts";
@@ -34,11 +34,11 @@ import { type WindowEnd, summarise } from "./summary.ts";
 import { IntervalLog, Measurement, failureCause } from "./measure.ts";
 import type { RunOptions } from "./run-options.ts";
 import { REPORT_PERCENTILES } from "./stats.ts";
-import { type TimelineWork, Timelines, timelineFields } from "./timeline.ts";
+import { type TimelineWork, Timelines } from "./timeline.ts";
 import { Verifier } from "./verify.ts";
-import { SlotBuffers, SlotQueue, SlotRequests, Workload } from "./workload.ts";
+import { SlotBuffers, SlotRequests, Workload } from "./workload.ts";
 import {
-  type Cpu,
+  Cpu,
   type InFlight,
   SEG_COMPLETE,
   SEG_SOFTIRQ,
@@ -135,27 +135,10 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
     clockEvent,
     drained,
   };
+  const instance = (cpu: Cpu, kind: ResourceKind) =>
+    res.instance(kind, cpu.segUnit, cpu.id, cpu.qid);
   for (let c = 0; c < nCpus; c++) {
-    const qid = queueOf(c);
-    const cpu: Cpu = {
-      ...timelineFields(c),
-      qid,
-      segKind: 0,
-      segUnit: 0,
-      instance: (kind) => res.instance(kind, cpu.segUnit, c, qid),
-      submitOpts: { qid, last: false },
-      commits: new WorkList(),
-      segIos: new WorkList(),
-      cqPending: new SlotQueue(nUnits * (nQueues + 1)),
-      softirq: [],
-      ready: new SlotQueue(depth),
-      backlog: [],
-      retryBacklog: false,
-      inflight: 0,
-      ios: 0,
-      busyNs: 0,
-      waitNs: 0,
-    };
+    const cpu = new Cpu(c, queueOf(c), depth, nUnits * (nQueues + 1), instance);
     cpus.push(cpu);
   }
   const tl = new Timelines(m.clock, p, cpus, work);

@@ -20,39 +20,31 @@ export const PHASE = { IDLE: 0, STEPS: 1, END: 2 } as const;
 const EV_WAKE = 0;
 const EV_STEP = 1;
 
-/** The scheduling state of one timeline (a simulated CPU). */
-export interface Timeline {
+/**
+ * The scheduling state of one timeline (a simulated CPU, a map-bench thread), idle at time 0.
+ * A class, so that every run's timelines share one hidden class: code the JIT optimized for one
+ * run's timelines stays valid for the next run's (object literals spread from a helper got a new
+ * one each run, and the hot paths deoptimized on every new run).
+ */
+export class Timeline {
   readonly id: number;
-  phase: number;
+  phase: number = PHASE.IDLE;
   /** Where the timeline is: the next step's arrival, or when it is free. */
-  cursor: number;
-  wakePending: boolean;
+  cursor = 0;
+  wakePending = false;
   /** When the current piece of work started, and how long it has waited for resources. */
-  segStart: number;
-  segWait: number;
+  segStart = 0;
+  segWait = 0;
   /** The resource steps of the current piece of work: the first `nSteps` entries. */
-  readonly steps: Resource[];
-  readonly stepCount: number[];
-  readonly stepHold: number[];
-  nSteps: number;
-  stepIdx: number;
-}
+  readonly steps: Resource[] = [];
+  readonly stepCount: number[] = [];
+  readonly stepHold: number[] = [];
+  nSteps = 0;
+  stepIdx = 0;
 
-/** The scheduling fields of a new timeline, idle at time 0. */
-export function timelineFields(id: number): Timeline {
-  return {
-    id,
-    phase: PHASE.IDLE,
-    cursor: 0,
-    wakePending: false,
-    segStart: 0,
-    segWait: 0,
-    steps: [],
-    stepCount: [],
-    stepHold: [],
-    nSteps: 0,
-    stepIdx: 0,
-  };
+  constructor(id: number) {
+    this.id = id;
+  }
 }
 
 /** What the timelines run. */
