@@ -43,6 +43,7 @@ import {
   SEG_COMPLETE,
   SEG_SOFTIRQ,
   SEG_SUBMIT,
+  type SoftIrq,
   WorkList,
   slotRecords,
 } from "./cpu-state.ts";
@@ -191,8 +192,8 @@ export function runJob(job: Job, options: RunOptions = {}): RunResult {
 
   /** Starts the next piece of work on an idle CPU at `t`; false when it has none. */
   function start(cpu: Cpu, t: number): boolean {
-    const soft = cpu.softirq.shift();
-    if (soft !== undefined) {
+    if (cpu.softirq.length > 0) {
+      const soft = cpu.softirq.shift() as SoftIrq;
       plan(cpu, SEG_SOFTIRQ, soft.unit, t, soft.cpuNs, soft.counts);
       return true;
     }
