@@ -195,7 +195,7 @@ const COMPILED_KEPT = 64;
  */
 const compiledSums = new Map<string, (t: Targets) => unknown>();
 
-/** The function `(t) => { body }`, compiled once per body. */
+/** `new Function(...params, body)`, made once per source. */
 function compiled(params: readonly string[], body: string): (t: Targets) => unknown {
   const key = `${params.join(",")}\n${body}`;
   const kept = compiledSums.get(key);
@@ -269,21 +269,20 @@ export class Pricer {
       }
     }
     this.resources = resources;
-    const compile = compiled;
     // Each counter set is a variable of the closure (`t0`, `t1`, ...) and each price a literal
     // (a number's decimal form reads back as the same double), so a term is one property read
     // and one multiplication: no array loads on the way.
     const bind = targets.map((_, i) => `const t${i} = t[${i}];`).join(" ");
     const sumOf = (parts: string[]) =>
       (
-        compile(["t"], `${bind} return () => 0${parts.map((p) => ` + ${p}`).join("")};`) as (
+        compiled(["t"], `${bind} return () => 0${parts.map((p) => ` + ${p}`).join("")};`) as (
           t: Targets,
         ) => () => number
       )(targets);
     this.cpuSum = sumOf(cpuParts);
     this.deviceSum = sumOf(deviceParts);
     this.countInto = (
-      compile(["t"], `${bind} return (o) => { ${countParts.join(" ")} };`) as (
+      compiled(["t"], `${bind} return (o) => { ${countParts.join(" ")} };`) as (
         t: Targets,
       ) => (o: Float64Array) => void
     )(targets);
