@@ -81,8 +81,9 @@ describe("trace --html in headless Chromium", () => {
       );
       await screenshot(page, "trace-page-tables");
       // The PRP list: its entries as the JSON decodes them.
+      // A new hash is shown on its hashchange event, which may come after goto returns.
       await page.goto(`${page.url().split("#")[0]}#step-8`);
-      expect(await visible()).toBe("PRP list");
+      await expect.poll(visible).toBe("PRP list");
       const prp = (data("PRP list") as { prpEntries: { addr: number }[] }).prpEntries;
       expect(prp.length).toBe(2);
       const prpCells = await page.locator("table.prp-entries tr td:nth-child(4)").allTextContents();
@@ -114,6 +115,7 @@ describe("trace --html in headless Chromium", () => {
       const phone = await openReport(browser, file, PHONE);
       for (const n of [6, 7, 9]) {
         await phone.page.goto(`${phone.page.url().split("#")[0]}#step-${n}`);
+        await phone.page.locator(`section#step-${n}:not([hidden])`).waitFor();
         expect(await overflowPx(phone.page)).toBeLessThanOrEqual(0);
       }
       expect([...errors, ...phone.errors]).toEqual([]);

@@ -245,6 +245,8 @@ const SCRIPT = `(function () {
     var i = steps.findIndex(function (s) { return "#" + s.id === location.hash; });
     show(i < 0 ? 0 : i, false);
   }
+  // A link shows its step at once; the hash it sets then finds the same step.
+  links.forEach(function (a, k) { a.addEventListener("click", function () { show(k, false); }); });
   document.getElementById("prev").addEventListener("click", function () { show(cur - 1, true); });
   document.getElementById("next").addEventListener("click", function () { show(cur + 1, true); });
   document.getElementById("all").addEventListener("click", function () {
