@@ -6,7 +6,8 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const root = join(fileURLToPath(new URL(".", import.meta.url)), "..");
+// The repository this script is in, or the one named by its first argument (its tests use that).
+const root = process.argv[2] ?? join(fileURLToPath(new URL(".", import.meta.url)), "..");
 const dirs = ["."];
 for (const group of ["packages", "apps"]) {
   const g = join(root, group);
@@ -27,7 +28,12 @@ for (const dir of dirs) {
   }
   const r = JSON.parse(readFileSync(report, "utf8"));
   const p = r.numPassedTests ?? 0;
-  const f = (r.numFailedTests ?? 0) + (r.numFailedTestSuites ?? 0);
+  // A failed test counts once (vitest's numFailedTestSuites also counts every describe block
+  // around it); a file that failed with no failed test in it (it did not load) counts once too.
+  const broken = (r.testResults ?? []).filter(
+    (t) => t.status === "failed" && !(t.assertionResults ?? []).some((a) => a.status === "failed"),
+  ).length;
+  const f = (r.numFailedTests ?? 0) + broken;
   const s = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
   console.log(
     `  ${dir.padEnd(20)} ${String(p).padStart(5)} passed ${String(f).padStart(3)} failed ${String(s).padStart(3)} skipped`,
