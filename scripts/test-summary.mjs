@@ -34,6 +34,8 @@ for (const dir of dirs) {
     (t) => t.status === "failed" && !(t.assertionResults ?? []).some((a) => a.status === "failed"),
   ).length;
   const f = (r.numFailedTests ?? 0) + broken;
+  // With nothing failed, vitest reports no success only when it found no test file to run.
+  if (f === 0 && r.success === false) problems.push(`${dir}: vitest ran no test file`);
   const s = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
   console.log(
     `  ${dir.padEnd(20)} ${String(p).padStart(5)} passed ${String(f).padStart(3)} failed ${String(s).padStart(3)} skipped`,

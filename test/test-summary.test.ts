@@ -1,6 +1,7 @@
 /**
  * The closing line CI reads, summed from every package's vitest JSON report: each failed test
- * counts once, a file that failed to load counts once, a package with tests and no report fails.
+ * counts once, a file that failed to load counts once, a package with tests and no report or no
+ * test run fails.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -31,6 +32,7 @@ function summarize(reports: Record<string, object | undefined>): { out: string; 
 }
 
 const passing = (n: number) => ({
+  success: true,
   numPassedTests: n,
   numFailedTests: 0,
   numFailedTestSuites: 0,
@@ -67,6 +69,16 @@ describe("test-summary", () => {
     });
     expect(r.out).toContain("problem: packages/c: has a test directory but no test report");
     expect(r.out.trim().split("\n").at(-1)).toBe("tests: 2 passed, 2 failed");
+    expect(r.code).toBe(1);
+  });
+
+  it("fails a package whose run found no test file", () => {
+    const r = summarize({
+      "packages/a": passing(3),
+      "packages/b": { ...passing(0), success: false, testResults: [] },
+    });
+    expect(r.out).toContain("problem: packages/b: vitest ran no test file");
+    expect(r.out.trim().split("\n").at(-1)).toBe("tests: 3 passed, 1 failed");
     expect(r.code).toBe(1);
   });
 
